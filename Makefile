@@ -1,0 +1,36 @@
+# `make demo` and `make test` set everything up on a fresh machine.
+# torch is installed first so that pip does not pull a multi-GB CUDA build on a CPU-only machine;
+# on a GPU machine pass the build you want, e.g. `make install TORCH="torch"`.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+
+.PHONY: install test lint demo docs bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+install: $(BIN)/.installed
+
+lint: install
+	$(BIN)/ruff check dora tests examples
+
+test: lint
+	$(BIN)/python -m pytest -q tests
+
+demo: install
+	$(BIN)/dora demo
+
+docs: install
+	$(BIN)/mkdocs build --strict
+
+bench: install
+	$(BIN)/dora bench
+
+clean:
+	rm -rf $(VENV) site build *.egg-info

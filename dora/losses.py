@@ -1,0 +1,345 @@
+"""Per-sample preference losses: pure functions of sequence log-probabilities, and their registry.
+
+Every loss returns one value per sample (no reduction); the robust objective (``dora.objectives``)
+aggregates them. Inputs are *summed* completion log-probs ``logp(y) = sum_t log pi(y_t | x, y_<t)``;
+length-normalised losses divide by the token counts given in ``*_lengths``. Notation:
+``u = logp - ref``, ``delta = u_w - u_l``. Names follow TRL 1.16 where TRL has the loss, and the
+numbers match TRL's ``DPOTrainer`` (and ``CPOTrainer`` for SimPO) on the same inputs.
+
+A new loss is one function and one ``@register_pairwise`` / ``@register_listwise`` line.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "Pair",
+    "Listwise",
+    "pairwise_loss",
+    "listwise_loss",
+    "implicit_rewards",
+    "PAIRWISE_LOSSES",
+    "LISTWISE_LOSSES",
+    "loss_spec",
+    "register_pairwise",
+    "register_listwise",
+]
+
+
+@dataclass
+class LossSpec:
+    fn: Callable[..., Tensor]
+    needs_ref: bool
+    needs_lengths: bool
+    listwise: bool
+
+
+PAIRWISE_LOSSES: dict[str, LossSpec] = {}
+LISTWISE_LOSSES: dict[str, LossSpec] = {}
+
+
+def register_pairwise(*names: str, needs_ref: bool = True, needs_lengths: bool = False):
+    def wrap(fn):
+        for name in names:
+            PAIRWISE_LOSSES[name] = LossSpec(fn, needs_ref, needs_lengths, listwise=False)
+        return fn
+
+    return wrap
+
+
+def register_listwise(*names: str, needs_ref: bool = True, needs_lengths: bool = False):
+    def wrap(fn):
+        for name in names:
+            LISTWISE_LOSSES[name] = LossSpec(fn, needs_ref, needs_lengths, listwise=True)
+        return fn
+
+    return wrap
+
+
+def loss_spec(name: str) -> LossSpec:
+    """The registry entry of a pairwise or listwise loss; a clear error for an unknown name."""
+    if name in PAIRWISE_LOSSES:
+        return PAIRWISE_LOSSES[name]
+    if name in LISTWISE_LOSSES:
+        return LISTWISE_LOSSES[name]
+    known = sorted(PAIRWISE_LOSSES) + sorted(LISTWISE_LOSSES)
+    raise ValueError(f"unknown loss_type {name!r}; known: {', '.join(known)}")
+
+
+@dataclass
+class Pair:
+    """The log-prob tensors of a batch of pairs ([B] each)."""
+
+    chosen: Tensor
+    rejected: Tensor
+    ref_chosen: Tensor | None = None
+    ref_rejected: Tensor | None = None
+    chosen_lengths: Tensor | None = None
+    rejected_lengths: Tensor | None = None
+
+    @property
+    def u_w(self) -> Tensor:
+        return self.chosen - self.ref_chosen
+
+    @property
+    def u_l(self) -> Tensor:
+        return self.rejected - self.ref_rejected
+
+    @property
+    def delta(self) -> Tensor:
+        return self.u_w - self.u_l
+
+    def per_token(self, chosen: Tensor, rejected: Tensor) -> tuple[Tensor, Tensor]:
+        return chosen / self.chosen_lengths.clamp(min=1), rejected / self.rejected_lengths.clamp(min=1)
+
+
+@dataclass
+class Listwise:
+    """A batch of ranked lists: log-probs [B, n], scores [B, n] (higher is better), lengths [B, n]."""
+
+    logps: Tensor
+    scores: Tensor
+    ref_logps: Tensor | None = None
+    lengths: Tensor | None = None
+
+
+# --------------------------------------------------------------------------- pairwise, reference-based
+
+
+def _bce(z: Tensor, eps: float) -> Tensor:
+    return -(1 - eps) * F.logsigmoid(z) - eps * F.logsigmoid(-z)
+
+
+@register_pairwise("sigmoid", "dpo")
+def dpo_loss(p: Pair, beta: float, **_) -> Tensor:
+    """DPO (Rafailov et al. 2023, Eq. 7): -log sigmoid(beta * delta)."""
+    return -F.logsigmoid(beta * p.delta)
+
+
+@register_pairwise("cdpo")
+def cdpo_loss(p: Pair, beta: float, label_smoothing: float = 0.0, **_) -> Tensor:
+    """Conservative DPO (Mitchell 2023): -(1-eps) log sigmoid(beta*delta) - eps log sigmoid(-beta*delta)."""
+    return _bce(beta * p.delta, label_smoothing)
+
+
+@register_pairwise("robust", "rdpo")
+def robust_dpo_loss(p: Pair, beta: float, label_smoothing: float = 0.0, **_) -> Tensor:
+    """Provably robust DPO (Chowdhury et al. 2024, Eq. 8): unbiased under label-flip rate eps < 0.5.
+
+    [-(1-eps) log sigmoid(beta*delta) + eps log sigmoid(-beta*delta)] / (1 - 2 eps)."""
+    if not 0.0 <= label_smoothing < 0.5:
+        raise ValueError(f"robust DPO needs 0 <= label_smoothing < 0.5, got {label_smoothing}")
+    z = beta * p.delta
+    return (-(1 - label_smoothing) * F.logsigmoid(z) + label_smoothing * F.logsigmoid(-z)) / (
+        1 - 2 * label_smoothing
+    )
+
+
+@register_pairwise("ipo", needs_lengths=True)
+def ipo_loss(p: Pair, beta: float, **_) -> Tensor:
+    """IPO (Azar et al. 2023, Eq. 17), length-normalised as TRL: (u_w/|y_w| - u_l/|y_l| - 1/(2 beta))^2."""
+    uw, ul = p.per_token(p.u_w, p.u_l)
+    return (uw - ul - 1 / (2 * beta)) ** 2
+
+
+@register_pairwise("hinge")
+def hinge_loss(p: Pair, beta: float, **_) -> Tensor:
+    """SLiC hinge (Zhao et al. 2023, Eq. 3 with the reference): max(0, 1 - beta * delta)."""
+    return torch.relu(1 - beta * p.delta)
+
+
+@register_pairwise("exo_pair")
+def exo_pair_loss(p: Pair, beta: float, label_smoothing: float = 0.0, **_) -> Tensor:
+    """EXO-pref (Ji et al. 2024, Eq. 16, K = 2): KL(softmax(beta*u) || [1-eps, eps]).
+
+    eps = label_smoothing, or 1e-3 (the paper's value) when it is 0, where the KL is undefined."""
+    eps = label_smoothing if label_smoothing > 0 else 1e-3
+    z = beta * p.delta
+    return torch.sigmoid(z) * (F.logsigmoid(z) - math.log1p(-eps)) + torch.sigmoid(-z) * (
+        F.logsigmoid(-z) - math.log(eps)
+    )
+
+
+@register_pairwise("sigmoid_norm", needs_lengths=True)
+def sigmoid_norm_loss(p: Pair, beta: float, **_) -> Tensor:
+    """Length-normalised DPO (as TRL's "sigmoid_norm"): -log sigmoid(beta (u_w/|y_w| - u_l/|y_l|))."""
+    uw, ul = p.per_token(p.u_w, p.u_l)
+    return -F.logsigmoid(beta * (uw - ul))
+
+
+@register_pairwise("nca_pair")
+def nca_pair_loss(p: Pair, beta: float, **_) -> Tensor:
+    """NCA (Chen et al. 2024, Eq. 11, pairwise): -log s(r_w) - 0.5 log s(-r_w) - 0.5 log s(-r_l)."""
+    rw, rl = beta * p.u_w, beta * p.u_l
+    return -F.logsigmoid(rw) - 0.5 * F.logsigmoid(-rw) - 0.5 * F.logsigmoid(-rl)
+
+
+@register_pairwise("bco_pair")
+def bco_pair_loss(p: Pair, beta: float, **_) -> Tensor:
+    """BCO (Jung et al. 2024), pairwise form as TRL 1.16: -log s(beta u_w) - log s(-beta u_l)."""
+    return -F.logsigmoid(beta * p.u_w) - F.logsigmoid(-beta * p.u_l)
+
+
+@register_pairwise("sppo_hard")
+def sppo_hard_loss(p: Pair, beta: float, **_) -> Tensor:
+    """SPPO with hard probabilities (Wu et al. 2024, Eq. 4.7, P = 1 / 0): (u_w - 1/2b)^2 + (u_l + 1/2b)^2."""
+    return (p.u_w - 0.5 / beta) ** 2 + (p.u_l + 0.5 / beta) ** 2
+
+
+@register_pairwise("apo_zero")
+def apo_zero_loss(p: Pair, beta: float, **_) -> Tensor:
+    """APO-zero (D'Oosterlinck et al. 2024, Eq. 7): 1 - s(beta u_w) + s(beta u_l)."""
+    return 1 - torch.sigmoid(beta * p.u_w) + torch.sigmoid(beta * p.u_l)
+
+
+@register_pairwise("apo_down")
+def apo_down_loss(p: Pair, beta: float, **_) -> Tensor:
+    """APO-down (D'Oosterlinck et al. 2024, Eq. 8): s(beta u_w) + 1 - s(beta (u_w - u_l))."""
+    return torch.sigmoid(beta * p.u_w) + 1 - torch.sigmoid(beta * p.delta)
+
+
+@register_pairwise("rdpo_length")
+def rdpo_length_loss(p: Pair, beta: float, rdpo_alpha: float = 0.01, **_) -> Tensor:
+    """R-DPO (Park et al. 2024, Eq. 9): -log sigmoid(beta delta - alpha (|y_w| - |y_l|))."""
+    if p.chosen_lengths is None or p.rejected_lengths is None:
+        raise ValueError("loss 'rdpo_length' needs chosen_lengths and rejected_lengths")
+    return -F.logsigmoid(beta * p.delta - rdpo_alpha * (p.chosen_lengths - p.rejected_lengths))
+
+
+# --------------------------------------------------------------------------- pairwise, reference-free
+
+
+@register_pairwise("simpo", needs_ref=False, needs_lengths=True)
+def simpo_loss(p: Pair, beta: float, simpo_gamma: float = 0.5, label_smoothing: float = 0.0, **_) -> Tensor:
+    """SimPO (Meng et al. 2024, Eq. 6): -log sigmoid(beta (logp_w/|y_w| - logp_l/|y_l|) - gamma).
+
+    ``simpo_gamma`` is the absolute margin gamma, as TRL's CPOTrainer; label smoothing as CPO."""
+    lw, ll = p.per_token(p.chosen, p.rejected)
+    return _bce(beta * (lw - ll) - simpo_gamma, label_smoothing)
+
+
+# --------------------------------------------------------------------------- listwise
+
+
+def _sorted_by_score(lst: Listwise, x: Tensor) -> Tensor:
+    order = torch.argsort(lst.scores, dim=-1, descending=True, stable=True)
+    return torch.gather(x, -1, order)
+
+
+@register_listwise("dpo_pl")
+def plackett_luce_dpo_loss(lst: Listwise, beta: float, **_) -> Tensor:
+    """Plackett-Luce DPO (Rafailov et al. 2023, Eq. 18), averaged over the n ranks as the DoRA code:
+
+    -(1/n) sum_k [ r_(k) - logsumexp_{j >= k} r_(j) ],  r = beta (logp - ref), sorted by score."""
+    r = _sorted_by_score(lst, beta * (lst.logps - lst.ref_logps))
+    # logsumexp over the suffix j >= k: a reversed cumulative logsumexp.
+    suffix = torch.logcumsumexp(r.flip(-1), dim=-1).flip(-1)
+    return -(r - suffix).mean(dim=-1)
+
+
+@register_listwise("rrhf", needs_ref=False, needs_lengths=True)
+def rrhf_loss(lst: Listwise, beta: float, rrhf_sft_weight: float = 1.0, **_) -> Tensor:
+    """RRHF (Yuan et al. 2023, Eq. 2-4) as the DoRA code: with p_i = logp_i / |y_i|,
+    (1/n) sum_{s_i < s_j} max(0, p_i - p_j)  +  rrhf_sft_weight * (-p_best)."""
+    p = lst.logps / lst.lengths.clamp(min=1)
+    n = p.shape[-1]
+    worse = lst.scores.unsqueeze(-1) < lst.scores.unsqueeze(-2)  # [B, i, j]: s_i < s_j
+    rank = (torch.relu(p.unsqueeze(-1) - p.unsqueeze(-2)) * worse).sum(dim=(-1, -2)) / n
+    best = torch.gather(p, -1, lst.scores.argmax(dim=-1, keepdim=True)).squeeze(-1)
+    return rank - rrhf_sft_weight * best
+
+
+@register_listwise("lire", needs_ref=False)
+def lire_loss(lst: Listwise, beta: float, lire_temperature: float = 2.0, **_) -> Tensor:
+    """LIRE (Zhu et al. 2024, Eq. 5) as the DoRA code: -(1/n) sum_j softmax(logp / T)_j softmax(s)_j."""
+    q = torch.softmax(lst.logps / lire_temperature, dim=-1)
+    return -(q * torch.softmax(lst.scores, dim=-1)).mean(dim=-1)
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def _need(spec_name: str, what: str, value):
+    if value is None:
+        raise ValueError(f"loss {spec_name!r} needs {what}")
+    return value
+
+
+def pairwise_loss(
+    name: str,
+    chosen_logps: Tensor,
+    rejected_logps: Tensor,
+    ref_chosen_logps: Tensor | None = None,
+    ref_rejected_logps: Tensor | None = None,
+    *,
+    chosen_lengths: Tensor | None = None,
+    rejected_lengths: Tensor | None = None,
+    beta: float = 0.1,
+    **hyper,
+) -> Tensor:
+    """One loss per pair, shape [B]. ``hyper``: label_smoothing, simpo_gamma, rdpo_alpha."""
+    spec = loss_spec(name)
+    if spec.listwise:
+        raise ValueError(f"loss {name!r} is listwise: call listwise_loss")
+    if spec.needs_ref:
+        _need(name, "reference log-probs (ref_chosen_logps, ref_rejected_logps)", ref_chosen_logps)
+        _need(name, "reference log-probs (ref_chosen_logps, ref_rejected_logps)", ref_rejected_logps)
+    if spec.needs_lengths:
+        _need(name, "completion lengths (chosen_lengths, rejected_lengths)", chosen_lengths)
+        _need(name, "completion lengths (chosen_lengths, rejected_lengths)", rejected_lengths)
+    pair = Pair(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, chosen_lengths, rejected_lengths)
+    return spec.fn(pair, beta, **hyper)
+
+
+def listwise_loss(
+    name: str,
+    logps: Tensor,
+    ref_logps: Tensor | None = None,
+    *,
+    scores: Tensor,
+    lengths: Tensor | None = None,
+    beta: float = 0.1,
+    **hyper,
+) -> Tensor:
+    """One loss per list, shape [B]; ``logps``, ``ref_logps``, ``scores``, ``lengths`` are [B, n].
+
+    A pairwise loss is accepted for n = 2 when ``scores`` rank the two responses."""
+    spec = loss_spec(name)
+    if logps.dim() != 2 or scores.shape != logps.shape:
+        raise ValueError(f"logps and scores must both be [B, n], got {tuple(logps.shape)} and {tuple(scores.shape)}")
+    if spec.needs_ref:
+        _need(name, "reference log-probs (ref_logps)", ref_logps)
+    if spec.needs_lengths:
+        _need(name, "completion lengths (lengths)", lengths)
+    if not spec.listwise:
+        if logps.shape[-1] != 2:
+            raise ValueError(f"pairwise loss {name!r} takes lists of 2 responses, got {logps.shape[-1]}")
+        order = torch.argsort(scores, dim=-1, descending=True, stable=True)
+        pick = lambda t: None if t is None else torch.gather(t, -1, order)  # noqa: E731
+        lp, rp, ln = pick(logps), pick(ref_logps), pick(lengths)
+        return pairwise_loss(
+            name, lp[:, 0], lp[:, 1], None if rp is None else rp[:, 0], None if rp is None else rp[:, 1],
+            chosen_lengths=None if ln is None else ln[:, 0], rejected_lengths=None if ln is None else ln[:, 1],
+            beta=beta, **hyper,
+        )
+    return spec.fn(Listwise(logps, scores, ref_logps, lengths), beta, **hyper)
+
+
+def implicit_rewards(
+    logps: Tensor, ref_logps: Tensor | None = None, *, lengths: Tensor | None = None, beta: float = 0.1
+) -> Tensor:
+    """Implicit rewards for metrics: beta * (logp - ref) (DPO), or beta * logp / |y| when reference-free
+    (SimPO, Eq. 4). Any shape; detached."""
+    with torch.no_grad():
+        if ref_logps is not None:
+            return beta * (logps - ref_logps)
+        if lengths is None:
+            raise ValueError("reference-free rewards need the completion lengths")
+        return beta * logps / lengths.clamp(min=1)
