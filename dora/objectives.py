@@ -1,0 +1,301 @@
+"""Robust objectives: aggregations of per-sample losses l_i (and calibration weights h_i) over the batch.
+
+Every objective is a scalar function of the *global* batch, computed in float32 with logsumexp:
+
+    mean       mean l                                          (ERM)
+    reweight   mean h*l                                        (importance weighting)
+    kl_dro     lam * log mean exp(l / lam)                     (KL-DRO, dual form)
+    dora       lam * log mean exp(h*l / lam)                   (DoRA, Zhu et al. 2025, Eq. 9)
+               placement "outside": mean(h) * lam * log mean exp(l / lam)   (the authors' LIRE path)
+    dr_dpo     -b * log mean exp(-l / b)                       (Dr. DPO, Wu et al. 2024, Eq. 9)
+    kldpo      mean sg[clamp(exp((l - mean l)/tau), max=10)] * l   (KLDPO, Xu et al. 2025, Alg. 1)
+    cvar       mean of the top ceil(alpha*N) of l (or h*l)     (CVaR-DRO, Rockafellar & Uryasev 2000)
+    group_dro  sum_g a_g L_g, a_g <- a_g exp(eta L_g) / Z      (GRPO, Ramesh et al. 2024, Alg. 1)
+
+Distributed rule. With a process group, the detached (l, h, groups) are all-gathered, the objective and
+its gradient dL/dl_i are computed on the global batch, and each rank returns the surrogate
+
+    L_rank = L(global) + R * sum_{i local} sg(dL/dl_i) * (l_i - sg(l_i))
+
+whose value is the global objective and whose gradient, averaged over the R ranks as DDP does, equals the
+gradient of the global objective. One process on 2B samples and two on B each agree to float precision.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+__all__ = [
+    "OBJECTIVES",
+    "ObjectiveOutput",
+    "GroupDROState",
+    "robust_objective",
+    "evaluate_objective",
+    "objective_gradients",
+    "surrogate_loss",
+    "gather_variable",
+    "resolve_group",
+]
+
+
+# --------------------------------------------------------------------------- the objectives
+
+
+def _log_mean_exp(x: Tensor) -> Tensor:
+    return torch.logsumexp(x, dim=0) - math.log(x.numel())
+
+
+def mean_objective(l: Tensor, h: Tensor, **_) -> Tensor:
+    """ERM: mean l."""
+    return l.mean()
+
+
+def reweight_objective(l: Tensor, h: Tensor, **_) -> Tensor:
+    """Importance weighting: mean h*l (the DoRA ablation's "reweighting only")."""
+    return (h * l).mean()
+
+
+def kl_dro_objective(l: Tensor, h: Tensor, *, dro_lambda: float = 1.0, **_) -> Tensor:
+    """KL-DRO dual (Hu & Hong 2013): lam log mean exp(l/lam) (the DoRA ablation's "DRO only")."""
+    return dro_lambda * _log_mean_exp(l / dro_lambda)
+
+
+def dora_objective(
+    l: Tensor, h: Tensor, *, dro_lambda: float = 1.0, dora_placement: str = "inside", **_
+) -> Tensor:
+    """DoRA (Zhu et al. 2025, Eq. 9): lam log mean exp(h l / lam); "outside": mean(h) lam log mean exp(l/lam)."""
+    if dora_placement == "inside":
+        return dro_lambda * _log_mean_exp(h * l / dro_lambda)
+    if dora_placement == "outside":
+        return h.mean() * dro_lambda * _log_mean_exp(l / dro_lambda)
+    raise ValueError(f"dora_placement must be 'inside' or 'outside', got {dora_placement!r}")
+
+
+def dr_dpo_objective(l: Tensor, h: Tensor, *, dr_dpo_beta: float = 1.0, **_) -> Tensor:
+    """Dr. DPO (Wu et al. 2024, Eq. 9): -b log mean exp(-l/b), a soft minimum that down-weights noisy pairs."""
+    return -dr_dpo_beta * _log_mean_exp(-l / dr_dpo_beta)
+
+
+def kldpo_objective(l: Tensor, h: Tensor, *, kldpo_tau: float = 1.0, **_) -> Tensor:
+    """KLDPO (Xu et al. 2025, Alg. 1): mean of detached clamp(exp((l - mean l)/tau), max=10) * l."""
+    w = torch.exp((l.detach() - l.detach().mean()) / kldpo_tau).clamp(max=10.0)
+    return (w * l).mean()
+
+
+def cvar_objective(l: Tensor, h: Tensor, *, cvar_alpha: float = 0.2, **_) -> Tensor:
+    """CVaR at level alpha: the mean of the ceil(alpha N) largest h*l."""
+    if not 0.0 < cvar_alpha <= 1.0:
+        raise ValueError(f"cvar_alpha must be in (0, 1], got {cvar_alpha}")
+    x = h * l
+    k = max(1, math.ceil(cvar_alpha * x.numel()))
+    return torch.topk(x, k).values.mean()
+
+
+class GroupDROState:
+    """Group weights a_g of group DRO, updated by mirror ascent (Ramesh et al. 2024, Alg. 1, line 8):
+    a_g <- a_g exp(eta L_g), renormalised. Saved in checkpoints with ``state_dict``."""
+
+    def __init__(self, num_groups: int, eta: float = 0.01, names: list[str] | None = None):
+        if num_groups < 1:
+            raise ValueError("group_dro needs at least one group")
+        self.eta = float(eta)
+        self.alpha = torch.full((num_groups,), 1.0 / num_groups, dtype=torch.float64)
+        self.names = list(names) if names is not None else [str(i) for i in range(num_groups)]
+
+    def update(self, group_losses: Tensor, present: Tensor) -> Tensor:
+        """One mirror-ascent step with the groups present in the batch; returns the new weights."""
+        step = torch.where(present, self.eta * group_losses.double().cpu(), torch.zeros_like(self.alpha))
+        logits = torch.log(self.alpha) + step
+        self.alpha = torch.softmax(logits, dim=0)
+        return self.alpha
+
+    def state_dict(self) -> dict:
+        return {"alpha": self.alpha.tolist(), "eta": self.eta, "names": self.names}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.alpha = torch.tensor(state["alpha"], dtype=torch.float64)
+        self.eta = float(state["eta"])
+        self.names = list(state.get("names", self.names))
+
+
+def group_dro_objective(
+    l: Tensor,
+    h: Tensor,
+    *,
+    groups: Tensor | None = None,
+    group_dro_state: GroupDROState | None = None,
+    group_dro_eta: float = 0.01,
+    update: bool = True,
+    **_,
+) -> Tensor:
+    """Group DRO (Ramesh et al. 2024): sum_g a_g L_g, L_g the mean of h*l over group g, a updated first."""
+    if groups is None:
+        raise ValueError("objective 'group_dro' needs a group id per sample (the `group` column)")
+    groups = groups.long()
+    num = int(groups.max().item()) + 1
+    state = group_dro_state or GroupDROState(num, group_dro_eta)
+    if num > state.alpha.numel():
+        raise ValueError(f"group id {num - 1} out of range for a state with {state.alpha.numel()} groups")
+    g = state.alpha.numel()
+    x = h * l
+    sums = torch.zeros(g, dtype=x.dtype, device=x.device).index_add(0, groups, x)
+    counts = torch.zeros(g, dtype=x.dtype, device=x.device).index_add(0, groups, torch.ones_like(x))
+    present = counts > 0
+    group_losses = sums / counts.clamp(min=1)
+    alpha = state.update(group_losses.detach(), present.cpu()) if update else state.alpha
+    alpha = alpha.to(device=x.device, dtype=x.dtype)
+    return (alpha * group_losses * present).sum()
+
+
+OBJECTIVES: dict[str, Callable[..., Tensor]] = {
+    "mean": mean_objective,
+    "erm": mean_objective,
+    "reweight": reweight_objective,
+    "kl_dro": kl_dro_objective,
+    "dora": dora_objective,
+    "dr_dpo": dr_dpo_objective,
+    "kldpo": kldpo_objective,
+    "cvar": cvar_objective,
+    "group_dro": group_dro_objective,
+}
+
+
+# --------------------------------------------------------------------------- the global batch
+
+
+def resolve_group(process_group):
+    """None -> single process. An accelerate ``Accelerator`` (or its state) -> the default group when it
+    runs more than one process. A torch ``ProcessGroup`` -> itself. Returns (group, world_size, rank)."""
+    if process_group is None:
+        return None, 1, 0
+    if hasattr(process_group, "num_processes"):  # Accelerator / PartialState
+        if process_group.num_processes <= 1:
+            return None, 1, 0
+        process_group = dist.group.WORLD
+    if not dist.is_available() or not dist.is_initialized():
+        return None, 1, 0
+    world = dist.get_world_size(process_group)
+    return (process_group, world, dist.get_rank(process_group)) if world > 1 else (None, 1, 0)
+
+
+def gather_variable(t: Tensor, group) -> tuple[Tensor, int]:
+    """All-gather a 1-D tensor whose length may differ across ranks; returns (global tensor, local offset)."""
+    world = dist.get_world_size(group)
+    rank = dist.get_rank(group)
+    n = torch.tensor([t.numel()], device=t.device, dtype=torch.long)
+    sizes = [torch.zeros_like(n) for _ in range(world)]
+    dist.all_gather(sizes, n, group=group)
+    sizes = [int(s.item()) for s in sizes]
+    padded = torch.zeros(max(sizes), dtype=t.dtype, device=t.device)
+    padded[: t.numel()] = t
+    parts = [torch.zeros_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded, group=group)
+    return torch.cat([p[:s] for p, s in zip(parts, sizes)]), sum(sizes[:rank])
+
+
+@dataclass
+class ObjectiveOutput:
+    """``loss``: the (local surrogate of the) objective, differentiable in the local losses.
+    ``sample_weights``: N * dL/dl_i for the local samples (all 1 for ERM), detached.
+    ``ess``: Kish effective sample size of dL/dl over the global batch. ``value``: the global objective."""
+
+    loss: Tensor
+    sample_weights: Tensor
+    ess: float
+    value: float
+
+
+def objective_gradients(name: str, losses: Tensor, weights: Tensor, groups: Tensor | None = None, **hyper):
+    """Value and gradient dL/dl of objective ``name`` at detached float32 ``losses`` (the global batch)."""
+    fn = OBJECTIVES.get(name)
+    if fn is None:
+        raise ValueError(f"unknown objective {name!r}; known: {', '.join(sorted(OBJECTIVES))}")
+    with torch.enable_grad():
+        leaf = losses.detach().float().requires_grad_(True)
+        value = fn(leaf, weights.detach().float(), groups=groups, **hyper)
+        (grad,) = torch.autograd.grad(value, leaf, allow_unused=True)
+    if grad is None:
+        grad = torch.zeros_like(leaf)
+    return value.detach(), grad.detach()
+
+
+def surrogate_loss(local_losses: Tensor, local_grads: Tensor, value: Tensor, world_size: int = 1) -> Tensor:
+    """value + R * sum_i g_i (l_i - sg(l_i)): the value of the objective, and (averaged over R ranks) its gradient."""
+    l = local_losses.float()
+    return value + world_size * (local_grads * (l - l.detach())).sum()
+
+
+def _check_inputs(losses: Tensor, weights: Tensor | None, groups: Tensor | None) -> Tensor:
+    if losses.dim() != 1:
+        raise ValueError(f"losses must be a 1-D tensor of per-sample losses, got shape {tuple(losses.shape)}")
+    if weights is None:
+        return torch.ones_like(losses, dtype=torch.float32)
+    weights = torch.as_tensor(weights, device=losses.device).float()
+    if weights.shape != losses.shape:
+        raise ValueError(f"weights shape {tuple(weights.shape)} != losses shape {tuple(losses.shape)}")
+    bad = ~torch.isfinite(weights) | (weights < 0)
+    if bad.any():
+        i = int(torch.nonzero(bad)[0].item())
+        raise ValueError(f"sample {i}: weight {weights[i].item()!r} is not a finite non-negative number")
+    if groups is not None and groups.shape != losses.shape:
+        raise ValueError(f"groups shape {tuple(groups.shape)} != losses shape {tuple(losses.shape)}")
+    return weights
+
+
+def evaluate_objective(
+    name: str,
+    losses: Tensor,
+    *,
+    weights: Tensor | None = None,
+    groups: Tensor | None = None,
+    dro_lambda: float = 1.0,
+    process_group=None,
+    **hyper,
+) -> ObjectiveOutput:
+    """The objective over the global batch, with the weights the gradient gives each sample (for logging).
+
+    ``process_group``: None (this process's batch is the batch), a torch ProcessGroup, or an accelerate
+    ``Accelerator``. ``hyper``: dora_placement, dr_dpo_beta, kldpo_tau, cvar_alpha, group_dro_eta,
+    group_dro_state (a ``GroupDROState``), update (group_dro: False to leave the state as it is)."""
+    if dro_lambda <= 0:
+        raise ValueError(f"dro_lambda must be > 0, got {dro_lambda}")
+    h = _check_inputs(losses, weights, groups)
+    group, world, _ = resolve_group(process_group)
+    l_det = losses.detach().float()
+    if world > 1:
+        l_all, offset = gather_variable(l_det, group)
+        h_all, _ = gather_variable(h, group)
+        g_all = None if groups is None else gather_variable(groups.long(), group)[0]
+    else:
+        l_all, h_all, g_all, offset = l_det, h, groups, 0
+    value, grad = objective_gradients(name, l_all, h_all, g_all, dro_lambda=dro_lambda, **hyper)
+    local = grad[offset : offset + losses.numel()]
+    ess = float(grad.sum() ** 2 / (grad * grad).sum()) if (grad * grad).sum() > 0 else 0.0
+    return ObjectiveOutput(
+        loss=surrogate_loss(losses, local, value, world),
+        sample_weights=local * l_all.numel(),
+        ess=ess,
+        value=float(value),
+    )
+
+
+def robust_objective(
+    name: str,
+    losses: Tensor,
+    *,
+    weights: Tensor | None = None,
+    groups: Tensor | None = None,
+    dro_lambda: float = 1.0,
+    process_group=None,
+    **hyper,
+) -> Tensor:
+    """A scalar objective whose gradient flows through ``losses``; see ``evaluate_objective``."""
+    return evaluate_objective(
+        name, losses, weights=weights, groups=groups, dro_lambda=dro_lambda, process_group=process_group, **hyper
+    ).loss
