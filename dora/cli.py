@@ -20,7 +20,9 @@ COMMANDS = {
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dora", description="Distribution-aware robust preference alignment.")
+    parser = argparse.ArgumentParser(
+        prog="dora", description="Distribution-aware robust preference alignment."
+    )
     sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(COMMANDS) + "}")
     wanted = next((a for a in argv if not a.startswith("-")), None)
     for name, (module, help_text) in COMMANDS.items():

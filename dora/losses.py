@@ -129,7 +129,7 @@ def cdpo_loss(p: Pair, beta: float, label_smoothing: float = 0.0, **_) -> Tensor
     return _bce(beta * p.delta, label_smoothing)
 
 
-@register_pairwise("robust", "rdpo")
+@register_pairwise("robust")
 def robust_dpo_loss(p: Pair, beta: float, label_smoothing: float = 0.0, **_) -> Tensor:
     """Provably robust DPO (Chowdhury et al. 2024, Eq. 8): unbiased under label-flip rate eps < 0.5.
 
@@ -294,7 +294,9 @@ def pairwise_loss(
     if spec.needs_lengths:
         _need(name, "completion lengths (chosen_lengths, rejected_lengths)", chosen_lengths)
         _need(name, "completion lengths (chosen_lengths, rejected_lengths)", rejected_lengths)
-    pair = Pair(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, chosen_lengths, rejected_lengths)
+    pair = Pair(
+        chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, chosen_lengths, rejected_lengths
+    )
     return spec.fn(pair, beta, **hyper)
 
 
@@ -313,7 +315,9 @@ def listwise_loss(
     A pairwise loss is accepted for n = 2 when ``scores`` rank the two responses."""
     spec = loss_spec(name)
     if logps.dim() != 2 or scores.shape != logps.shape:
-        raise ValueError(f"logps and scores must both be [B, n], got {tuple(logps.shape)} and {tuple(scores.shape)}")
+        raise ValueError(
+            f"logps and scores must both be [B, n], got {tuple(logps.shape)} and {tuple(scores.shape)}"
+        )
     if spec.needs_ref:
         _need(name, "reference log-probs (ref_logps)", ref_logps)
     if spec.needs_lengths:
@@ -325,9 +329,15 @@ def listwise_loss(
         pick = lambda t: None if t is None else torch.gather(t, -1, order)  # noqa: E731
         lp, rp, ln = pick(logps), pick(ref_logps), pick(lengths)
         return pairwise_loss(
-            name, lp[:, 0], lp[:, 1], None if rp is None else rp[:, 0], None if rp is None else rp[:, 1],
-            chosen_lengths=None if ln is None else ln[:, 0], rejected_lengths=None if ln is None else ln[:, 1],
-            beta=beta, **hyper,
+            name,
+            lp[:, 0],
+            lp[:, 1],
+            None if rp is None else rp[:, 0],
+            None if rp is None else rp[:, 1],
+            chosen_lengths=None if ln is None else ln[:, 0],
+            rejected_lengths=None if ln is None else ln[:, 1],
+            beta=beta,
+            **hyper,
         )
     return spec.fn(Listwise(logps, scores, ref_logps, lengths), beta, **hyper)
 

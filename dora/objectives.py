@@ -48,7 +48,14 @@ __all__ = [
 
 
 def _log_mean_exp(x: Tensor) -> Tensor:
-    return torch.logsumexp(x, dim=0) - math.log(x.numel())
+    """log mean exp(x), shifted by m = max x. The value is taken as m + log1p(mean(expm1(x - m))), which
+    stays exact when x is spread over a tiny range (a large lambda), where logsumexp - log N cancels
+    catastrophically in float32; the gradient is the softmax of the usual form, exact for small weights."""
+    m = x.detach().max()
+    d = x - m
+    usual = torch.log(torch.exp(d).mean())
+    precise = torch.log1p(torch.expm1(d.detach()).mean())
+    return m + precise + (usual - usual.detach())
 
 
 def mean_objective(l: Tensor, h: Tensor, **_) -> Tensor:
@@ -297,5 +304,11 @@ def robust_objective(
 ) -> Tensor:
     """A scalar objective whose gradient flows through ``losses``; see ``evaluate_objective``."""
     return evaluate_objective(
-        name, losses, weights=weights, groups=groups, dro_lambda=dro_lambda, process_group=process_group, **hyper
+        name,
+        losses,
+        weights=weights,
+        groups=groups,
+        dro_lambda=dro_lambda,
+        process_group=process_group,
+        **hyper,
     ).loss
