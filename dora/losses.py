@@ -131,7 +131,7 @@ def cdpo_loss(p: Pair, beta: float, label_smoothing: float = 0.0, **_) -> Tensor
 
 @register_pairwise("robust")
 def robust_dpo_loss(p: Pair, beta: float, label_smoothing: float = 0.0, **_) -> Tensor:
-    """Provably robust DPO (Chowdhury et al. 2024, Eq. 8): unbiased under label-flip rate eps < 0.5.
+    """Provably robust DPO (Chowdhury et al. 2024, arXiv 2403.00409), unbiased under flip rate eps < 0.5:
 
     [-(1-eps) log sigmoid(beta*delta) + eps log sigmoid(-beta*delta)] / (1 - 2 eps)."""
     if not 0.0 <= label_smoothing < 0.5:
@@ -151,7 +151,7 @@ def ipo_loss(p: Pair, beta: float, **_) -> Tensor:
 
 @register_pairwise("hinge")
 def hinge_loss(p: Pair, beta: float, **_) -> Tensor:
-    """SLiC hinge (Zhao et al. 2023, Eq. 3 with the reference): max(0, 1 - beta * delta)."""
+    """SLiC-HF hinge (Zhao et al. 2023), on the reference-normalised margin: max(0, 1 - beta * delta)."""
     return torch.relu(1 - beta * p.delta)
 
 
@@ -176,7 +176,8 @@ def sigmoid_norm_loss(p: Pair, beta: float, **_) -> Tensor:
 
 @register_pairwise("nca_pair")
 def nca_pair_loss(p: Pair, beta: float, **_) -> Tensor:
-    """NCA (Chen et al. 2024, Eq. 11, pairwise): -log s(r_w) - 0.5 log s(-r_w) - 0.5 log s(-r_l)."""
+    """NCA (Chen et al. 2024, arXiv 2402.05369), pairwise as TRL:
+    -log s(r_w) - 0.5 log s(-r_w) - 0.5 log s(-r_l)."""
     rw, rl = beta * p.u_w, beta * p.u_l
     return -F.logsigmoid(rw) - 0.5 * F.logsigmoid(-rw) - 0.5 * F.logsigmoid(-rl)
 
@@ -207,7 +208,7 @@ def apo_down_loss(p: Pair, beta: float, **_) -> Tensor:
 
 @register_pairwise("rdpo_length")
 def rdpo_length_loss(p: Pair, beta: float, rdpo_alpha: float = 0.01, **_) -> Tensor:
-    """R-DPO (Park et al. 2024, Eq. 9): -log sigmoid(beta delta - alpha (|y_w| - |y_l|))."""
+    """R-DPO (Park et al. 2024, arXiv 2403.19159): -log sigmoid(beta delta - alpha (|y_w| - |y_l|))."""
     if p.chosen_lengths is None or p.rejected_lengths is None:
         raise ValueError("loss 'rdpo_length' needs chosen_lengths and rejected_lengths")
     return -F.logsigmoid(beta * p.delta - rdpo_alpha * (p.chosen_lengths - p.rejected_lengths))
@@ -235,7 +236,7 @@ def _sorted_by_score(lst: Listwise, x: Tensor) -> Tensor:
 
 @register_listwise("dpo_pl")
 def plackett_luce_dpo_loss(lst: Listwise, beta: float, **_) -> Tensor:
-    """Plackett-Luce DPO (Rafailov et al. 2023, Eq. 18), averaged over the n ranks as the DoRA code:
+    """Plackett-Luce DPO (Rafailov et al. 2023, App. A.3), averaged over the n ranks as the DoRA code:
 
     -(1/n) sum_k [ r_(k) - logsumexp_{j >= k} r_(j) ],  r = beta (logp - ref), sorted by score."""
     r = _sorted_by_score(lst, beta * (lst.logps - lst.ref_logps))
@@ -246,7 +247,7 @@ def plackett_luce_dpo_loss(lst: Listwise, beta: float, **_) -> Tensor:
 
 @register_listwise("rrhf", needs_ref=False, needs_lengths=True)
 def rrhf_loss(lst: Listwise, beta: float, rrhf_sft_weight: float = 1.0, **_) -> Tensor:
-    """RRHF (Yuan et al. 2023, Eq. 2-4) as the DoRA code: with p_i = logp_i / |y_i|,
+    """RRHF (Yuan et al. 2023, arXiv 2304.05302) as the DoRA code: with p_i = logp_i / |y_i|,
     (1/n) sum_{s_i < s_j} max(0, p_i - p_j)  +  rrhf_sft_weight * (-p_best)."""
     p = lst.logps / lst.lengths.clamp(min=1)
     n = p.shape[-1]
@@ -258,7 +259,8 @@ def rrhf_loss(lst: Listwise, beta: float, rrhf_sft_weight: float = 1.0, **_) -> 
 
 @register_listwise("lire", needs_ref=False)
 def lire_loss(lst: Listwise, beta: float, lire_temperature: float = 2.0, **_) -> Tensor:
-    """LIRE (Zhu et al. 2024, Eq. 5) as the DoRA code: -(1/n) sum_j softmax(logp / T)_j softmax(s)_j."""
+    """LIRE (Zhu et al. 2024, arXiv 2405.13516) as the DoRA code:
+    -(1/n) sum_j softmax(logp / T)_j softmax(s)_j."""
     q = torch.softmax(lst.logps / lire_temperature, dim=-1)
     return -(q * torch.softmax(lst.scores, dim=-1)).mean(dim=-1)
 

@@ -5,12 +5,12 @@ Every objective is a scalar function of the *global* batch, computed in float32 
     mean       mean l                                          (ERM)
     reweight   mean h*l                                        (importance weighting)
     kl_dro     lam * log mean exp(l / lam)                     (KL-DRO, dual form)
-    dora       lam * log mean exp(h*l / lam)                   (DoRA, Zhu et al. 2025, Eq. 9)
+    dora       lam * log mean exp(h*l / lam)                   (DoRA, Zhu et al. 2025, arXiv 2504.05831)
                placement "outside": mean(h) * lam * log mean exp(l / lam)   (the authors' LIRE path)
-    dr_dpo     -b * log mean exp(-l / b)                       (Dr. DPO, Wu et al. 2024, Eq. 9)
-    kldpo      mean sg[clamp(exp((l - mean l)/tau), max=10)] * l   (KLDPO, Xu et al. 2025, Alg. 1)
+    dr_dpo     -b * log mean exp(-l / b)                       (Dr. DPO, Wu et al. 2024, arXiv 2407.07880)
+    kldpo      mean sg[clamp(exp((l - mean l)/tau), max=10)] * l   (KLDPO, Xu et al. 2025, arXiv 2502.01930)
     cvar       mean of the top ceil(alpha*N) of l (or h*l)     (CVaR-DRO, Rockafellar & Uryasev 2000)
-    group_dro  sum_g a_g L_g, a_g <- a_g exp(eta L_g) / Z      (GRPO, Ramesh et al. 2024, Alg. 1)
+    group_dro  sum_g a_g L_g, a_g <- a_g exp(eta L_g) / Z      (GRPO, Ramesh et al. 2024, arXiv 2405.20304)
 
 Distributed rule. With a process group, the detached (l, h, groups) are all-gathered, the objective and
 its gradient dL/dl_i are computed on the global batch, and each rank returns the surrogate
@@ -76,7 +76,7 @@ def kl_dro_objective(l: Tensor, h: Tensor, *, dro_lambda: float = 1.0, **_) -> T
 def dora_objective(
     l: Tensor, h: Tensor, *, dro_lambda: float = 1.0, dora_placement: str = "inside", **_
 ) -> Tensor:
-    """DoRA (Zhu et al. 2025, Eq. 9): lam log mean exp(h l / lam); "outside": mean(h) lam log mean exp(l/lam)."""
+    """DoRA (Zhu et al. 2025): lam log mean exp(h l / lam); "outside": mean(h) lam log mean exp(l / lam)."""
     if dora_placement == "inside":
         return dro_lambda * _log_mean_exp(h * l / dro_lambda)
     if dora_placement == "outside":
@@ -85,12 +85,12 @@ def dora_objective(
 
 
 def dr_dpo_objective(l: Tensor, h: Tensor, *, dr_dpo_beta: float = 1.0, **_) -> Tensor:
-    """Dr. DPO (Wu et al. 2024, Eq. 9): -b log mean exp(-l/b), a soft minimum that down-weights noisy pairs."""
+    """Dr. DPO (Wu et al. 2024): -b log mean exp(-l/b), a soft minimum that down-weights noisy pairs."""
     return -dr_dpo_beta * _log_mean_exp(-l / dr_dpo_beta)
 
 
 def kldpo_objective(l: Tensor, h: Tensor, *, kldpo_tau: float = 1.0, **_) -> Tensor:
-    """KLDPO (Xu et al. 2025, Alg. 1): mean of detached clamp(exp((l - mean l)/tau), max=10) * l."""
+    """KLDPO (Xu et al. 2025): mean of detached clamp(exp((l - mean l)/tau), max=10) * l."""
     w = torch.exp((l.detach() - l.detach().mean()) / kldpo_tau).clamp(max=10.0)
     return (w * l).mean()
 
@@ -105,7 +105,7 @@ def cvar_objective(l: Tensor, h: Tensor, *, cvar_alpha: float = 0.2, **_) -> Ten
 
 
 class GroupDROState:
-    """Group weights a_g of group DRO, updated by mirror ascent (Ramesh et al. 2024, Alg. 1, line 8):
+    """Group weights a_g of group DRO, updated by mirror ascent (Ramesh et al. 2024):
     a_g <- a_g exp(eta L_g), renormalised. Saved in checkpoints with ``state_dict``."""
 
     def __init__(self, num_groups: int, eta: float = 0.01, names: list[str] | None = None):
@@ -233,7 +233,7 @@ def objective_gradients(name: str, losses: Tensor, weights: Tensor, groups: Tens
 
 
 def surrogate_loss(local_losses: Tensor, local_grads: Tensor, value: Tensor, world_size: int = 1) -> Tensor:
-    """value + R * sum_i g_i (l_i - sg(l_i)): the value of the objective, and (averaged over R ranks) its gradient."""
+    """value + R * sum_i g_i (l_i - sg(l_i)): the objective's value and (averaged over R ranks) gradient."""
     l = local_losses.float()
     return value + world_size * (local_grads * (l - l.detach())).sum()
 

@@ -1,6 +1,6 @@
 """Calibration weights: classifier probabilities -> likelihood-ratio estimates dQ0/dP.
 
-For response j with classifier probability c_j = P(target | x, y_j) (DoRA, Zhu et al. 2025, Sec. 4):
+For response j with classifier probability c_j = P(target | x, y_j) (DoRA, Zhu et al. 2025, arXiv 2504.05831):
 
     w_j = 1 / ( s + pi_j * (1 - c_j) / (gamma_j * c_j) )
 
