@@ -14,6 +14,8 @@ _API = {
     "pairwise_loss": "dora.losses",
     "listwise_loss": "dora.losses",
     "implicit_rewards": "dora.losses",
+    "DoRAConfig": "dora.config",
+    "DoRATrainer": "dora.trainer",
     "register_pairwise": "dora.losses",
     "register_listwise": "dora.losses",
     "robust_objective": "dora.objectives",

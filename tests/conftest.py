@@ -1,0 +1,41 @@
+"""Shared fixtures: a tiny Llama and a character tokenizer, saved and loaded like a Hub checkpoint."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("WANDB_DISABLED", "true")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A folder with a tiny LlamaForCausalLM and its tokenizer (from_pretrained-able)."""
+    from dora.synthetic import build_model, build_tokenizer
+
+    path = str(tmp_path_factory.mktemp("tiny_llama"))
+    tok = build_tokenizer(path)
+    build_model(path, tok, hidden=32, layers=2, seed=0)
+    return path
+
+
+def pair_rows(n: int = 8, seed: int = 0, sources=("human", "gpt")) -> list[dict]:
+    """Small pairwise rows with sources and weights."""
+    import random
+
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        a, b = rng.randint(0, 9), rng.randint(0, 9)
+        rows.append({
+            "prompt": f"Q: {a}+{b}=\nA: ",
+            "chosen": f"{a + b}" if i % 2 else f"The answer is {a + b}.",
+            "rejected": f"{a + b + 1} I am sure." if i % 3 else f"{a + b - 1}",
+            "source": sources[i % len(sources)],
+            "dora_weight": round(0.25 + 1.5 * rng.random(), 4),
+        })  # fmt: skip
+    return rows
