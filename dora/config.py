@@ -2,11 +2,13 @@
 
 Field names follow TRL's DPOConfig where TRL has the field, so a TRL user moves over by renaming a class.
 Device-aware defaults: ``bf16`` and ``gradient_checkpointing`` left unset (None) become True on a CUDA
-machine (bf16 where supported) and False on a CPU.
+machine (bf16 where supported) and False on a CPU; several processes on a machine with no accelerator
+(``accelerate launch`` with recipes/accelerate_configs/cpu2.yaml) run on the CPU with gloo.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import torch
@@ -97,6 +99,8 @@ class DoRAConfig(TrainingArguments):
             )
         if self.dro_lambda <= 0:
             raise ValueError(f"dro_lambda must be > 0, got {self.dro_lambda}")
+        if not torch.accelerator.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            self.use_cpu = True  # several processes on a CPU-only machine: gloo (MULTI_CPU)
         cuda = torch.cuda.is_available() and not self.use_cpu
         if self.bf16 is None:
             self.bf16 = bool(cuda and torch.cuda.is_bf16_supported()) and not self.fp16

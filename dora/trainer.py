@@ -296,7 +296,7 @@ class DoRATrainer(Trainer):
         objective's weights over the whole global batch before the micro-batches' backward passes."""
         batches, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
         self._plan = None
-        if self.args.dro_accumulation == "full" and len(batches) > 1 and self.model.training:
+        if self.args.dro_accumulation == "full" and len(batches) > 1:
             self._plan = self._accumulation_plan(batches)
         return batches, num_items
 

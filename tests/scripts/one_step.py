@@ -1,0 +1,34 @@
+"""One optimizer step of DoRATrainer (objective "dora"), run alone or under `accelerate launch`; saves params."""
+
+import json
+import sys
+
+import torch
+from datasets import Dataset
+
+from dora import DoRAConfig, DoRATrainer
+
+model_dir, data_file, out_file, batch, objective = sys.argv[1:6]
+rows = [json.loads(line) for line in open(data_file)]
+args = DoRAConfig(
+    output_dir=out_file + ".run",
+    per_device_train_batch_size=int(batch),
+    max_steps=1,
+    learning_rate=0.5,
+    optim="sgd",
+    lr_scheduler_type="constant",
+    objective=objective,
+    dro_lambda=0.5,
+    report_to=[],
+    save_strategy="no",
+    logging_steps=1,
+    disable_tqdm=True,
+    seed=0,
+)
+trainer = DoRATrainer(model=model_dir, args=args, train_dataset=Dataset.from_list(rows))
+trainer.train()
+if trainer.accelerator.is_main_process:
+    state = {
+        k: v.detach().cpu() for k, v in trainer.accelerator.unwrap_model(trainer.model).state_dict().items()
+    }
+    torch.save({"params": state, "loss": trainer.state.log_history[0]["loss"]}, out_file)
