@@ -1,4 +1,4 @@
-"""One optimizer step of DoRATrainer (objective "dora"), run alone or under `accelerate launch`; saves params."""
+"""One optimizer step of DoRATrainer, run alone or under `accelerate launch`; saves the parameters."""
 
 import json
 import sys
