@@ -34,11 +34,16 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser(argv).parse_args(argv)
+    parser = build_parser(argv)
+    args, extra = parser.parse_known_args(argv)
     if args.command is None:
         build_parser([]).print_help()
         return 2
     module = importlib.import_module(COMMANDS[args.command][0])
+    if extra:  # only commands that take free --key value overrides (train) accept the rest
+        if not getattr(module, "ACCEPTS_OVERRIDES", False):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = extra
     return int(module.run(args) or 0)
 
 
