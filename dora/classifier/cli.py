@@ -1,0 +1,106 @@
+"""`dora classify`: a dataset with a source column -> the same dataset with target probabilities and
+`dora_weight`, the classifier, and a diagnostics report."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from dora.data import load_rows
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--dataset", required=True, help="local file (jsonl/json/parquet/csv), saved dataset, or Hub id"
+    )
+    p.add_argument("--split", default="train", help="split of a Hub or saved dataset")
+    p.add_argument("--source-column", default="source", help="column naming each row's source")
+    p.add_argument(
+        "--target-sources", required=True, help="comma-separated target (human) sources, e.g. human"
+    )
+    p.add_argument("--backend", default="tfidf", choices=["tfidf", "embedding", "transformer"])
+    p.add_argument(
+        "--model", default=None, help="encoder / classifier checkpoint for embedding and transformer"
+    )
+    p.add_argument("--folds", type=int, default=5, help="cross-fitting folds (1 = no cross-fitting)")
+    p.add_argument("--calibration", default="platt", choices=["platt", "isotonic", "none"])
+    p.add_argument("--mixture-shares", default=None, help="e.g. human=0.2,gpt=0.8 (default: from the data)")
+    p.add_argument("--stabilizer", type=float, default=None, help="s of the weight formula (default 1/n)")
+    p.add_argument("--clip", type=float, default=None, help="cap on each response weight")
+    p.add_argument("--normalize", action="store_true", help="rescale weights to mean 1")
+    p.add_argument("--eps", type=float, default=1e-4, help="probabilities are clamped to [eps, 1 - eps]")
+    p.add_argument("--epochs", type=float, default=1.0, help="transformer backend: fine-tuning epochs")
+    p.add_argument("--batch-size", type=int, default=16, help="transformer / embedding batch size")
+    p.add_argument("--max-length", type=int, default=256, help="transformer / embedding max tokens")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output", required=True, help="output folder")
+
+
+def _shares(text: str | None) -> dict[str, float] | None:
+    if not text:
+        return None
+    out = {}
+    for part in text.split(","):
+        name, _, value = part.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise SystemExit(f"--mixture-shares: expected name=share pairs, got {part!r}") from None
+    return out
+
+
+def save_like_input(dataset, source: str, output: str) -> str:
+    """Write the annotated dataset in the input's format; a Hub id is written as jsonl."""
+    ext = source.rsplit(".", 1)[-1].lower() if os.path.isfile(source) else ""
+    if os.path.isdir(source):
+        path = os.path.join(output, "data")
+        dataset.save_to_disk(path)
+    elif ext == "parquet":
+        path = os.path.join(output, "data.parquet")
+        dataset.to_parquet(path)
+    elif ext == "csv":
+        path = os.path.join(output, "data.csv")
+        dataset.to_csv(path, index=False)
+    elif ext == "json":
+        path = os.path.join(output, "data.json")
+        dataset.to_json(path, lines=False)
+    else:
+        path = os.path.join(output, "data.jsonl")
+        dataset.to_json(path, lines=True)
+    return path
+
+
+def run(args) -> int:
+    from dora.classifier.annotate import annotate, format_table
+
+    dataset = load_rows(args.dataset, args.split)
+    backend_kwargs = {}
+    if args.backend in ("embedding", "transformer"):
+        backend_kwargs = {
+            "model_name_or_path": args.model,
+            "max_length": args.max_length,
+            "batch_size": args.batch_size,
+        }
+        if args.backend == "transformer":
+            backend_kwargs["epochs"] = args.epochs
+    os.makedirs(args.output, exist_ok=True)
+    annotated, report = annotate(
+        dataset,
+        target_sources=[s.strip() for s in args.target_sources.split(",") if s.strip()],
+        source_column=args.source_column,
+        backend=args.backend,
+        folds=args.folds,
+        calibration=args.calibration,
+        mixture_shares=_shares(args.mixture_shares),
+        stabilizer=args.stabilizer,
+        clip=args.clip,
+        normalize=args.normalize,
+        eps=args.eps,
+        seed=args.seed,
+        output_dir=args.output,
+        **backend_kwargs,
+    )
+    path = save_like_input(annotated, args.dataset, args.output)
+    print(format_table(report))
+    print(f"\nwrote {path}, {args.output}/classifier, report.json, report.md, reliability.png, weights.png")
+    return 0
