@@ -57,9 +57,10 @@ def _chunk_logps(hidden: Tensor, labels: Tensor, head, transform) -> Tensor:
 def add_logprob_head(model, chunk_tokens: int = 2048):
     """Patch ``model.forward`` (an HF causal LM, before any PEFT wrapping) to accept ``dora_labels``."""
     model = unwrap_causal_lm(model)
-    if getattr(model, "_dora_logprob_head", False):
+    if getattr(model.forward, "_dora_model", None) is model:
         return model
-    original = model.forward
+    # the class's forward, bound to this instance: a deep copy of a patched model shares the old closure
+    original = type(model).forward.__get__(model)
     transform = _logit_transform(model.config)
 
     @functools.wraps(type(model).forward)
@@ -85,8 +86,8 @@ def add_logprob_head(model, chunk_tokens: int = 2048):
             out = out.masked_scatter(mask, torch.cat(parts))
         return out
 
+    forward._dora_model = model
     model.forward = forward
-    model._dora_logprob_head = True
     return model
 
 

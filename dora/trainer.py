@@ -124,12 +124,12 @@ class DoRATrainer(Trainer):
         if ref_model is not None:
             if isinstance(ref_model, str):
                 ref_model = AutoModelForCausalLM.from_pretrained(ref_model, **(model_init_kwargs or {}))
-            add_logprob_head(ref_model, args.logprob_chunk_tokens)
         elif not (
             _is_peft(model) or peft_config is not None or args.reference_free or args.precompute_ref_log_probs
         ):
             ref_model = copy.deepcopy(model)
         if ref_model is not None:
+            add_logprob_head(ref_model, args.logprob_chunk_tokens)  # a deep copy must not share the closure
             ref_model.eval().requires_grad_(False)
         if peft_config is not None:
             from peft import get_peft_model

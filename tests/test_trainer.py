@@ -292,6 +292,22 @@ def test_listwise_and_reference_free(tmp_path, tiny_model_dir):
     assert "rewards/margins" in s.state.log_history[0]
 
 
+def test_frozen_copy_is_a_separate_reference(tmp_path, tiny_model_dir):
+    """Without ref_model, the reference is a frozen copy: after training, policy and reference differ."""
+    rows = Dataset.from_list(pair_rows(8))
+    t = DoRATrainer(model=tiny_model_dir, args=config(tmp_path, max_steps=3, learning_rate=1e-2), train_dataset=rows)
+    start = {k: v.clone() for k, v in t.ref_model.state_dict().items()}
+    t.train()
+    for k, v in t.ref_model.state_dict().items():
+        torch.testing.assert_close(v, start[k], msg=k)
+    batch = t.data_collator([t.train_dataset[i] for i in range(8)])
+    with torch.no_grad():
+        policy, _ = t._logps(t.model, batch)
+        ref = t._reference(batch)
+    assert (policy - ref).abs().max() > 1e-3
+    assert t.state.log_history[-2]["rewards/margins"] != 0.0
+
+
 def test_precomputed_reference_matches_live_reference(tmp_path, tiny_model_dir, ref_dir):
     rows = Dataset.from_list(pair_rows(8))
     live = DoRATrainer(model=tiny_model_dir, args=config(tmp_path, objective="mean"), train_dataset=rows)
