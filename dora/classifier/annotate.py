@@ -105,18 +105,22 @@ def extract_responses(dataset, source_column: str = "source") -> Responses:
     return Responses(kind, n or 1, prompts, texts, sources)
 
 
-def _folds(prompts: list[str], k: int, seed: int) -> np.ndarray:
-    """A fold id per response; responses that share a prompt share a fold."""
-    uniq = {p: i for i, p in enumerate(dict.fromkeys(prompts))}
+def _folds(prompts: list[str], rows: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """A fold id per response: the responses of a row share a fold, and so do rows that share a prompt
+    when there are enough distinct prompts to fill the folds."""
+    keys = prompts if len(set(prompts)) >= 4 * k else rows.tolist()
+    uniq = {p: i for i, p in enumerate(dict.fromkeys(keys))}
     perm = np.random.default_rng(seed).permutation(len(uniq))
-    return perm[np.array([uniq[p] for p in prompts])] % k
+    return perm[np.array([uniq[p] for p in keys])] % k
 
 
-def cross_fit(make, prompts, texts, labels, folds: int, seed: int) -> np.ndarray:
+def cross_fit(
+    make, prompts, texts, labels, folds: int, seed: int, rows: np.ndarray | None = None
+) -> np.ndarray:
     """Out-of-fold raw probabilities (folds >= 2), or in-sample ones (folds = 1, not recommended)."""
     if folds < 2:
         return make().fit(prompts, texts, labels).predict_raw(prompts, texts)
-    fold = _folds(prompts, folds, seed)
+    fold = _folds(prompts, np.arange(len(texts)) if rows is None else rows, folds, seed)
     out = np.zeros(len(texts))
     for f in tqdm(range(folds), desc="Cross-fitting", leave=False):
         train, test = np.nonzero(fold != f)[0], np.nonzero(fold == f)[0]
@@ -177,7 +181,7 @@ def annotate(
     def make():
         return make_classifier(backend, calibration=calibration, seed=seed, **backend_kwargs)
 
-    raw = cross_fit(make, resp.prompts, resp.texts, labels, folds, seed)
+    raw = cross_fit(make, resp.prompts, resp.texts, labels, folds, seed, np.arange(len(resp.texts)) // resp.n)
     final = make().fit(resp.prompts, resp.texts, labels)
     final.calibrate(raw, labels)
     probs = final.calibrator(raw)
