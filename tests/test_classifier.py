@@ -125,8 +125,10 @@ def test_pairwise_and_listwise_columns(tmp_path):
 
 @pytest.mark.parametrize("rows,match", [
     ([{"prompt": "p", "response": "x", "source": "human"}] * 10, "one source only"),
-    ([{"prompt": "p", "response": "x", "source": s} for s in ["a", "b"] * 5], r"unknown target source\(s\) \['human'\]"),
-    ([{"prompt": "p", "response": "x" if i != 3 else " ", "source": "human" if i % 2 else "gpt"} for i in range(10)],
+    ([{"prompt": "p", "response": "x", "source": s} for s in ["a", "b"] * 5],
+     r"unknown target source\(s\) \['human'\]"),
+    ([{"prompt": "p", "response": "x" if i != 3 else " ", "source": "human" if i % 2 else "gpt"}
+      for i in range(10)],
      "row 3, column 'response': empty response"),
     ([{"prompt": "p", "response": "x", "origin": "human"}] * 10, "missing column 'source'"),
 ])  # fmt: skip

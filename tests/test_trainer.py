@@ -295,7 +295,8 @@ def test_listwise_and_reference_free(tmp_path, tiny_model_dir):
 def test_frozen_copy_is_a_separate_reference(tmp_path, tiny_model_dir):
     """Without ref_model, the reference is a frozen copy: after training, policy and reference differ."""
     rows = Dataset.from_list(pair_rows(8))
-    t = DoRATrainer(model=tiny_model_dir, args=config(tmp_path, max_steps=3, learning_rate=1e-2), train_dataset=rows)
+    t = DoRATrainer(model=tiny_model_dir, args=config(tmp_path, max_steps=3, learning_rate=1e-2),
+                    train_dataset=rows)
     start = {k: v.clone() for k, v in t.ref_model.state_dict().items()}
     t.train()
     for k, v in t.ref_model.state_dict().items():

@@ -165,7 +165,7 @@ def annotate(
     """Score every response with a cross-fitted, calibrated source classifier and add the columns
     ``chosen_target_prob`` / ``rejected_target_prob`` (pairwise), ``target_probs`` (listwise) or
     ``target_prob`` (single), and ``dora_weight``. Returns (annotated dataset, report dict). With
-    ``output_dir``, also saves the classifier (fit on all rows), ``report.json``/``report.md`` and two plots."""
+    ``output_dir``, also saves the classifier (fit on all rows), report.json / report.md and two plots."""
     resp = extract_responses(dataset, source_column)
     known = sorted(set(resp.sources))
     targets = list(target_sources)

@@ -106,7 +106,7 @@ class SourceClassifier:
 
     # --- the interface
     def fit(self, prompts: list[str], responses: list[str], labels) -> SourceClassifier:
-        """Fit on labelled responses (1 = target source) and leave calibration as it is (see ``calibrate``)."""
+        """Fit on labelled responses (1 = target source); calibration is fitted apart (``calibrate``)."""
         self._fit(list(prompts), list(responses), np.asarray(labels, dtype=np.int64))
         return self
 
