@@ -369,18 +369,24 @@ class DoRATrainer(Trainer):
                 dim=1,
             )
         )
-        m = self._metrics[mode]
-        m["rewards/chosen"].append(g[:, 0].mean().item())
-        m["rewards/rejected"].append(g[:, 1].mean().item())
-        m["rewards/accuracies"].append(g[:, 2].mean().item())
-        m["rewards/margins"].append(g[:, 3].mean().item())
-        m["logps/chosen"].append(g[:, 4].mean().item())
-        m["logps/rejected"].append(g[:, 5].mean().item())
-        m["dora/loss_mean"].append(g[:, 6].mean().item())
-        m["dora/weight_mean"].append(g[:, 7].mean().item())
-        m["dora/weight_max"].append(g[:, 7].max().item())
-        m["dora/objective_weight_max"].append(g[:, 8].max().item())
-        m["dora/ess"].append(out.ess)
+        m = self._metrics[mode]  # (sum, count) per batch, so the logged value is a per-sample mean
+        n = g.shape[0]
+        for k, name in enumerate(
+            (
+                "rewards/chosen",
+                "rewards/rejected",
+                "rewards/accuracies",
+                "rewards/margins",
+                "logps/chosen",
+                "logps/rejected",
+                "dora/loss_mean",
+                "dora/weight_mean",
+            )
+        ):
+            m[name].append((g[:, k].sum().item(), n))  # columns 0-7 of g, in this order
+        m["dora/weight_max"].append((g[:, 7].max().item(), 1))
+        m["dora/objective_weight_max"].append((g[:, 8].max().item(), 1))
+        m["dora/ess"].append((out.ess, 1))
         if mode == "train":
             self._weights_seen.append(g[:, 7].cpu())
         if self.source_vocab:
@@ -395,9 +401,12 @@ class DoRATrainer(Trainer):
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         mode = "train" if self.model.training else "eval"
-        metrics = {k: sum(v) / len(v) for k, v in self._metrics[mode].items() if v}
-        if "dora/weight_max" in self._metrics[mode]:
-            metrics["dora/weight_max"] = max(self._metrics[mode]["dora/weight_max"])
+        metrics = {
+            k: sum(x for x, _ in v) / sum(c for _, c in v) for k, v in self._metrics[mode].items() if v
+        }
+        for k in ("dora/weight_max", "dora/objective_weight_max"):
+            if self._metrics[mode].get(k):
+                metrics[k] = max(x for x, _ in self._metrics[mode][k])
         for name, (loss_sum, acc_sum, count) in self._per_source[mode].items():
             if count:
                 metrics[f"source/{name}/loss"] = loss_sum / count
