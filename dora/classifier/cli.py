@@ -10,18 +10,13 @@ from dora.data import load_rows
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--dataset", required=True, help="local file (jsonl/json/parquet/csv), saved dataset, or Hub id"
-    )
+    p.add_argument("--config", default=None, help="YAML whose keys are these flags (underscores); flags win")
+    p.add_argument("--dataset", default=None, help="local file (jsonl/json/parquet/csv), saved dataset, or Hub id")
     p.add_argument("--split", default="train", help="split of a Hub or saved dataset")
     p.add_argument("--source-column", default="source", help="column naming each row's source")
-    p.add_argument(
-        "--target-sources", required=True, help="comma-separated target (human) sources, e.g. human"
-    )
+    p.add_argument("--target-sources", default=None, help="comma-separated target (human) sources, e.g. human")
     p.add_argument("--backend", default="tfidf", choices=["tfidf", "embedding", "transformer"])
-    p.add_argument(
-        "--model", default=None, help="encoder / classifier checkpoint for embedding and transformer"
-    )
+    p.add_argument("--model", default=None, help="encoder / classifier checkpoint for embedding and transformer")
     p.add_argument("--folds", type=int, default=5, help="cross-fitting folds (1 = no cross-fitting)")
     p.add_argument("--calibration", default="platt", choices=["platt", "isotonic", "none"])
     p.add_argument("--mixture-shares", default=None, help="e.g. human=0.2,gpt=0.8 (default: from the data)")
@@ -33,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="transformer / embedding batch size")
     p.add_argument("--max-length", type=int, default=256, help="transformer / embedding max tokens")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--output", required=True, help="output folder")
+    p.add_argument("--output", default=None, help="output folder")
 
 
 def _shares(text: str | None) -> dict[str, float] | None:
@@ -70,8 +65,32 @@ def save_like_input(dataset, source: str, output: str) -> str:
     return path
 
 
+def apply_config(args, defaults: dict) -> None:
+    """Fill the flags a user left at their defaults from the YAML of ``--config``; check the required ones."""
+    if args.config:
+        import yaml
+
+        with open(args.config) as f:
+            cfg = yaml.safe_load(f) or {}
+        for key, value in cfg.items():
+            key = key.replace("-", "_")
+            if key not in defaults:
+                raise SystemExit(f"dora classify: unknown key {key!r} in {args.config}")
+            if getattr(args, key) == defaults[key]:
+                if key == "target_sources" and isinstance(value, list):
+                    value = ",".join(value)
+                setattr(args, key, value)
+    missing = [f"--{k.replace('_', '-')}" for k in ("dataset", "target_sources", "output") if not getattr(args, k)]
+    if missing:
+        raise SystemExit(f"dora classify: missing {', '.join(missing)} (as flags or in --config)")
+
+
 def run(args) -> int:
     from dora.classifier.annotate import annotate, format_table
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    apply_config(args, {k: v for k, v in vars(parser.parse_args([])).items() if k != "config"})
 
     dataset = load_rows(args.dataset, args.split)
     backend_kwargs = {}
