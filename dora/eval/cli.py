@@ -1,4 +1,5 @@
-"""`dora eval preference | distalign`."""
+"""`dora eval preference | distalign`: each writes a Markdown table to stdout and, with ``--output DIR``,
+``DIR/results.json`` and ``DIR/results.md`` (distalign also ``DIR/predictions.jsonl``)."""
 
 from __future__ import annotations
 
@@ -7,151 +8,206 @@ import json
 import os
 
 
+def _csv(text: str | None) -> list[str]:
+    return [s.strip() for s in (text or "").split(",") if s.strip()]
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    sub = p.add_subparsers(dest="eval_command", required=True)
-    pref = sub.add_parser("preference", help="implicit-reward accuracy, reward-model accuracy, win rate")
-    pref.add_argument("--model", required=True, help="the trained policy (folder or Hub id)")
-    pref.add_argument(
-        "--ref-model", default=None, help="its reference (needed for implicit rewards and win rate)"
+    sub = p.add_subparsers(dest="eval_command", required=True, metavar="{preference,distalign}")
+
+    pref = sub.add_parser(
+        "preference",
+        help="implicit-reward accuracy, reward-model accuracy, win rate",
+        description="Preference evaluation of a trained policy on a held-out split.",
     )
+    pref.add_argument("--model", required=True, help="the trained policy (folder, Hub id or LoRA adapter folder)")
     pref.add_argument(
-        "--dataset", required=True, help="held-out preference rows (file, saved dataset, Hub id)"
+        "--ref-model",
+        default=None,
+        help="its reference policy (default: the base model of a LoRA adapter folder)",
     )
-    pref.add_argument("--split", default="test")
+    pref.add_argument("--dataset", required=True, help="held-out pairwise rows: file, saved dataset or Hub id")
+    pref.add_argument("--split", default="test", help="split of a saved dataset or Hub dataset")
     pref.add_argument("--source-column", default="source")
-    pref.add_argument("--target-sources", default=None, help="comma-separated; default: all rows")
-    pref.add_argument("--reward-model", default=None, help="AutoModelForSequenceClassification folder or id")
-    pref.add_argument("--beta", type=float, default=0.1, help="β of the implicit reward")
+    pref.add_argument(
+        "--target-sources", default="human", help="comma-separated sources of the overall numbers; 'all': every row"
+    )
+    pref.add_argument("--reward-model", default=None, help="an AutoModelForSequenceClassification folder or id")
+    pref.add_argument("--beta", type=float, default=0.1, help="beta of the implicit reward")
+    pref.add_argument(
+        "--reference-free",
+        action="store_true",
+        help="SimPO's implicit reward beta * logp / |y| (no reference)",
+    )
+    pref.add_argument("--no-implicit", action="store_true", help="skip the implicit-reward accuracy")
+    pref.add_argument("--max-length", type=int, default=1024, help="tokens of prompt + response")
     pref.add_argument("--batch-size", type=int, default=16)
-    pref.add_argument("--win-rate", action="store_true", help="generate and compare with --reward-model")
-    pref.add_argument("--max-prompts", type=int, default=None, help="prompts for the win rate")
+    pref.add_argument("--win-rate", action="store_true", help="generate with both policies, judge with --reward-model")
+    pref.add_argument("--max-prompts", type=int, default=None, help="the first N distinct target prompts")
     pref.add_argument("--max-new-tokens", type=int, default=128)
     pref.add_argument("--temperature", type=float, default=0.7)
     pref.add_argument("--top-p", type=float, default=0.9)
     pref.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
     pref.add_argument("--tie-margin", type=float, default=0.0, help="score differences up to this are ties")
-    pref.add_argument("--bootstrap", type=int, default=1000)
+    pref.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the 95%% intervals")
     pref.add_argument("--seed", type=int, default=0)
     pref.add_argument("--output", default=None, help="folder for results.json and results.md")
-    dist = sub.add_parser("distalign", help="the distributional-alignment benchmark")
-    dist.add_argument("--model", required=True, help="a local causal LM (folder or id)")
-    dist.add_argument(
-        "--data", nargs="+", required=True, help="benchmark files (<GROUP>_data.json, data.json, .jsonl)"
+
+    dist = sub.add_parser(
+        "distalign",
+        help="the distributional-alignment benchmark (Meister et al., arXiv 2411.05403)",
+        description="Can the model match the answer distribution of a demographic group?",
     )
+    dist.add_argument("--model", required=True, help="a local causal LM (folder, Hub id or LoRA adapter folder)")
     dist.add_argument(
-        "--format", default="auto", choices=["auto", "opinionqa", "nytimes", "globalopinions", "jsonl"]
+        "--data", nargs="+", required=True, help="benchmark files (<GROUP>_data.json, data.json, *.jsonl)"
     )
-    dist.add_argument("--methods", default="logp,sequence,verbalize")
-    dist.add_argument("--steering", default="none,persona,fewshot")
-    dist.add_argument("--max-questions", type=int, default=None, help="per file, the first N questions")
-    dist.add_argument("--samples", type=int, default=30, help="N letters of the sequence method")
+    dist.add_argument("--format", default="auto", choices=["auto", "opinionqa", "nytimes", "globalopinions", "jsonl"])
+    dist.add_argument("--methods", default="logp,sequence,verbalize", help="comma-separated expression methods")
+    dist.add_argument("--steering", default="none,persona,fewshot", help="comma-separated steering methods")
+    dist.add_argument("--max-questions", type=int, default=None, help="the first N questions of each file")
+    dist.add_argument("--samples", type=int, default=30, help="N letters of the sequence method and the floor")
+    dist.add_argument("--shots", type=int, default=5, help="k similar questions of few-shot steering")
+    dist.add_argument("--chat-template", action="store_true", help="wrap each prompt as a chat user message")
     dist.add_argument("--batch-size", type=int, default=16)
-    dist.add_argument("--bootstrap", type=int, default=1000)
+    dist.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the 95%% interval")
     dist.add_argument("--seed", type=int, default=0)
-    dist.add_argument("--output", default=None, help="folder for results.json and results.md")
+    dist.add_argument("--output", default=None, help="folder for results.json, results.md, predictions.jsonl")
 
 
-def _write(output: str | None, result: dict, table: str) -> None:
+def _write(output: str | None, result: dict, table: str, rows: list[dict] | None = None) -> None:
     print(table)
-    if output:
-        os.makedirs(output, exist_ok=True)
-        with open(os.path.join(output, "results.json"), "w") as f:
-            json.dump(result, f, indent=1, default=float)
-        with open(os.path.join(output, "results.md"), "w") as f:
-            f.write(table + "\n")
+    if not output:
+        return
+    os.makedirs(output, exist_ok=True)
+    with open(os.path.join(output, "results.json"), "w") as f:
+        json.dump(result, f, indent=1, default=float)
+    with open(os.path.join(output, "results.md"), "w") as f:
+        f.write(table + "\n")
+    if rows is not None:
+        with open(os.path.join(output, "predictions.jsonl"), "w") as f:
+            for r in rows:
+                f.write(json.dumps(r, default=float) + "\n")
+    print(f"wrote {output}/results.json and results.md")
+
+
+def _interval(ci) -> str:
+    return f"{ci[0]:.3f}–{ci[1]:.3f}"
+
+
+def _preference_table(result: dict) -> str:
+    lines = ["| metric | rows | value | 95% CI |", "|---|---|---|---|"]
+    for key, name in (("implicit_reward", "implicit-reward"), ("reward_model", "reward-model")):
+        r = result.get(key)
+        if r is None:
+            continue
+        lines.append(f"| {name} accuracy ({r['target_sources']}) | {r['n']} | {r['accuracy']:.3f} "
+                     f"| {_interval(r['accuracy_ci95'])} |")  # fmt: skip
+        lines.append(f"| {name} margin | {r['n']} | {r['margin']:.4f} | {_interval(r['margin_ci95'])} |")
+        for s, v in r["by_source"].items():
+            lines.append(f"| {name} accuracy, source {s or '(none)'} | {v['n']} | {v['accuracy']:.3f} "
+                         f"| {_interval(v['accuracy_ci95'])} |")  # fmt: skip
+    w = result.get("win_rate")
+    if w is not None:
+        for k in ("win", "tie", "lose", "win_rate"):
+            label = "win rate (tie = ½)" if k == "win_rate" else f"{k} vs reference"
+            lines.append(f"| {label} | {w['n']} | {w[k]:.3f} | {_interval(w[f'{k}_ci95'])} |")
+    return "\n".join(lines)
 
 
 def run_preference(args) -> int:
     from transformers import AutoTokenizer
 
-    from dora.data import load_rows
+    from dora.data import add_implicit_prompt, load_rows
     from dora.eval import preference as P
 
-    data = load_rows(args.dataset, args.split)
-    targets = [s for s in (args.target_sources or "").split(",") if s]
-    data = P.select_target_rows(data, targets, args.source_column)
+    targets = None if args.target_sources.strip().lower() == "all" else _csv(args.target_sources)
+    ref_path = args.ref_model or P.default_reference(args.model)
+    if args.win_rate and (args.reward_model is None or ref_path is None):
+        raise SystemExit("--win-rate needs --reward-model and --ref-model")
+    implicit = not args.no_implicit and (ref_path is not None or args.reference_free)
+    if not implicit and args.reward_model is None:
+        raise SystemExit("nothing to evaluate: give --ref-model (or --reference-free) and/or --reward-model")
+
+    data = add_implicit_prompt(load_rows(args.dataset, args.split))
     tok = AutoTokenizer.from_pretrained(args.model)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    result, lines = {"n_rows": len(data)}, ["| metric | value |", "|---|---|"]
-    if args.ref_model:
-        r = P.implicit_reward_accuracy(
-            args.model,
-            args.ref_model,
+    policy = P.load_causal_lm(args.model) if implicit or args.win_rate else None
+    reference = P.load_causal_lm(ref_path) if ref_path and (args.win_rate or not args.reference_free) else None
+    boot = dict(bootstrap=args.bootstrap, seed=args.seed)
+    result: dict = {"model": args.model, "ref_model": ref_path, "dataset": args.dataset, "n_rows": len(data)}
+    if implicit:
+        result["implicit_reward"] = P.implicit_reward_accuracy(
+            policy,
+            None if args.reference_free else reference,
             tok,
             data,
             beta=args.beta,
-            batch_size=args.batch_size,
+            target_sources=targets,
             source_column=args.source_column,
-            bootstrap=args.bootstrap,
-            seed=args.seed,
+            batch_size=args.batch_size,
+            max_length=args.max_length,
+            **boot,
         )
-        result["implicit_reward"] = r
-        lo, hi = r["accuracy_ci95"]
-        lines += [
-            f"| implicit-reward accuracy | {r['accuracy']:.3f} ({lo:.3f}–{hi:.3f}) |",
-            f"| implicit-reward margin | {r['margin']:.4f} |",
-        ]
-        lines += [
-            f"| accuracy, {s} | {v['accuracy']:.3f} (n={v['n']}) |" for s, v in r.get("by_source", {}).items()
-        ]
-    rm = P.RewardModel(args.reward_model, args.batch_size) if args.reward_model else None
+    rm = P.RewardModel(args.reward_model, args.batch_size, args.max_length) if args.reward_model else None
     if rm is not None:
-        r = P.reward_model_accuracy(rm, data, bootstrap=args.bootstrap, seed=args.seed)
-        result["reward_model"] = r
-        lines.append(f"| reward-model accuracy | {r['accuracy']:.3f} |")
+        result["reward_model"] = P.reward_model_accuracy(
+            rm, data, target_sources=targets, source_column=args.source_column, **boot
+        )
     if args.win_rate:
-        if rm is None or not args.ref_model:
-            raise SystemExit("--win-rate needs --reward-model and --ref-model")
-        prompts = list(dict.fromkeys(str(p) for p in data["prompt"]))[: args.max_prompts]
-        r = P.win_rate(
-            args.model,
-            args.ref_model,
+        rows = data
+        if targets and args.source_column in data.column_names:
+            rows = data.filter(lambda r: str(r[args.source_column]) in set(targets))
+        prompts, seen = [], set()
+        for p in rows["prompt"]:
+            key = json.dumps(p, sort_keys=True)
+            if key not in seen:
+                seen.add(key)
+                prompts.append(p)
+        prompts = prompts[: args.max_prompts]
+        result["win_rate"] = P.win_rate(
+            policy,
+            reference,
             tok,
             rm,
             prompts,
             tie_margin=args.tie_margin,
-            bootstrap=args.bootstrap,
-            seed=args.seed,
             batch_size=args.batch_size,
             max_new_tokens=args.max_new_tokens,
             do_sample=not args.greedy,
             temperature=args.temperature,
             top_p=args.top_p,
+            **boot,
         )
-        result["win_rate"] = r
-        lo, hi = r["win_ci95"]
-        lines.append(
-            f"| win / tie / lose vs reference | {r['win']:.3f} ({lo:.3f}–{hi:.3f}) / {r['tie']:.3f} / "
-            f"{r['lose']:.3f} |"
-        )
-    if len(lines) == 2:
-        raise SystemExit("nothing to evaluate: give --ref-model and/or --reward-model")
-    _write(args.output, result, "\n".join(lines))
+    _write(args.output, result, _preference_table(result))
     return 0
 
 
 def run_distalign(args) -> int:
     from dora.eval import distalign as D
 
+    D.check_names(_csv(args.methods), _csv(args.steering))
     items = []
     for path in args.data:
         loaded = D.load_benchmark(path, args.format)
-        if args.max_questions:
-            keep = list(dict.fromkeys(it.qid for it in loaded))[: args.max_questions]
-            loaded = [it for it in loaded if it.qid in set(keep)]
+        if args.max_questions is not None:
+            keep = set(list(dict.fromkeys(it.qid for it in loaded))[: args.max_questions])
+            loaded = [it for it in loaded if it.qid in keep]
         items += loaded
-    runner = D.ModelRunner(args.model, args.batch_size)
-    report = D.evaluate(
+    runner = D.ModelRunner(args.model, args.batch_size, chat_template=args.chat_template)
+    report, rows = D.evaluate(
         runner,
         items,
-        methods=[m for m in args.methods.split(",") if m],
-        steerings=[s for s in args.steering.split(",") if s],
+        methods=_csv(args.methods),
+        steerings=_csv(args.steering),
         samples=args.samples,
         seed=args.seed,
         bootstrap=args.bootstrap,
+        k_shots=args.shots,
     )
-    _write(args.output, report, D.markdown(report))
+    report["model"], report["data"] = args.model, args.data
+    _write(args.output, report, D.markdown(report), rows)
     return 0
 
 
