@@ -27,7 +27,7 @@ demo: install
 	$(BIN)/dora demo
 
 docs: install
-	$(BIN)/mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 bench: install
 	$(BIN)/dora bench

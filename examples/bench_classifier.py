@@ -12,7 +12,7 @@ words = [f"w{i}" for i in range(5000)]
 human_style = ["honestly", "i think", "probably", "well"]
 llm_style = ["Certainly!", "As an AI", "In summary,", "Great question!"]
 rows = []
-for i in range(50_000):  # 50k pairs = 100k responses
+for _ in range(50_000):  # 50k pairs = 100k responses
     src = "human" if rng.random() < 0.3 else "llm"
     style = human_style if src == "human" else llm_style
     rows.append({"prompt": " ".join(rng.choices(words, k=8)),

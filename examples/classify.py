@@ -1,0 +1,18 @@
+"""Stage 1: score a mixed dataset with the source classifier and write DoRA weights.
+
+    python examples/classify.py mix.jsonl human classified/
+"""
+
+import sys
+
+from datasets import load_dataset
+
+from dora.classifier import annotate
+
+path, target, out = sys.argv[1], sys.argv[2], sys.argv[3]
+mix = load_dataset("json", data_files=path, split="train")
+classified, report = annotate(mix, target_sources=target.split(","), backend="tfidf", folds=5, normalize=True,
+                              output_dir=out)
+classified.to_json(f"{out}/data.jsonl", lines=True)
+print(f"ROC-AUC {report['roc_auc']:.3f}, effective sample size {report['ess']:.0f} of {report['n_rows']}")
+print("mean response weight by source:", report["mean_response_weight_by_source"])
