@@ -20,19 +20,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="implicit-reward accuracy, reward-model accuracy, win rate",
         description="Preference evaluation of a trained policy on a held-out split.",
     )
-    pref.add_argument("--model", required=True, help="the trained policy (folder, Hub id or LoRA adapter folder)")
+    pref.add_argument(
+        "--model", required=True, help="the trained policy (folder, Hub id or LoRA adapter folder)"
+    )
     pref.add_argument(
         "--ref-model",
         default=None,
         help="its reference policy (default: the base model of a LoRA adapter folder)",
     )
-    pref.add_argument("--dataset", required=True, help="held-out pairwise rows: file, saved dataset or Hub id")
+    pref.add_argument(
+        "--dataset", required=True, help="held-out pairwise rows: file, saved dataset or Hub id"
+    )
     pref.add_argument("--split", default="test", help="split of a saved dataset or Hub dataset")
     pref.add_argument("--source-column", default="source")
     pref.add_argument(
-        "--target-sources", default="human", help="comma-separated sources of the overall numbers; 'all': every row"
+        "--target-sources",
+        default="human",
+        help="comma-separated sources of the overall numbers; 'all': every row",
     )
-    pref.add_argument("--reward-model", default=None, help="an AutoModelForSequenceClassification folder or id")
+    pref.add_argument(
+        "--reward-model", default=None, help="an AutoModelForSequenceClassification folder or id"
+    )
     pref.add_argument("--beta", type=float, default=0.1, help="beta of the implicit reward")
     pref.add_argument(
         "--reference-free",
@@ -42,7 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     pref.add_argument("--no-implicit", action="store_true", help="skip the implicit-reward accuracy")
     pref.add_argument("--max-length", type=int, default=1024, help="tokens of prompt + response")
     pref.add_argument("--batch-size", type=int, default=16)
-    pref.add_argument("--win-rate", action="store_true", help="generate with both policies, judge with --reward-model")
+    pref.add_argument(
+        "--win-rate", action="store_true", help="generate with both policies, judge with --reward-model"
+    )
     pref.add_argument("--max-prompts", type=int, default=None, help="the first N distinct target prompts")
     pref.add_argument("--max-new-tokens", type=int, default=128)
     pref.add_argument("--temperature", type=float, default=0.7)
@@ -58,15 +68,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="the distributional-alignment benchmark (Meister et al., arXiv 2411.05403)",
         description="Can the model match the answer distribution of a demographic group?",
     )
-    dist.add_argument("--model", required=True, help="a local causal LM (folder, Hub id or LoRA adapter folder)")
+    dist.add_argument(
+        "--model", required=True, help="a local causal LM (folder, Hub id or LoRA adapter folder)"
+    )
     dist.add_argument(
         "--data", nargs="+", required=True, help="benchmark files (<GROUP>_data.json, data.json, *.jsonl)"
     )
-    dist.add_argument("--format", default="auto", choices=["auto", "opinionqa", "nytimes", "globalopinions", "jsonl"])
-    dist.add_argument("--methods", default="logp,sequence,verbalize", help="comma-separated expression methods")
+    dist.add_argument(
+        "--format", default="auto", choices=["auto", "opinionqa", "nytimes", "globalopinions", "jsonl"]
+    )
+    dist.add_argument(
+        "--methods", default="logp,sequence,verbalize", help="comma-separated expression methods"
+    )
     dist.add_argument("--steering", default="none,persona,fewshot", help="comma-separated steering methods")
     dist.add_argument("--max-questions", type=int, default=None, help="the first N questions of each file")
-    dist.add_argument("--samples", type=int, default=30, help="N letters of the sequence method and the floor")
+    dist.add_argument(
+        "--samples", type=int, default=30, help="N letters of the sequence method and the floor"
+    )
     dist.add_argument("--shots", type=int, default=5, help="k similar questions of few-shot steering")
     dist.add_argument("--chat-template", action="store_true", help="wrap each prompt as a chat user message")
     dist.add_argument("--batch-size", type=int, default=16)
@@ -134,7 +152,9 @@ def run_preference(args) -> int:
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     policy = P.load_causal_lm(args.model) if implicit or args.win_rate else None
-    reference = P.load_causal_lm(ref_path) if ref_path and (args.win_rate or not args.reference_free) else None
+    reference = (
+        P.load_causal_lm(ref_path) if ref_path and (args.win_rate or not args.reference_free) else None
+    )
     boot = dict(bootstrap=args.bootstrap, seed=args.seed)
     result: dict = {"model": args.model, "ref_model": ref_path, "dataset": args.dataset, "n_rows": len(data)}
     if implicit:

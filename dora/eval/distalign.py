@@ -258,7 +258,9 @@ def _shot_context(item: Item) -> str:
     return f"Context: let the probability that the group answers with {shares}."
 
 
-def build_prompt(item: Item, method: str, steering: str, shots: list[Item], samples: int = 30, seed: int = 0) -> str:
+def build_prompt(
+    item: Item, method: str, steering: str, shots: list[Item], samples: int = 30, seed: int = 0
+) -> str:
     """The prompt of one item: [persona] [few-shot examples] question, lettered options, instruction."""
     if method not in METHODS or steering not in STEERINGS:
         raise ValueError(f"unknown method {method!r} or steering {steering!r}")
@@ -434,7 +436,9 @@ class ModelRunner:
                 )
                 for p in prompts
             ]
-        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=not self.chat_template)
+        enc = self.tokenizer(
+            prompts, return_tensors="pt", padding=True, add_special_tokens=not self.chat_template
+        )
         return enc.to(self.device)
 
     def next_token_probs(self, prompts: list[str]) -> np.ndarray:
@@ -458,7 +462,9 @@ class ModelRunner:
                 gen = self.model.generate(
                     **enc, max_new_tokens=max_new_tokens, pad_token_id=self.tokenizer.pad_token_id, **kw
                 )
-            texts += self.tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+            texts += self.tokenizer.batch_decode(
+                gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True
+            )
         return texts
 
 
@@ -495,7 +501,11 @@ def predict(
     if method == "sequence":
         texts = runner.generate(prompts, max_new_tokens=3 * samples + 4, sample=True, seed=seed)
         parsed = [parse_sequence(t, len(it.options), samples) for it, t in zip(items, texts)]
-        return [d if d is not None else u for (d, _), u in zip(parsed, uniform)], [f for _, f in parsed], texts
+        return (
+            [d if d is not None else u for (d, _), u in zip(parsed, uniform)],
+            [f for _, f in parsed],
+            texts,
+        )
     if method == "verbalize":
         longest = max(len(it.options) for it in items)
         texts = runner.generate(prompts, max_new_tokens=16 + 12 * longest, sample=False, seed=seed)
@@ -561,7 +571,9 @@ def score(items: list[Item], predictions: list[np.ndarray], *, samples: int = 10
     for it, p in zip(items, predictions):
         p = np.asarray(p, dtype=np.float64)
         if p.shape != it.distribution.shape:
-            raise ValueError(f"question {it.qid}, group {it.group}: {len(p)} values for {len(it.options)} options")
+            raise ValueError(
+                f"question {it.qid}, group {it.group}: {len(p)} values for {len(it.options)} options"
+            )
         pair = _ordinal_pair(it, p)
         values["tvd"].append(tvd(it.distribution, p))
         values["js"].append(js_similarity(it.distribution, p))
@@ -584,9 +596,15 @@ def discretisation_floor(p, n: int = 30, *, exact_limit: int = 200_000, draws: i
     p = normalize(p)
     k = len(p)
     if math.comb(n + k - 1, k - 1) <= exact_limit:
-        bars = np.array(list(itertools.combinations(range(n + k - 1), k - 1)), dtype=np.int64).reshape(-1, k - 1)
-        edges = np.concatenate([np.full((len(bars), 1), -1), bars, np.full((len(bars), 1), n + k - 1)], axis=1)
-        counts = np.diff(edges, axis=1) - 1  # stars and bars: every vector of k non-negative counts summing to n
+        bars = np.array(list(itertools.combinations(range(n + k - 1), k - 1)), dtype=np.int64).reshape(
+            -1, k - 1
+        )
+        edges = np.concatenate(
+            [np.full((len(bars), 1), -1), bars, np.full((len(bars), 1), n + k - 1)], axis=1
+        )
+        counts = (
+            np.diff(edges, axis=1) - 1
+        )  # stars and bars: every vector of k non-negative counts summing to n
         logpmf = gammaln(n + 1) - gammaln(counts + 1).sum(1) + xlogy(counts, p).sum(1)
         return float(np.sum(np.exp(logpmf) * 0.5 * np.abs(counts / n - p).sum(1)))
     freq = np.random.default_rng(seed).multinomial(n, p, size=draws) / n
@@ -598,7 +616,9 @@ def baselines(items: list[Item], *, samples: int = 30, seed: int = 0) -> dict:
     of ``samples`` samples, aggregated like the model's scores (overall and per dataset)."""
     values = {
         "uniform": [tvd(it.distribution, np.ones(len(it.options))) for it in items],
-        "majority": [tvd(it.distribution, np.eye(len(it.options))[int(np.argmax(it.distribution))]) for it in items],
+        "majority": [
+            tvd(it.distribution, np.eye(len(it.options))[int(np.argmax(it.distribution))]) for it in items
+        ],
         f"floor_n{samples}": [discretisation_floor(it.distribution, samples, seed=seed) for it in items],
     }
     out = {}
@@ -637,7 +657,9 @@ def evaluate(
     shots = similar_questions(items, k_shots) if "fewshot" in steerings else {}
     results, rows = {}, []
     for steering, method in tqdm(list(itertools.product(steerings, methods)), desc="distalign"):
-        preds, failures, texts = predict(runner, items, method, steering, samples=samples, seed=seed, shots=shots)
+        preds, failures, texts = predict(
+            runner, items, method, steering, samples=samples, seed=seed, shots=shots
+        )
         r = score(items, preds, samples=bootstrap, seed=seed)
         per_item = r.pop("per_item")
         r["failure_rate" if method != "logp" else "off_option_mass"] = float(np.mean(failures))
@@ -665,7 +687,7 @@ def evaluate(
 
 
 def markdown(report: dict) -> str:
-    """The report as Markdown tables: overall scores, TVD per dataset, baselines, knowledge-to-simulation gap."""
+    """Markdown tables: overall scores, TVD per dataset, baselines, the knowledge-to-simulation gap."""
     datasets = report["datasets"]
     lines = [
         "| method / steering | TVD ↓ | 95% CI | 1 − JS ↑ | Wasserstein repr. ↑ | failures | K→S gap |",
@@ -687,5 +709,8 @@ def markdown(report: dict) -> str:
     for key, by_ds in rows:
         cells = [f"{by_ds[d]:.3f}" if d in by_ds else "–" for d in datasets]
         lines.append(f"| {key} | " + " | ".join(cells) + " |")
-    lines += ["", "Baselines (TVD): " + ", ".join(f"{k} {b['overall']:.3f}" for k, b in report["baselines"].items())]
+    lines += [
+        "",
+        "Baselines (TVD): " + ", ".join(f"{k} {b['overall']:.3f}" for k, b in report["baselines"].items()),
+    ]
     return "\n".join(lines)

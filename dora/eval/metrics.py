@@ -50,7 +50,7 @@ def bootstrap_ci(
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of ``statistic`` over ``values`` (resampled with replacement)."""
     x = np.asarray(values, dtype=np.float64)
-    if len(x) == 0:
+    if len(x) == 0 or samples <= 0:
         return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
     stats = np.array([statistic(x[rng.integers(0, len(x), len(x))]) for _ in range(samples)])
