@@ -39,7 +39,7 @@ if args.reward_model:
     human = rows.filter(lambda r: r["source"] == "human")
     prompts = list(dict.fromkeys(human["prompt"]))[:100]
     wr = preference.win_rate(args.model, args.ref_model, tokenizer, rm, prompts, max_new_tokens=128)
-    print(f"win / tie / lose: {wr['win']:.3f} / {wr['tie']:.3f} / {wr['lose']:.3f} (win 95% CI {wr['win_ci95']})")
+    print(f"win / tie / lose: {wr['win']:.3f} / {wr['tie']:.3f} / {wr['lose']:.3f}, CI {wr['win_ci95']}")
 
 # 3. Distributional alignment: log-p and verbalized distributions under persona steering, 20 questions a file.
 if args.distalign_data:

@@ -173,3 +173,11 @@ def test_preference_cli_end_to_end(tmp_path, models):
     with pytest.raises(SystemExit, match="--win-rate needs"):
         main(["eval", "preference", "--model", policy_dir, "--ref-model", ref_dir, "--dataset", str(data),
               "--win-rate"])  # fmt: skip
+
+
+def test_default_reference_is_the_adapter_base(tmp_path):
+    from dora.eval.preference import default_reference
+
+    assert default_reference(str(tmp_path)) is None
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "org/base-7b"}))
+    assert default_reference(str(tmp_path)) == "org/base-7b"
