@@ -21,6 +21,15 @@ from dora.eval.preference import (
 )
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread, and stay fast when other processes share the cores."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def models(tmp_path_factory, tiny_model_dir):
     """A policy (the shared tiny Llama), a reference with other weights, and a tiny Llama reward model
