@@ -21,7 +21,7 @@ def blocks(path: str, lang: str) -> list[str]:
 def test_quickstart_commands_run(tmp_path, tiny_model_dir):
     page = os.path.join(ROOT, "docs", "quickstart.md")
     script = "\n".join(line for b in blocks(page, "bash") for line in b.splitlines() if not line.startswith("pip "))
-    assert "dora classify" in script and "dora train" in script and "dora eval preference" in script
+    assert "dora classify" in script and "dora train --config" in script and "dora eval preference" in script
     assert HUB_ID in script  # the default a user gets; the test swaps it through $MODEL
     bindir = os.path.dirname(sys.executable)
     env = dict(os.environ, MODEL=tiny_model_dir, PATH=bindir + os.pathsep + os.environ["PATH"], TQDM_DISABLE="1",
