@@ -54,14 +54,16 @@ def _disable_dropout(model) -> None:
             m.p = 0.0
 
 
-def _vocab(datasets_, column: str) -> dict[str, int]:
+def _vocab(datasets_, columns: tuple[str, ...]) -> dict[str, int]:
+    """Sorted names found in ``columns`` (a column may hold one name per row or a list, as ``sources``)."""
     names = set()
     for ds in datasets_:
         if ds is None:
             continue
-        for c in (column, "chosen_source", "rejected_source") if column != "group" else (column,):
+        for c in columns:
             if c in ds.column_names:
-                names.update(str(x) for x in ds[c] if x is not None)
+                for x in ds[c]:
+                    names.update(str(v) for v in (x if isinstance(x, list) else [x]) if v is not None)
     return {name: i for i, name in enumerate(sorted(names))}
 
 
@@ -143,8 +145,8 @@ class DoRATrainer(Trainer):
             train_dataset,
             *(eval_dataset.values() if isinstance(eval_dataset, dict) else [eval_dataset]),
         ]
-        self.source_vocab = _vocab(datasets_, args.source_column)
-        self.group_vocab = _vocab(datasets_, args.group_column) if args.group_column else {}
+        self.source_vocab = _vocab(datasets_, (args.source_column, "chosen_source", "rejected_source", "sources"))
+        self.group_vocab = _vocab(datasets_, (args.group_column,)) if args.group_column else {}
         prep = dict(
             weight_column=args.weight_column,
             source_column=args.source_column,
