@@ -260,3 +260,12 @@ def test_cli_end_to_end(tmp_path):
         assert (out / f).exists(), f
     report = json.loads((out / "report.json").read_text())
     assert report["mean_response_weight_by_source"]["human"] > report["mean_response_weight_by_source"]["gpt"]
+
+
+def test_listwise_sources_must_match_responses():
+    """A `sources` list shorter than `responses` is an error naming the row, not a silently dropped response."""
+    rows = [{"prompt": f"q{i}", "responses": ["a", "b b", "c c c"], "sources": ["human", "gpt", "gpt"]}
+            for i in range(10)]
+    rows[4]["sources"] = ["human", "gpt"]
+    with pytest.raises(ValueError, match=r"row 4, column 'sources': 2 sources for 3 responses"):
+        annotate(Dataset.from_list(rows), target_sources=["human"], folds=2)

@@ -66,25 +66,26 @@ def extract_responses(dataset, source_column: str = "source") -> Responses:
         raise ValueError(
             f"missing column '{source_column}' (the source of each row); the dataset has {sorted(cols)}"
         )
-    prompt_col = dataset["prompt"] if "prompt" in cols else [""] * len(dataset)
-    data = {
-        c: dataset[c]
-        for c in cols
-        if c in (*resp_cols, source_column, "chosen_source", "rejected_source", "sources")
-    }
+    # plain Python lists, read once: indexing a dataset column row by row goes through Arrow each time
+    keep = {*resp_cols, "prompt", source_column, "chosen_source", "rejected_source", "sources"}
+    data = dataset.select_columns(sorted(keep & cols)).to_dict()
+    none = [None] * len(dataset)
+    prompt_col = data.get("prompt", [""] * len(dataset))
     prompts, texts, sources = [], [], []
     n = None
     for i in range(len(dataset)):
-        row_source = data.get(source_column, [None] * len(dataset))[i]
+        row_source = data.get(source_column, none)[i]
         if kind == "listwise":
             items = data["responses"][i]
-            own = data.get("sources", [None] * len(dataset))[i] or [row_source] * len(items)
+            own = data.get("sources", none)[i] or [row_source] * len(items)
             names = [f"responses[{k}]" for k in range(len(items))]
+            if len(own) != len(items):
+                raise ValueError(f"row {i}, column 'sources': {len(own)} sources for {len(items)} responses")
         elif kind == "pairwise":
             items = [data["chosen"][i], data["rejected"][i]]
             own = [
-                data.get("chosen_source", [None] * len(dataset))[i] or row_source,
-                data.get("rejected_source", [None] * len(dataset))[i] or row_source,
+                data.get("chosen_source", none)[i] or row_source,
+                data.get("rejected_source", none)[i] or row_source,
             ]
             names = ["chosen", "rejected"]
         else:
@@ -122,12 +123,19 @@ def cross_fit(
         return make().fit(prompts, texts, labels).predict_raw(prompts, texts)
     fold = _folds(prompts, np.arange(len(texts)) if rows is None else rows, folds, seed)
     out = np.zeros(len(texts))
+    # Backends whose features use no labels (TF-IDF vocabulary and idf, a frozen encoder) featurise once;
+    # each fold then fits only the supervised part on its own training rows.
+    shared = make()
+    x = shared.featurize(prompts, texts, fit=True) if hasattr(shared, "featurize") else None
     for f in tqdm(range(folds), desc="Cross-fitting", leave=False):
         train, test = np.nonzero(fold != f)[0], np.nonzero(fold == f)[0]
         if len(test) == 0:
             continue
         if len(set(labels[train].tolist())) < 2:
             raise ValueError(f"fold {f}: its training part has one class only; use fewer folds or more data")
+        if x is not None:
+            out[test] = make().fit_matrix(x[train], labels[train]).scores_matrix(x[test])
+            continue
         clf = make().fit([prompts[i] for i in train], [texts[i] for i in train], labels[train])
         out[test] = clf.predict_raw([prompts[i] for i in test], [texts[i] for i in test])
     return out

@@ -57,12 +57,22 @@ class EmbeddingClassifier(SourceClassifier):
             out.append(((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).float().cpu().numpy())
         return np.concatenate(out)
 
+    def featurize(self, prompts, responses, fit: bool = False) -> np.ndarray:
+        """Frozen embeddings (label-free: cross-fitting computes them once and shares them between folds)."""
+        return self.embed(prompts, responses)
+
+    def fit_matrix(self, x, labels) -> EmbeddingClassifier:
+        self.model = LogisticRegression(C=self.C, max_iter=2000, random_state=self.seed).fit(x, labels)
+        return self
+
+    def scores_matrix(self, x) -> np.ndarray:
+        return self.model.predict_proba(x)[:, 1]
+
     def _fit(self, prompts, responses, labels):
-        self.model = LogisticRegression(C=self.C, max_iter=2000, random_state=self.seed)
-        self.model.fit(self.embed(prompts, responses), labels)
+        self.fit_matrix(self.embed(prompts, responses), labels)
 
     def _scores(self, prompts, responses):
-        return self.model.predict_proba(self.embed(prompts, responses))[:, 1]
+        return self.scores_matrix(self.embed(prompts, responses))
 
     def _config(self):
         return {

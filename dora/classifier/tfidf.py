@@ -53,12 +53,22 @@ class TfidfClassifier(SourceClassifier):
             x = sp.hstack([x, g(prompts)], format="csr")
         return x
 
-    def _fit(self, prompts, responses, labels):
-        x = self._features(prompts, responses, fit=True)
+    def featurize(self, prompts, responses, fit: bool = False):
+        """The TF-IDF matrix (label-free: cross-fitting computes it once and shares it between folds)."""
+        return self._features(prompts, responses, fit=fit)
+
+    def fit_matrix(self, x, labels) -> TfidfClassifier:
         self.model = LogisticRegression(C=self.C, max_iter=2000, random_state=self.seed).fit(x, labels)
+        return self
+
+    def scores_matrix(self, x) -> np.ndarray:
+        return self.model.predict_proba(x)[:, 1]
+
+    def _fit(self, prompts, responses, labels):
+        self.fit_matrix(self._features(prompts, responses, fit=True), labels)
 
     def _scores(self, prompts, responses):
-        return self.model.predict_proba(self._features(prompts, responses))[:, 1]
+        return self.scores_matrix(self._features(prompts, responses))
 
     def _config(self):
         return {"C": self.C, "max_features": self.max_features, "use_prompt": self.use_prompt}
