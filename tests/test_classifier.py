@@ -269,3 +269,20 @@ def test_listwise_sources_must_match_responses():
     rows[4]["sources"] = ["human", "gpt"]
     with pytest.raises(ValueError, match=r"row 4, column 'sources': 2 sources for 3 responses"):
         annotate(Dataset.from_list(rows), target_sources=["human"], folds=2)
+
+
+def test_fitted_and_reloaded_classifier_agree(tmp_path):
+    """fit -> save -> load: the reloaded classifier gives the in-memory one's probabilities."""
+    from dora.classifier import TfidfClassifier
+
+    rows = style_rows(400, 0.9, 0.2)
+    p, y = [r["prompt"] for r in rows], [r["response"] for r in rows]
+    labels = np.array([r["source"] == "human" for r in rows], dtype=int)
+    for calibration in ("platt", "isotonic"):
+        clf = TfidfClassifier(calibration=calibration).fit(p, y, labels)
+        clf.calibrate(clf.predict_raw(p, y), labels)
+        clf.save_pretrained(str(tmp_path / calibration))
+        again = load_classifier(str(tmp_path / calibration))
+        new = style_rows(60, 0.9, 0.2, seed=5)
+        q, z = [r["prompt"] for r in new], [r["response"] for r in new]
+        np.testing.assert_allclose(again.predict_proba(q, z), clf.predict_proba(q, z), rtol=1e-6, atol=1e-9)

@@ -75,12 +75,12 @@ class TfidfClassifier(SourceClassifier):
 
     def _arrays(self):
         arrays = {
-            "coef": self.model.coef_.astype(np.float64),
-            "intercept": self.model.intercept_.astype(np.float64),
-            "response_idf": self.response_vec.idf_.astype(np.float64),
+            "coef": self.model.coef_,
+            "intercept": self.model.intercept_,
+            "response_idf": self.response_vec.idf_,
         }
         if self.use_prompt:
-            arrays["prompt_idf"] = self.prompt_vec.idf_.astype(np.float64)
+            arrays["prompt_idf"] = self.prompt_vec.idf_
         return arrays
 
     def _save_extra(self, path):
