@@ -31,6 +31,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from dora.ratio import effective_sample_size
+
 __all__ = [
     "OBJECTIVES",
     "ObjectiveOutput",
@@ -40,6 +42,7 @@ __all__ = [
     "objective_gradients",
     "surrogate_loss",
     "gather_variable",
+    "gather_batch",
     "resolve_group",
 ]
 
@@ -206,6 +209,18 @@ def gather_variable(t: Tensor, group) -> tuple[Tensor, int]:
     return torch.cat([p[:s] for p, s in zip(parts, sizes)]), sum(sizes[:rank])
 
 
+def gather_batch(losses: Tensor, weights: Tensor, groups: Tensor | None, process_group=None):
+    """The detached (losses, weights, groups) of the global batch, this rank's offset in it, and the world
+    size; with no process group (or one process), the local tensors themselves."""
+    group, world, _ = resolve_group(process_group)
+    if world == 1:
+        return losses, weights, groups, 0, 1
+    l_all, offset = gather_variable(losses, group)
+    h_all, _ = gather_variable(weights, group)
+    g_all = None if groups is None else gather_variable(groups.long(), group)[0]
+    return l_all, h_all, g_all, offset, world
+
+
 @dataclass
 class ObjectiveOutput:
     """``loss``: the (local surrogate of the) objective, differentiable in the local losses.
@@ -273,21 +288,13 @@ def evaluate_objective(
     if dro_lambda <= 0:
         raise ValueError(f"dro_lambda must be > 0, got {dro_lambda}")
     h = _check_inputs(losses, weights, groups)
-    group, world, _ = resolve_group(process_group)
-    l_det = losses.detach().float()
-    if world > 1:
-        l_all, offset = gather_variable(l_det, group)
-        h_all, _ = gather_variable(h, group)
-        g_all = None if groups is None else gather_variable(groups.long(), group)[0]
-    else:
-        l_all, h_all, g_all, offset = l_det, h, groups, 0
+    l_all, h_all, g_all, offset, world = gather_batch(losses.detach().float(), h, groups, process_group)
     value, grad = objective_gradients(name, l_all, h_all, g_all, dro_lambda=dro_lambda, **hyper)
     local = grad[offset : offset + losses.numel()]
-    ess = float(grad.sum() ** 2 / (grad * grad).sum()) if (grad * grad).sum() > 0 else 0.0
     return ObjectiveOutput(
         loss=surrogate_loss(losses, local, value, world),
         sample_weights=local * l_all.numel(),
-        ess=ess,
+        ess=effective_sample_size(grad),
         value=float(value),
     )
 

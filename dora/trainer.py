@@ -31,11 +31,11 @@ from dora.objectives import (
     GroupDROState,
     ObjectiveOutput,
     evaluate_objective,
-    gather_variable,
+    gather_batch,
     objective_gradients,
-    resolve_group,
     surrogate_loss,
 )
+from dora.ratio import effective_sample_size
 
 logger = logging.getLogger(__name__)
 
@@ -313,18 +313,13 @@ class DoRATrainer(Trainer):
             weights.append(batch["weights"].float())
             groups.append(batch["group_ids"])
             sizes.append(loss.numel())
-        l, h, g = torch.cat(losses), torch.cat(weights), torch.cat(groups)
-        group, world, _ = resolve_group(self.accelerator)
-        offset = 0
-        if world > 1:
-            l, offset = gather_variable(l, group)
-            h, _ = gather_variable(h, group)
-            g, _ = gather_variable(g.long(), group)
+        l, h, g, offset, world = gather_batch(torch.cat(losses), torch.cat(weights), torch.cat(groups),
+                                              self.accelerator)
         value, grad = objective_gradients(
             args.objective, l, h, g if args.objective == "group_dro" else None, dro_lambda=args.dro_lambda,
             group_dro_state=self.group_state, update=True, **args.objective_hyper(),
         )  # fmt: skip
-        ess = float(grad.sum() ** 2 / (grad * grad).sum()) if (grad * grad).sum() > 0 else 0.0
+        ess = effective_sample_size(grad)
         plan, start = [], offset
         for k in sizes:
             gk = grad[start : start + k]

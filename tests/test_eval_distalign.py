@@ -21,13 +21,7 @@ from dora.eval.metrics import bootstrap_ci, js_similarity, tvd, wasserstein_repr
 FIX = os.path.join(os.path.dirname(__file__), "fixtures", "distalign")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and stay fast when other processes share the cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def item(dataset, qid, group, dist, options=None, question=None, ordinal=False):
