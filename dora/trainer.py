@@ -145,6 +145,13 @@ class DoRATrainer(Trainer):
             train_dataset,
             *(eval_dataset.values() if isinstance(eval_dataset, dict) else [eval_dataset]),
         ]
+        if args.objective == "group_dro":
+            for ds in (d for d in datasets_ if d is not None):
+                if args.group_column not in ds.column_names:
+                    raise ValueError(f"objective 'group_dro' needs a '{args.group_column}' column (group_column)")
+                missing = [i for i, g in enumerate(ds[args.group_column]) if g is None or str(g) == ""]
+                if missing:
+                    raise ValueError(f"row {missing[0]}, column '{args.group_column}': no group (for group_dro)")
         self.source_vocab = _vocab(datasets_, (args.source_column, "chosen_source", "rejected_source", "sources"))
         self.group_vocab = _vocab(datasets_, (args.group_column,)) if args.group_column else {}
         prep = dict(

@@ -45,3 +45,17 @@ def test_listwise_sources_give_per_source_metrics(tmp_path, tiny_model_dir):
     logs = t.state.log_history[0]
     assert {"source/human/loss", "source/gpt/loss", "source/human/accuracy"} <= set(logs)
     assert logs["source/human/loss"] == pytest.approx(logs["loss"], rel=0.5)  # a loss, not a count
+
+
+def test_group_dro_rows_need_a_group(tmp_path, tiny_model_dir):
+    from conftest import pair_rows
+    from datasets import Dataset
+
+    from dora import DoRAConfig, DoRATrainer
+
+    rows = [dict(r, group="a" if i != 2 else None) for i, r in enumerate(pair_rows(6))]
+    args = DoRAConfig(output_dir=str(tmp_path), objective="group_dro", report_to=[], max_steps=1)
+    with pytest.raises(ValueError, match="row 2, column 'group': no group"):
+        DoRATrainer(model=tiny_model_dir, args=args, train_dataset=Dataset.from_list(rows))
+    with pytest.raises(ValueError, match="needs a 'group' column"):
+        DoRATrainer(model=tiny_model_dir, args=args, train_dataset=Dataset.from_list(pair_rows(6)))
