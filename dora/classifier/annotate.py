@@ -117,10 +117,12 @@ def _folds(prompts: list[str], rows: np.ndarray, k: int, seed: int) -> np.ndarra
 
 def cross_fit(
     make, prompts, texts, labels, folds: int, seed: int, rows: np.ndarray | None = None
-) -> np.ndarray:
-    """Out-of-fold raw probabilities (folds >= 2), or in-sample ones (folds = 1, not recommended)."""
+) -> tuple[np.ndarray, SourceClassifier]:
+    """Out-of-fold raw probabilities (folds >= 2), or in-sample ones (folds = 1, not recommended), and the
+    classifier fit on all rows (for scoring new data)."""
     if folds < 2:
-        return make().fit(prompts, texts, labels).predict_raw(prompts, texts)
+        final = make().fit(prompts, texts, labels)
+        return final.predict_raw(prompts, texts), final
     fold = _folds(prompts, np.arange(len(texts)) if rows is None else rows, folds, seed)
     out = np.zeros(len(texts))
     # Backends whose features use no labels (TF-IDF vocabulary and idf, a frozen encoder) featurise once;
@@ -138,7 +140,9 @@ def cross_fit(
             continue
         clf = make().fit([prompts[i] for i in train], [texts[i] for i in train], labels[train])
         out[test] = clf.predict_raw([prompts[i] for i in test], [texts[i] for i in test])
-    return out
+    # the shared features were fit on all rows already: the final model reuses them
+    final = shared.fit_matrix(x, labels) if x is not None else make().fit(prompts, texts, labels)
+    return out, final
 
 
 def expected_calibration_error(p: np.ndarray, y: np.ndarray, bins: int = 10) -> float:
@@ -189,8 +193,7 @@ def annotate(
     def make():
         return make_classifier(backend, calibration=calibration, seed=seed, **backend_kwargs)
 
-    raw = cross_fit(make, resp.prompts, resp.texts, labels, folds, seed, np.arange(len(resp.texts)) // resp.n)
-    final = make().fit(resp.prompts, resp.texts, labels)
+    raw, final = cross_fit(make, resp.prompts, resp.texts, labels, folds, seed, np.arange(len(resp.texts)) // resp.n)
     final.calibrate(raw, labels)
     probs = final.calibrator(raw)
 
