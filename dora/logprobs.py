@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-__all__ = ["add_logprob_head", "completion_logps", "unwrap_causal_lm"]
+__all__ = ["add_logprob_head", "completion_logps", "logit_scale_and_softcap", "unwrap_causal_lm"]
 
 
 def unwrap_causal_lm(model):
@@ -34,13 +34,27 @@ def unwrap_causal_lm(model):
             return model
 
 
-def _logit_transform(config):
+def logit_scale_and_softcap(config) -> tuple[float, float | None]:
+    """The model's own post-processing of LM-head logits, read as TRL 1.16 reads it: a scale (Cohere
+    ``logit_scale``; ``output_multiplier``; Falcon-H1 ``lm_head_multiplier``; Granite / MiniCPM3 divide by
+    ``logits_scaling``, HyperCLOVA X multiplies by it), then Gemma-style ``final_logit_softcapping``."""
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     softcap = getattr(text, "final_logit_softcapping", None)
-    scale = getattr(text, "logit_scale", None)
+    scale = getattr(text, "logit_scale", None)  # None on models that do not scale (MPT); a real 0.0 is kept
+    if scale is None:
+        scale = getattr(text, "output_multiplier", None)
+    if scale is None:
+        scale = getattr(text, "lm_head_multiplier", None)
+    if scale is None and getattr(text, "logits_scaling", None) is not None:
+        scale = text.logits_scaling if getattr(text, "model_type", None) == "hyperclovax" else 1 / text.logits_scaling
+    return (1.0 if scale is None else float(scale)), softcap
+
+
+def _logit_transform(config):
+    scale, softcap = logit_scale_and_softcap(config)
 
     def transform(logits: Tensor) -> Tensor:
-        if scale is not None:
+        if scale != 1.0:
             logits = logits * scale
         if softcap is not None:
             logits = torch.tanh(logits / softcap) * softcap
