@@ -1,4 +1,4 @@
-# `make demo` and `make test` set everything up on a fresh machine.
+# `make demo` and `make test` set everything up on a fresh machine (with the trackers extra, which the tests use).
 # torch is installed first so that pip does not pull a multi-GB CUDA build on a CPU-only machine;
 # on a GPU machine pass the build you want, e.g. `make install TORCH="torch"`.
 PYTHON ?= python3
@@ -12,7 +12,7 @@ $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[dev,trackers]"
 	touch $@
 
 install: $(BIN)/.installed
