@@ -1,4 +1,4 @@
-"""`dora classify | train | eval | demo | bench`.
+"""`dora classify | train | eval | demo | bench | iterate`.
 
 Each sub-command lives in its own module, which exposes ``add_arguments(parser)`` and ``run(args) -> int``;
 this file only dispatches, and imports a module only when its command runs (``dora --help`` stays fast).
@@ -16,6 +16,7 @@ COMMANDS = {
     "eval": ("dora.eval.cli", "evaluate a policy: preference accuracy, win rate, distributional alignment"),
     "demo": ("dora.demo", "the mixture-shift world, end to end, on a CPU"),
     "bench": ("dora.bench", "DoRATrainer vs TRL's DPOTrainer: speed and memory"),
+    "iterate": ("dora.iterate.cli", "iterative DoRA: rounds of generate, judge, re-weight, train"),
 }
 
 

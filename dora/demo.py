@@ -290,6 +290,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--n-train", type=int, default=None, help="training pairs (default 2000; 400 with --quick)"
     )
     p.add_argument("--epochs", type=int, default=None, help="preference-training epochs (default 2)")
+    p.add_argument("--iterate", action="store_true",
+                   help="iterative DPO vs iterative DoRA over rounds of generate, judge, train (dora.iterate_demo)")
+    p.add_argument("--rounds", type=int, default=None, help="rounds of --iterate (default 3; 2 with --quick)")
     p.add_argument("--sweep", default=None, metavar="SHARES",
                    help="instead of the table: DPO vs DoRA at these synthetic shares, e.g. 0,0.5,0.8,0.95")
 
@@ -323,6 +326,10 @@ def run_sweep(args, cfg: WorldConfig, seeds: int, base: dict, t0: float) -> int:
 
 
 def run(args) -> int:
+    if getattr(args, "iterate", False):
+        from dora.iterate_demo import run_iterate
+
+        return run_iterate(args)
     base = QUICK if args.quick else DEFAULT
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]

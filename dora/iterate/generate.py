@@ -1,0 +1,122 @@
+"""Step (1) of a round: k sampled responses per prompt from the current policy.
+
+Batched Hugging Face ``generate`` (left padding; chat prompts through the tokenizer's chat template), or vLLM
+when ``backend="vllm"`` and it is installed. Under ``accelerate launch`` each process samples its shard of
+the prompts (every ``world``-th prompt from its rank on) and the shards are gathered back in prompt order.
+"""
+
+from __future__ import annotations
+
+import torch
+from tqdm.auto import tqdm
+
+__all__ = ["shard_indices", "unshard", "sample_responses", "sample_responses_distributed"]
+
+
+def shard_indices(n: int, rank: int, world: int) -> list[int]:
+    """The prompt indices process ``rank`` of ``world`` samples: rank, rank + world, ..."""
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError(f"rank {rank} of world {world}")
+    return list(range(rank, n, world))
+
+
+def unshard(parts: list[list], n: int) -> list:
+    """Inverse of ``shard_indices``: ``parts[rank][j]`` belongs to prompt ``rank + j * world``."""
+    world = len(parts)
+    out: list = [None] * n
+    for rank, part in enumerate(parts):
+        idx = shard_indices(n, rank, world)
+        if len(part) != len(idx):
+            raise ValueError(f"rank {rank} returned {len(part)} results for {len(idx)} prompts")
+        for i, x in zip(idx, part):
+            out[i] = x
+    return out
+
+
+def _texts(tokenizer, prompts: list) -> tuple[list[str], bool]:
+    chat = isinstance(prompts[0], list)
+    if chat:
+        return [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts], True
+    return [str(p) for p in prompts], False
+
+
+@torch.no_grad()
+def sample_responses(
+    model,
+    tokenizer,
+    prompts: list,
+    k: int,
+    *,
+    max_new_tokens: int = 128,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    batch_size: int = 32,
+    seed: int = 0,
+    backend: str = "hf",
+    greedy: bool = False,
+) -> list[list[str]]:
+    """``k`` sampled responses for each prompt, ``[len(prompts)][k]`` strings (``greedy``: k = 1 greedy)."""
+    if not prompts:
+        return []
+    if backend == "vllm":
+        return _sample_vllm(model, prompts, k, max_new_tokens, temperature, top_p, seed)
+    if greedy:
+        k = 1
+    if backend != "hf":
+        raise ValueError(f"generation backend must be 'hf' or 'vllm', got {backend!r}")
+    torch.manual_seed(seed)
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out: list[list[str]] = []
+    try:
+        for i in tqdm(range(0, len(prompts), batch_size), desc="sampling", leave=False):
+            texts, chat = _texts(tokenizer, prompts[i : i + batch_size])
+            enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not chat).to(device)
+            sampling = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0, num_return_sequences=k)
+            gen = model.generate(
+                **enc, max_new_tokens=max_new_tokens, pad_token_id=pad, **({"do_sample": False} if greedy else sampling)
+            )
+            flat = tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+            out += [flat[j * k : (j + 1) * k] for j in range(len(texts))]
+    finally:
+        tokenizer.padding_side = side
+        model.train(was_training)
+    return out
+
+
+def _sample_vllm(model_path, prompts, k, max_new_tokens, temperature, top_p, seed) -> list[list[str]]:
+    try:
+        from vllm import LLM, SamplingParams
+    except ImportError as e:
+        raise ImportError("generation backend 'vllm' needs vLLM: pip install 'dora-align[vllm]'") from e
+    if not isinstance(model_path, str):
+        raise TypeError("the vllm backend loads the policy from its folder: pass the path, not a model")
+    llm = LLM(model=model_path, seed=seed)
+    params = SamplingParams(n=k, temperature=temperature, top_p=top_p, max_tokens=max_new_tokens, seed=seed)
+    if isinstance(prompts[0], list):
+        results = llm.chat(prompts, params)
+    else:
+        results = llm.generate([str(p) for p in prompts], params)
+    out = [[c.text for c in r.outputs] for r in results]
+    del llm
+    return out
+
+
+def sample_responses_distributed(model, tokenizer, prompts: list, k: int, *, seed: int = 0, **kwargs):
+    """``sample_responses`` with the prompts split across the processes of ``accelerate launch`` (one
+    process: the same call). Process ``rank`` samples with seed ``seed + rank``; every process gets all
+    results, in prompt order."""
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+
+    state = PartialState()
+    if state.num_processes == 1:
+        return sample_responses(model, tokenizer, prompts, k, seed=seed, **kwargs)
+    idx = shard_indices(len(prompts), state.process_index, state.num_processes)
+    mine = sample_responses(model, tokenizer, [prompts[i] for i in idx], k, seed=seed + state.process_index, **kwargs)
+    gathered = gather_object([(state.process_index, mine)])  # one (rank, results) entry per process
+    parts = dict(gathered)
+    return unshard([parts[r] for r in range(state.num_processes)], len(prompts))

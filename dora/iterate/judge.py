@@ -1,0 +1,85 @@
+"""Step (2) of a round: a judge scores each prompt's k responses; the best and the worst make a pair.
+
+A judge is any callable ``judge(prompts, responses) -> scores`` with ``responses[i]`` the k responses to
+``prompts[i]`` and ``scores[i]`` their k scores (higher is preferred). ``RewardModelJudge`` wraps a reward
+model (``AutoModelForSequenceClassification``, one or two labels). In a recipe: ``judge: {reward_model:
+PATH}`` or ``judge: {callable: "package.module:name", kwargs: {...}}`` (a class is instantiated with kwargs).
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Callable
+
+__all__ = ["RewardModelJudge", "load_judge", "make_pairs"]
+
+
+class RewardModelJudge:
+    """Scores every (prompt, response) with a reward model (``dora.eval.preference.RewardModel``)."""
+
+    def __init__(self, path: str, batch_size: int = 16, max_length: int = 1024, device: str | None = None):
+        from dora.eval.preference import RewardModel
+
+        self.model = RewardModel(path, batch_size=batch_size, max_length=max_length, device=device)
+
+    def __call__(self, prompts: list, responses: list[list[str]]) -> list[list[float]]:
+        flat_p = [p for p, rs in zip(prompts, responses) for _ in rs]
+        flat_r = [r for rs in responses for r in rs]
+        flat = self.model.score(flat_p, flat_r).tolist()
+        out, i = [], 0
+        for rs in responses:
+            out.append(flat[i : i + len(rs)])
+            i += len(rs)
+        return out
+
+
+def load_judge(spec) -> Callable:
+    """A judge from a recipe value: a callable, ``{"reward_model": path, ...}``, ``{"callable": "mod:name",
+    "kwargs": {...}}``, or a string ``"mod:name"``."""
+    if callable(spec):
+        return spec
+    if isinstance(spec, str):
+        spec = {"callable": spec}
+    if not isinstance(spec, dict) or len({"reward_model", "callable"} & set(spec)) != 1:
+        raise ValueError(f"judge: expected {{reward_model: PATH}} or {{callable: 'module:name'}}, got {spec!r}")
+    spec = dict(spec)
+    if "reward_model" in spec:
+        return RewardModelJudge(spec.pop("reward_model"), **spec)
+    target = spec.pop("callable")
+    if ":" not in target:
+        raise ValueError(f"judge: callable must read 'package.module:name', got {target!r}")
+    module, name = target.split(":", 1)
+    obj = getattr(importlib.import_module(module), name)
+    kwargs = spec.pop("kwargs", {}) or {}
+    if spec:
+        raise ValueError(f"judge: unknown key(s) {sorted(spec)} next to callable")
+    return obj(**kwargs) if isinstance(obj, type) else obj
+
+
+def make_pairs(prompts: list, responses: list[list[str]], scores: list[list[float]], source: str):
+    """One preference row per prompt: the highest-scored response (chosen) against the lowest (rejected).
+    Empty responses are left out first; a prompt whose remaining responses all score the same, or read the
+    same, gives no pair. Returns (rows, counts)."""
+    if len(scores) != len(prompts):
+        raise ValueError(f"judge returned scores for {len(scores)} prompts, expected {len(prompts)}")
+    rows, counts = [], {"prompts": len(prompts), "pairs": 0, "ties": 0, "empty_responses": 0}
+    for i, (p, rs, ss) in enumerate(zip(prompts, responses, scores)):
+        ss = [float(s) for s in ss]
+        if len(ss) != len(rs):
+            raise ValueError(f"judge: prompt {i} has {len(rs)} responses but {len(ss)} scores")
+        if any(not math.isfinite(s) for s in ss):
+            raise ValueError(f"judge: prompt {i} has a score that is NaN or infinite: {ss}")
+        kept = [(s, r) for s, r in zip(ss, rs) if r.strip()]
+        counts["empty_responses"] += len(rs) - len(kept)
+        if len(kept) < 2:
+            counts["ties"] += 1
+            continue
+        best = max(range(len(kept)), key=lambda j: kept[j][0])  # first of the best, first of the worst
+        worst = min(range(len(kept)), key=lambda j: kept[j][0])
+        if kept[best][0] == kept[worst][0] or kept[best][1] == kept[worst][1]:
+            counts["ties"] += 1
+            continue
+        rows.append({"prompt": p, "chosen": kept[best][1], "rejected": kept[worst][1], "source": source})
+    counts["pairs"] = len(rows)
+    return rows, counts

@@ -1,0 +1,329 @@
+"""Iterative DoRA: for r = 1..R, (1) sample k responses per prompt from the current policy, (2) label pairs
+with a judge, (3) add them to the pool as source ``policy_r<r>``, (4) refit the weights on the grown pool,
+(5) train one round of DoRATrainer from the current policy. The reference is the round-0 policy
+(``reference="fixed"``) or the policy the round starts from (``"previous"``).
+
+Each finished round leaves ``output_dir/round_<r>/`` with ``policy/`` (a full model; with LoRA the round's
+adapter merged in), ``pool.jsonl`` and ``report.json``, written last: a run started again with the same
+``output_dir`` resumes after the last round whose report exists, and ends with the same policy as a run
+that was never stopped (each stage seeds itself from ``seed`` and the round number).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import os
+import random
+import shutil
+from collections import Counter
+from dataclasses import asdict
+
+from dora.iterate.config import IterateConfig
+from dora.iterate.generate import sample_responses, sample_responses_distributed
+from dora.iterate.judge import load_judge, make_pairs
+from dora.iterate.report import round_summary, write_run_report
+from dora.iterate.weights import fit_weights
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["iterate", "validate_pool", "read_jsonl"]
+
+POOL_COLUMNS = ("prompt", "chosen", "rejected", "source")
+
+
+# --------------------------------------------------------------------------- data
+
+
+def read_jsonl(path: str) -> list[dict]:
+    rows = []
+    with open(path) as f:
+        for line_no, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}, line {line_no}: not JSON ({e.msg})") from None
+    return rows
+
+
+def _write_jsonl(path: str, rows: list[dict]) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    os.replace(tmp, path)
+
+
+def validate_pool(rows: list[dict], where: str = "pool", first: int = 1) -> list[dict]:
+    """The pool's columns only; a clear error naming the row (1-based) and field of bad input."""
+    if not rows:
+        raise ValueError(f"{where}: no rows")
+    out = []
+    for i, r in enumerate(rows, first):
+        for c in POOL_COLUMNS:
+            v = r.get(c)
+            if v is None or (isinstance(v, str) and not v.strip()):
+                raise ValueError(f"{where}, row {i}, field '{c}': missing or empty")
+        if r["chosen"] == r["rejected"]:
+            raise ValueError(f"{where}, row {i}, fields 'chosen'/'rejected': identical responses")
+        out.append({c: r[c] for c in POOL_COLUMNS})
+    return out
+
+
+def _load_rows(value, what: str) -> list[dict]:
+    if isinstance(value, str):
+        if not os.path.isfile(value):
+            raise ValueError(f"{what}: no such file {value!r}")
+        return read_jsonl(value)
+    return list(value)
+
+
+# --------------------------------------------------------------------------- resume
+
+
+def _done(out: str, r: int) -> bool:
+    return os.path.isfile(os.path.join(out, f"round_{r}", "report.json"))
+
+
+def _check_same_run(out: str, cfg: IterateConfig) -> None:
+    path = os.path.join(out, "iterate_config.json")
+    now = {k: v for k, v in asdict(cfg).items() if k != "rounds"}
+    if os.path.isfile(path):
+        with open(path) as f:
+            before = json.load(f)
+        changed = sorted(k for k in set(now) | set(before) if now.get(k) != before.get(k))
+        if changed:
+            raise ValueError(f"{out} holds a run with other settings ({changed}); use a new output_dir")
+        return
+    with open(path, "w") as f:
+        json.dump(now, f, indent=1)
+
+
+# --------------------------------------------------------------------------- stages
+
+
+def _train_round(cfg: IterateConfig, policy: str, reference: str | None, rows: list[dict], rdir: str, r: int):
+    """Step (5): one round of DoRATrainer from ``policy``; saves the new policy to ``rdir/policy``."""
+    import torch
+    from datasets import Dataset
+
+    from dora.config import DoRAConfig
+    from dora.trainer import DoRATrainer
+
+    kwargs = dict(
+        output_dir=os.path.join(rdir, "trainer"),
+        save_strategy="no",
+        report_to=[],
+        disable_tqdm=True,
+        logging_steps=5,
+    )
+    kwargs.update(cfg.training)
+    kwargs["seed"] = cfg.seed + r
+    peft_config = None
+    if cfg.lora:
+        from peft import LoraConfig
+
+        lora = dict(cfg.lora)
+        peft_config = LoraConfig(
+            r=lora.pop("r", 8), lora_alpha=lora.pop("alpha", 16), lora_dropout=lora.pop("dropout", 0.0),
+            target_modules=lora.pop("target_modules", None), task_type="CAUSAL_LM", **lora,
+        )  # fmt: skip
+    torch.manual_seed(cfg.seed + r)  # the adapter's initialisation
+    trainer = DoRATrainer(
+        model=policy,
+        ref_model=reference,
+        args=DoRAConfig(**kwargs),
+        train_dataset=Dataset.from_list(rows),
+        peft_config=peft_config,
+    )
+    trainer.train()
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if cfg.lora:
+        model = model.merge_and_unload()
+    policy_dir = os.path.join(rdir, "policy")
+    if trainer.accelerator.is_main_process:
+        model.save_pretrained(policy_dir)
+        trainer.processing_class.save_pretrained(policy_dir)
+        shutil.rmtree(kwargs["output_dir"], ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
+    logs = [h for h in trainer.state.log_history if "dora/ess" in h]
+    stats = {
+        "steps": trainer.state.global_step,
+        "ess": sum(h["dora/ess"] for h in logs) / len(logs) if logs else None,
+        "batch_size": trainer.args.per_device_train_batch_size * trainer.args.world_size,
+        "objective_weight_max": max((h.get("dora/objective_weight_max", 0.0) for h in logs), default=None),
+        "loss": trainer.state.log_history[-1].get("train_loss"),
+    }
+    del trainer, model
+    gc.collect()
+    return policy_dir, stats
+
+
+def _evaluate(cfg, policy: str, round0: str, eval_rows, eval_judge, eval_fn, r: int) -> dict:
+    """Human-split preference accuracy (implicit reward against the round-0 policy), win rate against the
+    round-0 policy's greedy answers by ``eval_judge``, and ``eval_fn(policy_dir)``'s own numbers."""
+    from transformers import AutoTokenizer
+
+    out: dict = {}
+    tokenizer = AutoTokenizer.from_pretrained(policy)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if eval_rows:
+        from datasets import Dataset
+
+        from dora.eval.preference import implicit_reward_accuracy
+
+        if r == 0:  # the policy is its own reference: every implicit reward is 0
+            out["preference_accuracy"] = None
+        else:
+            res = implicit_reward_accuracy(
+                policy, round0, tokenizer, Dataset.from_list(eval_rows), beta=cfg.eval_beta,
+                target_sources=cfg.target_sources, bootstrap=200, seed=cfg.seed,
+            )  # fmt: skip
+            out["preference_accuracy"] = res["accuracy"]
+            out["preference_accuracy_ci95"] = res["accuracy_ci95"]
+            out["reward_margin"] = res["margin"]
+        if eval_judge is not None:
+            out.update(_win_rate(cfg, policy, round0, tokenizer, eval_rows, eval_judge))
+    if eval_fn is not None:
+        out.update(eval_fn(policy))
+    return out
+
+
+def _win_rate(cfg, policy, round0, tokenizer, eval_rows, judge) -> dict:
+    from dora.eval.preference import load_causal_lm, win_rate_from_scores
+
+    prompts = list(dict.fromkeys(r["prompt"] for r in eval_rows if r.get("source") in cfg.target_sources))
+    gen = {k: v for k, v in cfg.generation.items() if k in ("max_new_tokens", "batch_size")}
+    answers = [sample_responses(load_causal_lm(p), tokenizer, prompts, 1, greedy=True, **gen) for p in (policy, round0)]
+    ours = [s[0] for s in judge(prompts, answers[0])]
+    theirs = [s[0] for s in judge(prompts, answers[1])]
+    res = win_rate_from_scores(ours, theirs, bootstrap=200, seed=cfg.seed)
+    return {"win_rate": res["win_rate"], "win_rate_ci95": res["win_rate_ci95"]}
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def iterate(
+    config: IterateConfig,
+    *,
+    pool,
+    judge,
+    prompts: list | None = None,
+    eval_data=None,
+    eval_judge=None,
+    eval_fn=None,
+    weights_fn=None,
+) -> list[dict]:
+    """Run (or resume) ``config.rounds`` rounds; returns the per-round reports, round 0 first.
+
+    ``pool``: the initial preference rows (a list or a jsonl path) with ``prompt``, ``chosen``, ``rejected``,
+    ``source``. ``judge``: see ``dora.iterate.judge``. ``prompts``: what the policy answers each round
+    (default: the pool's distinct prompts). ``eval_data``: held-out pairs (the human split) for the
+    per-round preference accuracy and, with ``eval_judge``, the win rate against round 0. ``eval_fn(policy_dir)
+    -> dict`` adds numbers of your own. ``weights_fn`` replaces step (4) (see ``dora.iterate.weights``).
+    """
+    from accelerate import PartialState
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    state = PartialState()
+    cfg, out = config, config.output_dir
+    judge = load_judge(judge)
+    eval_judge = load_judge(eval_judge) if eval_judge is not None else None
+    initial = validate_pool(_load_rows(pool, "pool"), "pool")
+    eval_rows = _load_rows(eval_data, "eval_data") if eval_data is not None else None
+    if eval_rows is not None:
+        eval_rows = validate_pool(eval_rows, "eval_data")
+    if prompts is None:
+        prompts = list(dict.fromkeys(r["prompt"] for r in initial))
+    elif isinstance(prompts, str):
+        prompts = [r["prompt"] for r in read_jsonl(prompts)]
+    if not prompts:
+        raise ValueError("prompts: none to sample from")
+    os.makedirs(out, exist_ok=True)
+    if state.is_main_process:
+        _check_same_run(out, cfg)
+    state.wait_for_everyone()
+
+    reports = []
+    if not _done(out, 0):
+        r0 = os.path.join(out, "round_0")
+        if state.is_main_process:
+            os.makedirs(r0, exist_ok=True)
+            _write_jsonl(os.path.join(r0, "pool.jsonl"), initial)
+            ev = _evaluate(cfg, cfg.model, cfg.model, eval_rows, eval_judge, eval_fn, 0)
+            report = {"round": 0, "policy": cfg.model, "pool": dict(Counter(r["source"] for r in initial)),
+                      "eval": ev}  # fmt: skip
+            _write_json(os.path.join(r0, "report.json"), report)
+        state.wait_for_everyone()
+    reports.append(_read_json(os.path.join(out, "round_0", "report.json")))
+
+    policy = cfg.model
+    for r in range(1, cfg.rounds + 1):
+        rdir = os.path.join(out, f"round_{r}")
+        if _done(out, r):
+            reports.append(_read_json(os.path.join(rdir, "report.json")))
+            policy = reports[-1]["policy"]
+            continue
+        pool_rows = read_jsonl(os.path.join(out, f"round_{r - 1}", "pool.jsonl"))
+        if state.is_main_process:
+            os.makedirs(rdir, exist_ok=True)
+        state.wait_for_everyone()
+        logger.info("round %d: sampling from %s", r, policy)
+        # (1) sample
+        round_prompts = prompts
+        if cfg.prompts_per_round and cfg.prompts_per_round < len(prompts):
+            round_prompts = random.Random(cfg.seed * 1000 + r).sample(prompts, cfg.prompts_per_round)
+        tokenizer = AutoTokenizer.from_pretrained(policy)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        gen = dict(cfg.generation)
+        if gen.get("backend", "hf") == "vllm":
+            model = policy
+        else:
+            model = AutoModelForCausalLM.from_pretrained(policy).to(state.device)
+        samples = sample_responses_distributed(
+            model, tokenizer, round_prompts, cfg.samples_per_prompt, seed=cfg.seed * 1000 + r, **gen
+        )
+        del model
+        # (2) judge, (3) grow the pool
+        scores = judge(round_prompts, samples)
+        new_rows, counts = make_pairs(round_prompts, samples, scores, f"policy_r{r}")
+        pool_rows = pool_rows + new_rows
+        # (4) weights on the grown pool
+        wdir = os.path.join(rdir, "weights") if state.is_main_process else None
+        weighted, wreport = fit_weights(
+            pool_rows, weights_fn or cfg.weights, target_sources=cfg.target_sources,
+            classifier=cfg.classifier, seed=cfg.seed + r, output_dir=wdir,
+        )  # fmt: skip
+        # (5) train one round
+        # fixed: the round-0 policy; previous: None, i.e. a frozen copy of the starting policy (with LoRA,
+        # the base with the fresh adapter disabled, which is that same policy)
+        reference = cfg.model if cfg.reference == "fixed" else None
+        new_policy, train_stats = _train_round(cfg, policy, reference, weighted, rdir, r)
+        if state.is_main_process:
+            ev = _evaluate(cfg, new_policy, cfg.model, eval_rows, eval_judge, eval_fn, r)
+            report = round_summary(r, new_policy, weighted, counts, wreport, train_stats, ev, cfg.target_sources)
+            _write_jsonl(os.path.join(rdir, "pool.jsonl"), pool_rows)
+            _write_json(os.path.join(rdir, "report.json"), report)
+            logger.info("round %d: %s", r, report["eval"])
+        state.wait_for_everyone()
+        reports.append(_read_json(os.path.join(rdir, "report.json")))
+        policy = new_policy
+    if state.is_main_process:
+        write_run_report(reports, out)
+    return reports
+
+
+def _write_json(path: str, obj) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
+
+
+def _read_json(path: str):
+    with open(path) as f:
+        return json.load(f)

@@ -1,0 +1,192 @@
+"""Iterative DoRA: the prompt split across processes, the judge's pairs, a quick 2-round run (tiny model),
+resume after a stop between rounds (same final parameters as an uninterrupted run), LoRA rounds, the recipe
+and the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+from conftest import pair_rows
+
+from dora.cli import main
+from dora.iterate import IterateConfig, iterate, load_iterate_recipe, make_pairs, shard_indices, unshard
+from dora.iterate_demo import LengthBiasedJudge, correctness_judge
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+
+
+# --------------------------------------------------------------------------- pure parts
+
+
+@pytest.mark.parametrize("world", [1, 2, 3, 4])
+@pytest.mark.parametrize("n", [0, 1, 5, 8, 11])
+def test_shards_cover_every_prompt_once_and_reassemble_in_order(n, world):
+    shards = [shard_indices(n, r, world) for r in range(world)]
+    flat = sorted(i for s in shards for i in s)
+    assert flat == list(range(n))
+    assert max(len(s) for s in shards) - min(len(s) for s in shards) <= 1  # balanced
+    parts = [[f"answer to {i}" for i in s] for s in shards]  # what each rank would return
+    assert unshard(parts, n) == [f"answer to {i}" for i in range(n)]
+
+
+def test_unshard_rejects_a_short_shard():
+    with pytest.raises(ValueError, match="rank 1 returned 1 results for 2 prompts"):
+        unshard([["a", "c"], ["b"]], 4)
+
+
+def test_make_pairs_best_against_worst_and_skips_ties():
+    prompts = ["p0", "p1", "p2", "p3"]
+    responses = [["a", "bb", "ccc"], ["x", "y", "z"], ["", "q", "r"], ["same", "same", "other"]]
+    scores = [[0.2, -1.0, 3.0], [1.0, 1.0, 1.0], [9.0, 0.5, 0.1], [2.0, 2.0, 2.0]]
+    rows, counts = make_pairs(prompts, responses, scores, "policy_r1")
+    assert rows == [
+        {"prompt": "p0", "chosen": "ccc", "rejected": "bb", "source": "policy_r1"},
+        {"prompt": "p2", "chosen": "q", "rejected": "r", "source": "policy_r1"},  # the empty one is left out
+    ]
+    assert counts == {"prompts": 4, "pairs": 2, "ties": 2, "empty_responses": 1}
+    with pytest.raises(ValueError, match="prompt 0 has a score that is NaN"):
+        make_pairs(["p"], [["a", "b"]], [[float("nan"), 1.0]], "s")
+    with pytest.raises(ValueError, match="prompt 0 has 2 responses but 1 scores"):
+        make_pairs(["p"], [["a", "b"]], [[1.0]], "s")
+
+
+def test_length_biased_judge_has_the_bias_it_claims():
+    prompt = "Q: 3+4=\nA: "
+    judge = LengthBiasedJudge(bias=0.8, seed=0)
+    n = 2000
+    # answer k to prompt i: a distinct prompt text per row so each row gets its own draw
+    prompts = [prompt] * n
+    responses = [["7", f"The answer is 8.{' ' * (i % 3)}"] for i in range(n)]
+    scores = judge(prompts, responses)
+    longer_wins = sum(s[1] > s[0] for s in scores) / n
+    assert abs(longer_wins - 0.8) < 0.03  # binomial sd 0.009
+    assert judge(prompts[:5], responses[:5]) == scores[:5]  # fixed by its inputs
+    assert correctness_judge([prompt], [["7", "= 8", "The answer is 7."]]) == [[1.0, 0.0, 1.0]]
+
+
+def test_bad_pool_row_is_named_before_any_model_loads(tmp_path):
+    rows = pair_rows(4)
+    rows[2]["chosen"] = ""
+    cfg = IterateConfig(model=str(tmp_path / "no_model_here"), output_dir=str(tmp_path / "out"))
+    with pytest.raises(ValueError, match=r"pool, row 3, field 'chosen': missing or empty"):
+        iterate(cfg, pool=rows, judge=correctness_judge)
+    path = tmp_path / "pool.jsonl"
+    path.write_text(json.dumps(pair_rows(1)[0]) + "\n{oops\n")
+    with pytest.raises(ValueError, match=r"pool.jsonl, line 2: not JSON"):
+        iterate(cfg, pool=str(path), judge=correctness_judge)
+
+
+# --------------------------------------------------------------------------- runs with a tiny model
+
+
+def _config(model_dir, out, **kw) -> IterateConfig:
+    base = dict(
+        model=model_dir,
+        output_dir=str(out),
+        rounds=2,
+        samples_per_prompt=3,
+        classifier={"folds": 2},
+        generation={"max_new_tokens": 6, "batch_size": 16},
+        training={"per_device_train_batch_size": 8, "num_train_epochs": 1, "learning_rate": 5e-3, "logging_steps": 1},
+        seed=0,
+    )
+    base.update(kw)
+    return IterateConfig(**base)
+
+
+def _pool():
+    return [{k: r[k] for k in ("prompt", "chosen", "rejected", "source")} for r in pair_rows(16, seed=1)]
+
+
+def _params(path):
+    from transformers import AutoModelForCausalLM
+
+    return dict(AutoModelForCausalLM.from_pretrained(path).named_parameters())
+
+
+def _length_judge(prompts, responses):
+    return [[float(len(r)) for r in rs] for rs in responses]
+
+
+def test_two_rounds_grow_the_pool_reweight_and_report(tiny_model_dir, tmp_path, one_thread):
+    pool = _pool()
+    evald = [r for r in pair_rows(12, seed=2) if r["source"] == "human"]
+    reports = iterate(
+        _config(tiny_model_dir, tmp_path / "run"), pool=pool, judge=_length_judge,
+        eval_data=[{k: r[k] for k in ("prompt", "chosen", "rejected", "source")} for r in evald],
+        eval_judge=correctness_judge,
+    )  # fmt: skip
+    assert [r["round"] for r in reports] == [0, 1, 2]
+    assert reports[0]["eval"]["preference_accuracy"] is None and reports[0]["eval"]["win_rate"] == 0.5
+    prev = len(pool)
+    for r in (1, 2):
+        rep, rdir = reports[r], tmp_path / "run" / f"round_{r}"
+        rows = [json.loads(x) for x in (rdir / "pool.jsonl").read_text().splitlines()]
+        new = [x for x in rows if x["source"] == f"policy_r{r}"]
+        # the pool grows by this round's pairs only, and keeps the earlier rows as they were
+        assert len(rows) == prev + rep["new_pairs"]["pairs"] and rows[: len(pool)] == pool
+        assert len(new) == rep["new_pairs"]["pairs"] > 0
+        assert all(len(x["chosen"]) > len(x["rejected"]) for x in new)  # the judge preferred the longer one
+        assert rep["pool"] == {s: sum(x["source"] == s for x in rows) for s in {x["source"] for x in rows}}
+        n_policy = sum(x["source"].startswith("policy_r") for x in rows)
+        assert rep["policy_share"] == pytest.approx(n_policy / len(rows))
+        assert 0.0 <= rep["weights"]["roc_auc"] <= 1.0 and rep["weights"]["min"] > 0
+        assert 0 < rep["train"]["ess"] <= rep["train"]["batch_size"] + 1e-6
+        assert 0.0 <= rep["eval"]["preference_accuracy"] <= 1.0 and 0.0 <= rep["eval"]["win_rate"] <= 1.0
+        prev = len(rows)
+    before, after = _params(tiny_model_dir), _params(reports[2]["policy"])
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    assert (tmp_path / "run" / "curves.png").stat().st_size > 1000
+    assert "| 2 |" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_resume_after_a_stop_gives_the_uninterrupted_final_policy(tiny_model_dir, tmp_path, one_thread):
+    kw = dict(pool=_pool(), judge=LengthBiasedJudge(0.8, seed=0))
+    straight = iterate(_config(tiny_model_dir, tmp_path / "a", reference="previous"), **kw)
+    # stopped after round 1; then a crash in round 2 left a half-written round folder behind
+    iterate(_config(tiny_model_dir, tmp_path / "b", rounds=1, reference="previous"), **kw)
+    (tmp_path / "b" / "round_2").mkdir()
+    (tmp_path / "b" / "round_2" / "pool.jsonl").write_text("half")
+    resumed = iterate(_config(tiny_model_dir, tmp_path / "b", reference="previous"), **kw)
+    assert [r["round"] for r in resumed] == [0, 1, 2]
+    a, b = _params(straight[-1]["policy"]), _params(resumed[-1]["policy"])
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert (tmp_path / "a/round_2/pool.jsonl").read_text() == (tmp_path / "b/round_2/pool.jsonl").read_text()
+    with pytest.raises(ValueError, match="other settings"):
+        iterate(_config(tiny_model_dir, tmp_path / "b", samples_per_prompt=4), **kw)
+
+
+def test_lora_rounds_save_a_merged_policy(tiny_model_dir, tmp_path, one_thread):
+    from transformers import AutoModelForCausalLM
+
+    cfg = _config(tiny_model_dir, tmp_path / "lora", rounds=1, weights="none",
+                  lora={"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]})  # fmt: skip
+    reports = iterate(cfg, pool=_pool(), judge=_length_judge)
+    policy = reports[-1]["policy"]
+    assert not os.path.exists(os.path.join(policy, "adapter_config.json"))
+    model = AutoModelForCausalLM.from_pretrained(policy)  # a full model, the adapter merged in
+    assert not any("lora" in n for n, _ in model.named_parameters())
+    before = _params(tiny_model_dir)
+    changed = [k for k, v in model.named_parameters() if not torch.equal(before[k], v)]
+    assert changed and all("q_proj" in k or "v_proj" in k for k in changed)
+
+
+def test_recipe_parses_and_cli_runs_a_round(tiny_model_dir, tmp_path, one_thread):
+    cfg, data = load_iterate_recipe(os.path.join(ROOT, "recipes", "iterate_demo.yaml"))
+    assert cfg.rounds == 3 and cfg.weights == "classifier" and data["judge"]["callable"].endswith(":LengthBiasedJudge")
+    with pytest.raises(SystemExit, match=r"unknown key\(s\) \['roundz'\]"):
+        load_iterate_recipe(None, {"roundz": 2, "model": "m", "pool": "p", "judge": "j"})
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text("".join(json.dumps(r) + "\n" for r in _pool()))
+    out = tmp_path / "cli"
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        f"model: {tiny_model_dir}\noutput_dir: {out}\npool: {pool}\nsamples_per_prompt: 2\nweights: none\n"
+        "judge: {callable: 'dora.iterate_demo:LengthBiasedJudge', kwargs: {bias: 0.8}}\n"
+        "generation: {max_new_tokens: 4}\ntraining: {per_device_train_batch_size: 8, max_steps: 1}\n"
+    )
+    assert main(["iterate", "--config", str(recipe), "--rounds", "1"]) == 0
+    assert json.loads((out / "round_1" / "report.json").read_text())["train"]["steps"] == 1
