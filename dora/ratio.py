@@ -1,14 +1,15 @@
 """Calibration weights: classifier probabilities -> likelihood-ratio estimates dQ0/dP.
 
-For response j with classifier probability c_j = P(target | x, y_j) (DoRA, Zhu et al. 2025, arXiv 2504.05831):
+For response j with classifier probability c_j = P(target | x, y_j) (DoRA, Zhu et al. 2025, arXiv 2504.05831;
+DESIGN "Calibration weight per response"), the data the weights are for being P = a*Q0 + (1 - a)*Q_other:
 
-    w_j = 1 / ( s + pi_j * (1 - c_j) / (gamma_j * c_j) )
+    w_j = 1 / ( s + (1 - a) * (1 - c_j) / (gamma * c_j) )
 
-pi_j is the mixture share of y_j's source, gamma_j the class-imbalance ratio of the classifier's
-training set (N_other / N_target) and s a stabiliser that bounds w_j by 1/s. A sample's weight h is
-the mean of its responses' weights. n is the number of responses per sample (the last dimension of
-``probs``; 1 for a 1-D input); with the released code's constants s = pi = 1/n and gamma = 1 the
-formula reduces to w_j = n * c_j.
+a is the target share of that data, gamma = N_other / N_target the class imbalance of the classifier's
+training set (Bayes: Q_other/Q0 = (1 - c)/(gamma c)) and s a stabiliser, s = a by default, when w_j is
+dQ0/dP exactly (<= 1/a). The weight depends on the response's text through c_j only, never on its source
+label. A sample's weight h is the mean of its responses' weights. ``preset="authors"`` is the released
+code's constants (s and the factor (1 - a) both 1/n, gamma = 1, n responses per sample): w_j = n * c_j.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import torch
 from torch import Tensor
 
 __all__ = ["calibration_weights", "response_weights", "effective_sample_size", "check_probabilities"]
+
+PRESETS = ("authors",)
 
 
 def check_probabilities(probs: Tensor, name: str = "target_prob") -> None:
@@ -35,63 +38,87 @@ def check_probabilities(probs: Tensor, name: str = "target_prob") -> None:
         )
 
 
-def _as_float64(x, like: Tensor, what: str) -> Tensor:
-    t = torch.as_tensor(x, dtype=torch.float64, device=like.device)
-    if not torch.isfinite(t).all() or (t <= 0).any():
-        raise ValueError(f"{what} must be finite and > 0, got {x!r}")
-    return torch.broadcast_to(t, like.shape) if t.dim() <= like.dim() else t
+def _constants(n: int, target_share, imbalance, stabilizer, preset) -> tuple[float, float, float]:
+    """(s, 1 - a, gamma) for the formula, checked."""
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ValueError(f"preset must be one of {list(PRESETS)} or None, got {preset!r}")
+        if target_share is not None or stabilizer is not None or imbalance != 1.0:
+            raise ValueError(
+                "preset='authors' fixes s = 1 - target_share = 1/n and imbalance = 1: "
+                "do not pass target_share, stabilizer or imbalance with it"
+            )
+        return 1.0 / n, 1.0 / n, 1.0
+    if target_share is None:
+        raise ValueError(
+            "calibration_weights needs target_share (the share a of target responses in the data the weights "
+            "are for, e.g. 0.2), or preset='authors' for the released code's w = n*c"
+        )
+    a = float(target_share)
+    if not (0.0 < a <= 1.0) or not math.isfinite(a):
+        raise ValueError(f"target_share must be in (0, 1], got {target_share!r}")
+    gamma = float(imbalance)
+    if not (gamma > 0.0) or not math.isfinite(gamma):
+        raise ValueError(f"imbalance must be finite and > 0, got {imbalance!r}")
+    s = a if stabilizer is None else float(stabilizer)
+    if not (s >= 0.0) or not math.isfinite(s) or (s == 0.0 and a == 1.0):
+        raise ValueError(f"stabilizer must be finite and >= 0 (> 0 when target_share = 1), got {stabilizer!r}")
+    return s, 1.0 - a, gamma
 
 
-def response_weights(
-    probs,
-    *,
-    mixture_shares=None,
-    imbalance=1.0,
-    stabilizer: float | None = None,
-    clip: float | None = None,
-    eps: float = 1e-4,
-) -> Tensor:
-    """Per-response weights w_j, same shape as ``probs`` ([B] or [B, n]), float32."""
+def _weights64(probs, target_share, imbalance, stabilizer, preset, clip, eps) -> Tensor:
     p = torch.as_tensor(probs, dtype=torch.float64)
     if p.dim() not in (1, 2):
         raise ValueError(f"probs must have shape [B] or [B, n], got {tuple(p.shape)}")
     check_probabilities(p)
     n = 1 if p.dim() == 1 else p.shape[-1]
-    s = 1.0 / n if stabilizer is None else float(stabilizer)
-    if s < 0 or not math.isfinite(s):
-        raise ValueError(f"stabilizer must be finite and >= 0, got {stabilizer!r}")
-    pi = _as_float64(1.0 / n if mixture_shares is None else mixture_shares, p, "mixture_shares")
-    gamma = _as_float64(imbalance, p, "imbalance")
+    s, other, gamma = _constants(n, target_share, imbalance, stabilizer, preset)
     c = p.clamp(eps, 1.0 - eps)
-    w = 1.0 / (s + pi * (1.0 - c) / (gamma * c))
+    w = 1.0 / (s + other * (1.0 - c) / (gamma * c))
     if clip is not None:
+        if not (float(clip) > 0.0):
+            raise ValueError(f"clip must be > 0, got {clip!r}")
         w = w.clamp(max=float(clip))
-    return w.float()
+    return w
+
+
+def response_weights(
+    probs,
+    *,
+    target_share: float | None = None,
+    imbalance: float = 1.0,
+    stabilizer: float | None = None,
+    preset: str | None = None,
+    clip: float | None = None,
+    eps: float = 1e-4,
+) -> Tensor:
+    """Per-response weights w_j, same shape as ``probs`` ([B] or [B, n]), float32 (computed in float64)."""
+    return _weights64(probs, target_share, imbalance, stabilizer, preset, clip, eps).float()
 
 
 def calibration_weights(
     probs,
     *,
-    mixture_shares=None,
-    imbalance=1.0,
+    target_share: float | None = None,
+    imbalance: float = 1.0,
     stabilizer: float | None = None,
+    preset: str | None = None,
     clip: float | None = None,
     normalize: bool = False,
     eps: float = 1e-4,
 ) -> Tensor:
     """Per-sample calibration weights h [B]: the mean over a sample's responses of ``response_weights``.
 
-    ``probs``: [B] or [B, n] classifier probabilities P(target | x, y). ``mixture_shares`` and
-    ``imbalance`` broadcast against ``probs``. ``clip`` caps each response weight; ``normalize``
-    rescales h to mean 1 over the given samples (after clipping).
+    ``probs``: [B] or [B, n] classifier probabilities P(target | x, y). ``target_share`` (a) is required
+    unless ``preset="authors"``; ``imbalance`` is gamma = N_other / N_target of the classifier's training
+    set; ``stabilizer`` is s (default a). ``clip`` caps each response weight; ``normalize`` rescales h to
+    mean 1 over the given samples (after clipping).
     """
-    w = response_weights(
-        probs, mixture_shares=mixture_shares, imbalance=imbalance, stabilizer=stabilizer, clip=clip, eps=eps
-    )
-    h = w if w.dim() == 1 else w.double().mean(dim=-1).float()
+    w = _weights64(probs, target_share, imbalance, stabilizer, preset, clip, eps)
+    h = w if w.dim() == 1 else w.mean(dim=-1)
     if normalize:
-        h = (h.double() / h.double().mean()).float()
-    return h
+        h = h / h.mean()
+    return h.float()
 
 
 def effective_sample_size(weights: Tensor) -> float:

@@ -10,7 +10,8 @@ import pytest
 from datasets import Dataset
 from scipy.stats import spearmanr
 
-from dora.classifier import annotate, load_classifier, make_classifier
+from dora.classifier import annotate, load_classifier
+from dora.classifier.annotate import cross_calibrate, expected_calibration_error, make_folds
 from dora.cli import main
 
 WORDS = [f"w{i}" for i in range(30)]
@@ -138,16 +139,22 @@ def test_bad_input(rows, match):
 
 
 def test_tfidf_persistence_round_trip(tmp_path):
+    """annotate's classifier, saved and reloaded, gives the fitted in-memory classifier's probabilities."""
     rows = style_rows(600, 0.9, 0.2)
-    _, _ = annotate(
-        Dataset.from_list(rows), target_sources=["human"], output_dir=str(tmp_path), calibration="isotonic"
+    _, _, fitted = annotate(
+        Dataset.from_list(rows),
+        target_sources=["human"],
+        output_dir=str(tmp_path),
+        calibration="isotonic",
+        return_classifier=True,
     )
     clf = load_classifier(str(tmp_path / "classifier"))
-    again = load_classifier(str(tmp_path / "classifier"))
     new = style_rows(50, 0.9, 0.2, seed=9)
     p = [r["prompt"] for r in new]
     y = [r["response"] for r in new]
-    np.testing.assert_array_equal(clf.predict_proba(p, y), again.predict_proba(p, y))
+    expected = fitted.predict_proba(p, y)
+    assert expected.std() > 0.05  # the check below compares informative probabilities, not constants
+    np.testing.assert_allclose(clf.predict_proba(p, y), expected, rtol=1e-6, atol=1e-9)
     files = os.listdir(tmp_path / "classifier")
     assert not any(f.endswith((".pkl", ".pickle", ".bin", ".joblib")) for f in files)
     assert set(files) == {"classifier.json", "weights.safetensors", "vocabulary.json"}
@@ -203,24 +210,25 @@ def tiny_bert(tmp_path_factory):
 def test_hf_backends_train_score_and_reload(tmp_path, tiny_bert, backend):
     rows = style_rows(160, 0.95, 0.05)
     extra = {"epochs": 4.0, "learning_rate": 3e-3, "batch_size": 32} if backend == "transformer" else {}
-    ds, report = annotate(
+    ds, report, fitted = annotate(
         Dataset.from_list(rows),
         target_sources=["human"],
         backend=backend,
         folds=2,
         model_name_or_path=tiny_bert,
         output_dir=str(tmp_path),
+        return_classifier=True,
         **extra,
     )
     assert 0.0 <= min(ds["target_prob"]) and max(ds["target_prob"]) <= 1.0
     assert report["roc_auc"] > 0.6  # 'foo' separates the classes
     clf = load_classifier(str(tmp_path / "classifier"))
-    p, y = [r["prompt"] for r in rows[:20]], [r["response"] for r in rows[:20]]
-    final = make_classifier(backend, model_name_or_path=tiny_bert, **extra)
-    assert final.backend == clf.backend
-    np.testing.assert_allclose(
-        clf.predict_proba(p, y), load_classifier(str(tmp_path / "classifier")).predict_proba(p, y)
-    )
+    assert clf.backend == fitted.backend == backend
+    new = style_rows(20, 0.95, 0.05, seed=7)
+    p, y = [r["prompt"] for r in new], [r["response"] for r in new]
+    expected = fitted.predict_proba(p, y)
+    assert np.ptp(expected) > 1e-3
+    np.testing.assert_allclose(clf.predict_proba(p, y), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_cli_end_to_end(tmp_path):
@@ -259,7 +267,7 @@ def test_cli_end_to_end(tmp_path):
     for f in ("report.json", "report.md", "reliability.png", "weights.png", "classifier/classifier.json"):
         assert (out / f).exists(), f
     report = json.loads((out / "report.json").read_text())
-    assert report["mean_response_weight_by_source"]["human"] > report["mean_response_weight_by_source"]["gpt"]
+    assert report["mean_weight_by_source"]["human"] > report["mean_weight_by_source"]["gpt"]
 
 
 def test_listwise_sources_must_match_responses():
@@ -286,3 +294,161 @@ def test_fitted_and_reloaded_classifier_agree(tmp_path):
         new = style_rows(60, 0.9, 0.2, seed=5)
         q, z = [r["prompt"] for r in new], [r["response"] for r in new]
         np.testing.assert_allclose(again.predict_proba(q, z), clf.predict_proba(q, z), rtol=1e-6, atol=1e-9)
+
+
+# --------------------------------------------------------------------------- the weights are dQ0/dP
+
+
+def mix_rows(n: int, informative: bool, seed: int = 0) -> list[dict]:
+    """Pairs, 20% human / 80% synthetic. Uninformative: every text is drawn from one distribution.
+    Informative: 'foo' is in 80% of human chosen responses and 15% of synthetic ones."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        source = "human" if i % 5 == 0 else "synthetic"
+        chosen = list(rng.choice(WORDS, 8))
+        if informative and rng.random() < (0.8 if source == "human" else 0.15):
+            chosen.insert(int(rng.integers(0, 8)), "foo")
+        rows.append(
+            {
+                "prompt": f"question {rng.integers(300)}",
+                "chosen": " ".join(chosen),
+                "rejected": " ".join(rng.choice(WORDS, 6)),
+                "source": source,
+            }
+        )
+    return rows
+
+
+def classify_cli(tmp_path, rows, *flags) -> tuple[list[dict], dict]:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    data = tmp_path / "mix.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    out = tmp_path / "out"
+    args = ["classify", "--dataset", str(data), "--target-sources", "human", "--output", str(out), *flags]
+    assert main(args) == 0
+    written = [json.loads(line) for line in (out / "data.jsonl").read_text().splitlines()]
+    return written, json.loads((out / "report.json").read_text())
+
+
+def test_same_distribution_gives_human_and_synthetic_the_same_weight(tmp_path):
+    """The source label never enters the weight: a classifier that can tell nothing weighs both alike."""
+    written, report = classify_cli(tmp_path, mix_rows(2000, informative=False))
+    w = np.array([r["dora_weight"] for r in written])
+    src = np.array([r["source"] for r in written])
+    assert report["roc_auc"] == pytest.approx(0.5, abs=0.05)
+    human, synthetic = w[src == "human"].mean(), w[src == "synthetic"].mean()
+    assert human == pytest.approx(synthetic, rel=0.15)
+    assert w.mean() == pytest.approx(1.0, abs=0.1)  # unnormalised, and still mean 1
+    assert report["target_share"] == pytest.approx(0.2)  # 800 human of 4000 responses
+    assert report["gamma"] == pytest.approx(4.0)
+
+
+def test_informative_text_gives_mean_one_and_human_rows_more(tmp_path):
+    written, report = classify_cli(tmp_path, mix_rows(2000, informative=True))
+    w = np.array([r["dora_weight"] for r in written])
+    src = np.array([r["source"] for r in written])
+    assert report["roc_auc"] > 0.65
+    assert w.mean() == pytest.approx(1.0, abs=0.1)  # E_P[dQ0/dP] = 1, no --normalize
+    assert w[src == "human"].mean() > 1.5 * w[src == "synthetic"].mean()
+    # the written weight is DESIGN's formula of the written probabilities, a and gamma from the data
+    a, gamma = report["target_share"], report["gamma"]
+    c = np.clip(np.array([[r["chosen_target_prob"], r["rejected_target_prob"]] for r in written]), 1e-4, 1 - 1e-4)
+    expected = (1.0 / (a + (1 - a) * (1 - c) / (gamma * c))).mean(axis=1)
+    np.testing.assert_allclose(w, expected, rtol=1e-5)
+    assert report["mean_weight_by_source"]["human"] == pytest.approx(w[src == "human"].mean(), rel=1e-9)
+
+
+def test_weight_flags(tmp_path):
+    rows = mix_rows(400, informative=True, seed=1)
+    written, report = classify_cli(tmp_path / "a", rows, "--preset", "authors", "--folds", "3")
+    c = np.array([[r["chosen_target_prob"], r["rejected_target_prob"]] for r in written])
+    np.testing.assert_allclose([r["dora_weight"] for r in written], (2 * c).mean(axis=1), rtol=1e-5)
+    assert report["preset"] == "authors"
+    written, report = classify_cli(
+        tmp_path / "b", rows, "--target-share", "0.5", "--stabilizer", "0.8", "--clip", "1.2", "--folds", "3"
+    )
+    c = np.clip(np.array([[r["chosen_target_prob"], r["rejected_target_prob"]] for r in written]), 1e-4, 1 - 1e-4)
+    gamma = report["gamma"]
+    expected = np.minimum(1.0 / (0.8 + 0.5 * (1 - c) / (gamma * c)), 1.2).mean(axis=1)
+    np.testing.assert_allclose([r["dora_weight"] for r in written], expected, rtol=1e-5)
+    assert report["target_share"] == 0.5 and report["stabilizer"] == 0.8
+
+
+def test_identical_responses_get_identical_weights_whatever_their_label():
+    """Rows duplicated under the other source label: same text, same fold, same probability, same weight."""
+    rows = style_rows(600, 0.9, 0.2)
+    twins = [dict(r, source="gpt" if r["source"] == "human" else "human") for r in rows[:100]]
+    ds, _ = annotate(Dataset.from_list(rows + twins), target_sources=["human"])
+    w = np.array(ds["dora_weight"])
+    np.testing.assert_array_equal(w[:100], w[600:])
+
+
+# --------------------------------------------------------------------------- folds and honest diagnostics
+
+
+def test_folds_keep_prompts_and_identical_texts_together():
+    rng = np.random.default_rng(0)
+    prompts = np.repeat([f"p{rng.integers(200)}" for _ in range(1000)], 2).tolist()  # a pair shares its prompt
+    texts = [f"t{rng.integers(50_000)}" for _ in range(2000)]  # a few identical texts across prompts
+    rows = np.arange(2000) // 2
+    assert len(set(texts)) < 2000
+    fold, _, grouping = make_folds(prompts, texts, rows, 5, seed=0)
+    assert grouping == "prompt and response text"  # 200 prompts: fine enough to group by
+    for key in (prompts, texts, rows.tolist()):
+        seen = {}
+        for k, f in zip(key, fold):
+            assert seen.setdefault(k, f) == f
+    sizes = np.bincount(fold, minlength=5)
+    assert sizes.min() > 0.6 * sizes.mean()
+    # one prompt for every row (too coarse): identical texts still share a fold
+    fold, _, grouping = make_folds(["p"] * 2000, texts, rows, 5, seed=0)
+    assert grouping == "response text"
+    seen = {}
+    for t, f in zip(texts, fold):
+        assert seen.setdefault(t, f) == f
+
+
+def test_duplicated_rows_cannot_be_memorised_across_folds():
+    """Each random, label-free text appears twice with the same label: if copies straddled folds, a
+    memorising classifier would score its copy (AUC near 1); grouped by text, it can only guess."""
+    rng = np.random.default_rng(3)
+    rows = []
+    for _ in range(600):
+        row = {
+            "prompt": f"p{rng.integers(1e9)}",
+            "response": " ".join(f"u{rng.integers(1e9)}" for _ in range(3)),
+            "source": "human" if rng.random() < 0.5 else "gpt",
+        }
+        rows += [row, dict(row, prompt=f"p{rng.integers(1e9)}")]
+    _, report = annotate(Dataset.from_list(rows), target_sources=["human"], calibration="none")
+    assert report["fold_grouping"] == "prompt and response text"
+    assert report["roc_auc"] == pytest.approx(0.5, abs=0.08)
+
+
+def test_ece_is_out_of_fold():
+    """Isotonic regression fitted on the very scores it is scored on is perfectly calibrated by construction
+    (ECE 0 on pure noise); fitted out of fold, it shows its overfit."""
+    from dora.classifier import Calibrator
+
+    g = np.random.default_rng(0)
+    raw, y = g.random(1000), (g.random(1000) < 0.3).astype(int)
+    assert expected_calibration_error(Calibrator("isotonic").fit(raw, y)(raw), y) < 1e-9
+    fold = g.integers(0, 5, 1000)
+    oof = cross_calibrate("isotonic", raw, y, fold, groups=np.arange(1000))
+    assert expected_calibration_error(oof, y) > 0.01
+    # end to end on texts that carry no signal
+    rows = style_rows(1000, 0.5, 0.5)
+    _, report = annotate(Dataset.from_list(rows), target_sources=["human"], calibration="isotonic")
+    assert report["ece"] > 0.01
+    assert sum(b["count"] for b in report["reliability"]) == 1000
+
+
+def test_report_and_plots_share_one_scale(tmp_path):
+    _, report = annotate(
+        Dataset.from_list(style_rows(400, 0.9, 0.2)), target_sources=["human"], normalize=True, output_dir=str(tmp_path)
+    )
+    md = (tmp_path / "report.md").read_text()
+    assert "written per-row `dora_weight`, normalised to mean 1" in md
+    assert report["weight_mean"] == pytest.approx(1.0, abs=1e-6)
+    assert (tmp_path / "weights.png").exists() and (tmp_path / "reliability.png").exists()

@@ -9,42 +9,83 @@ import torch
 from dora.ratio import calibration_weights, effective_sample_size, response_weights
 
 
-def test_authors_constants_give_n_times_c():
+def test_authors_preset_is_n_times_c():
     g = np.random.default_rng(0)
     for n in (1, 2, 4, 6):
         c = g.uniform(0.01, 0.99, (32, n))
-        w = response_weights(torch.tensor(c), stabilizer=1 / n, mixture_shares=1 / n, imbalance=1.0)
+        w = response_weights(torch.tensor(c), preset="authors")
         np.testing.assert_allclose(w.numpy(), n * c, rtol=1e-6)
-        # defaults are the same constants
-        np.testing.assert_allclose(response_weights(torch.tensor(c)).numpy(), n * c, rtol=1e-6)
-        h = calibration_weights(torch.tensor(c))
+        h = calibration_weights(torch.tensor(c), preset="authors")
         np.testing.assert_allclose(h.numpy(), (n * c).mean(axis=1), rtol=1e-6)
+
+
+@pytest.mark.parametrize("a", [0.05, 0.2, 0.5, 0.9])
+def test_classifier_trained_on_the_same_mixture_gives_c_over_a(a):
+    """gamma = (1 - a)/a (the classifier saw the mixture itself): w = c/a, h = mean c/a."""
+    c = np.random.default_rng(1).uniform(0.001, 0.999, (40, 2))
+    h = calibration_weights(torch.tensor(c), target_share=a, imbalance=(1 - a) / a)
+    np.testing.assert_allclose(h.numpy(), (c / a).mean(axis=1), rtol=1e-6)
+    w1 = calibration_weights(torch.tensor(c[:, 0]), target_share=a, imbalance=(1 - a) / a)
+    np.testing.assert_allclose(w1.numpy(), c[:, 0] / a, rtol=1e-6)
 
 
 def test_general_formula_and_options():
     g = np.random.default_rng(1)
     c = g.uniform(0.0, 1.0, (50, 2))
     c[0] = [0.0, 1.0]  # clamped to [eps, 1 - eps]
-    pi = np.array([0.3, 0.7])
-    gamma = 2.5
-    s = 0.2
+    a, gamma = 0.3, 2.5
     cc = np.clip(c, 1e-4, 1 - 1e-4)
-    w = 1.0 / (s + pi * (1 - cc) / (gamma * cc))
-    got = response_weights(torch.tensor(c), mixture_shares=torch.tensor(pi), imbalance=gamma, stabilizer=s)
+    dq = 1.0 / (a + (1 - a) * (1 - cc) / (gamma * cc))  # dQ0/dP, the default s = a
+    got = response_weights(torch.tensor(c), target_share=a, imbalance=gamma)
+    np.testing.assert_allclose(got.numpy(), dq, rtol=1e-6)
+    assert float(got.max()) <= 1 / a + 1e-5
+    s = 0.6  # a larger stabiliser bounds every weight by 1/s
+    w = 1.0 / (s + (1 - a) * (1 - cc) / (gamma * cc))
+    got = response_weights(torch.tensor(c), target_share=a, imbalance=gamma, stabilizer=s)
     np.testing.assert_allclose(got.numpy(), w, rtol=1e-6)
-    assert float(got.max()) <= 1 / s + 1e-6  # the stabiliser bounds every weight
-    h = calibration_weights(
-        torch.tensor(c),
-        mixture_shares=torch.tensor(pi),
-        imbalance=gamma,
-        stabilizer=s,
-        clip=3.0,
-        normalize=True,
-    )
-    expected = np.minimum(w, 3.0).mean(axis=1)
+    assert float(got.max()) <= 1 / s + 1e-6
+    h = calibration_weights(torch.tensor(c), target_share=a, imbalance=gamma, stabilizer=s, clip=1.5, normalize=True)
+    expected = np.minimum(w, 1.5).mean(axis=1)
     expected /= expected.mean()
     np.testing.assert_allclose(h.numpy(), expected, rtol=1e-6)
     assert h.dtype == torch.float32 and float(h.mean()) == pytest.approx(1.0, rel=1e-6)
+    # target_share = 1: the data is all target, every weight is 1
+    np.testing.assert_allclose(calibration_weights(torch.tensor(c), target_share=1.0).numpy(), 1.0, rtol=1e-6)
+
+
+def test_calibrated_weights_have_mean_one_under_the_mixture():
+    """E_P[w] = 1 for a calibrated classifier: draw labels from c itself (so c is calibrated)."""
+    g = np.random.default_rng(3)
+    c = g.beta(0.5, 2.0, 200_000)
+    y = g.random(c.size) < c  # P(target | c) = c
+    assert y.mean() == pytest.approx(c.mean(), abs=0.003)
+    share = float(y.mean())
+    w = calibration_weights(torch.tensor(c), target_share=share, imbalance=(1 - share) / share).numpy()
+    assert w.mean() == pytest.approx(1.0, abs=0.01)
+    assert w[y].mean() > 2 * w[~y].mean()
+
+
+def test_missing_target_share_and_bad_options():
+    with pytest.raises(ValueError, match="needs target_share"):
+        calibration_weights(torch.rand(3))
+    with pytest.raises(ValueError, match="needs target_share"):
+        response_weights(torch.rand(3, 2))
+    with pytest.raises(ValueError, match="target_share must be in"):
+        calibration_weights(torch.rand(3), target_share=0.0)
+    with pytest.raises(ValueError, match="target_share must be in"):
+        calibration_weights(torch.rand(3), target_share=1.5)
+    with pytest.raises(ValueError, match="imbalance"):
+        calibration_weights(torch.rand(3), target_share=0.5, imbalance=float("nan"))
+    with pytest.raises(ValueError, match="stabilizer"):
+        calibration_weights(torch.rand(3), target_share=0.5, stabilizer=-1.0)
+    with pytest.raises(ValueError, match="preset must be"):
+        calibration_weights(torch.rand(3), preset="paper")
+    with pytest.raises(ValueError, match="do not pass target_share"):
+        calibration_weights(torch.rand(3), preset="authors", target_share=0.2)
+    with pytest.raises(ValueError, match="clip"):
+        calibration_weights(torch.rand(3), target_share=0.5, clip=0.0)
+    with pytest.raises(ValueError, match="shape"):
+        calibration_weights(torch.rand(2, 2, 2), target_share=0.5)
 
 
 @pytest.mark.parametrize(
@@ -60,20 +101,9 @@ def test_bad_probabilities_name_the_row(bad, where):
     p = torch.full((4, 2), 0.5)
     p[2, 1] = bad
     with pytest.raises(ValueError, match=where):
-        calibration_weights(p)
+        calibration_weights(p, target_share=0.2)
     with pytest.raises(ValueError, match="row 3:"):
-        calibration_weights(torch.tensor([0.1, 0.2, 0.3, bad]))
-
-
-def test_bad_options():
-    with pytest.raises(ValueError, match="mixture_shares"):
-        calibration_weights(torch.rand(3), mixture_shares=0.0)
-    with pytest.raises(ValueError, match="imbalance"):
-        calibration_weights(torch.rand(3), imbalance=float("nan"))
-    with pytest.raises(ValueError, match="stabilizer"):
-        calibration_weights(torch.rand(3), stabilizer=-1.0)
-    with pytest.raises(ValueError, match="shape"):
-        calibration_weights(torch.rand(2, 2, 2))
+        calibration_weights(torch.tensor([0.1, 0.2, 0.3, bad]), preset="authors")
 
 
 def test_effective_sample_size():

@@ -19,29 +19,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="encoder / classifier checkpoint for embedding and transformer")
     p.add_argument("--folds", type=int, default=5, help="cross-fitting folds (1 = no cross-fitting)")
     p.add_argument("--calibration", default="platt", choices=["platt", "isotonic", "none"])
-    p.add_argument("--mixture-shares", default=None, help="e.g. human=0.2,gpt=0.8 (default: from the data)")
-    p.add_argument("--stabilizer", type=float, default=None, help="s of the weight formula (default 1/n)")
+    p.add_argument(
+        "--target-share",
+        type=float,
+        default=None,
+        help="α: share of target responses in the data the weights are for (default: this dataset's share)",
+    )
+    p.add_argument("--stabilizer", type=float, default=None, help="s of the weight formula (default α)")
+    p.add_argument("--preset", default=None, choices=["authors"], help="authors: the released code's w = n·c")
     p.add_argument("--clip", type=float, default=None, help="cap on each response weight")
-    p.add_argument("--normalize", action="store_true", help="rescale weights to mean 1")
+    p.add_argument("--normalize", action="store_true", help="rescale weights to mean 1 (default: written as is)")
     p.add_argument("--eps", type=float, default=1e-4, help="probabilities are clamped to [eps, 1 - eps]")
     p.add_argument("--epochs", type=float, default=1.0, help="transformer backend: fine-tuning epochs")
     p.add_argument("--batch-size", type=int, default=16, help="transformer / embedding batch size")
     p.add_argument("--max-length", type=int, default=256, help="transformer / embedding max tokens")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", default=None, help="output folder")
-
-
-def _shares(text: str | None) -> dict[str, float] | None:
-    if not text:
-        return None
-    out = {}
-    for part in text.split(","):
-        name, _, value = part.partition("=")
-        try:
-            out[name.strip()] = float(value)
-        except ValueError:
-            raise SystemExit(f"--mixture-shares: expected name=share pairs, got {part!r}") from None
-    return out
 
 
 def save_like_input(dataset, source: str, output: str) -> str:
@@ -110,8 +103,9 @@ def run(args) -> int:
         backend=args.backend,
         folds=args.folds,
         calibration=args.calibration,
-        mixture_shares=_shares(args.mixture_shares),
+        target_share=args.target_share,
         stabilizer=args.stabilizer,
+        preset=args.preset,
         clip=args.clip,
         normalize=args.normalize,
         eps=args.eps,
