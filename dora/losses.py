@@ -73,6 +73,31 @@ def loss_spec(name: str) -> LossSpec:
     raise ValueError(f"unknown loss_type {name!r}; known: {', '.join(known)}")
 
 
+F_DIVERGENCES = ("reverse_kl", "forward_kl", "js_divergence", "alpha_divergence")
+# Losses of the chosen-rejected reward difference: the only ones an f-divergence generalises (f-DPO's
+# beta log Z(x) term cancels in the difference), as TRL 1.16; plus this library's delta-based cdpo, rdpo_length.
+F_DIVERGENCE_LOSSES = frozenset(
+    {"sigmoid", "dpo", "sigmoid_norm", "hinge", "ipo", "exo_pair", "robust", "discopop", "sft", "cdpo", "rdpo_length"}
+)
+
+
+def f_divergence_score(u: Tensor, kind: str = "reverse_kl", alpha: float = 0.5) -> Tensor:
+    """f'(t) at t = pi/ref = exp(u) (f-DPO, Wang et al. 2023, arXiv 2309.16240, Table 1): reverse KL log t = u;
+    forward KL 1 - 1/t; Jensen-Shannon log(2t / (1 + t)); alpha-divergence (t^(alpha-1) - 1) / (alpha - 1)."""
+    if kind == "reverse_kl":
+        return u
+    if kind == "forward_kl":
+        return 1 - torch.exp(-u)
+    if kind == "js_divergence":
+        return math.log(2) + F.logsigmoid(u)
+    if kind == "alpha_divergence":
+        if abs(alpha - 1.0) < 1e-6:  # the limit alpha -> 1 is the reverse KL
+            return u
+        clamp = 11.0 if u.dtype == torch.float16 else 80.0  # exp stays finite
+        return (torch.exp(torch.clamp(((alpha - 1.0) * u).float(), max=clamp)) - 1.0).to(u.dtype) / (alpha - 1.0)
+    raise ValueError(f"unknown f_divergence_type {kind!r}; known: {', '.join(F_DIVERGENCES)}")
+
+
 @dataclass
 class Pair:
     """The log-prob tensors of a batch of pairs ([B] each)."""
@@ -83,6 +108,9 @@ class Pair:
     ref_rejected: Tensor | None = None
     chosen_lengths: Tensor | None = None
     rejected_lengths: Tensor | None = None
+    chosen_full: Tensor | None = None  # chosen log-prob over every token (differs from ``chosen`` under LD-DPO)
+    f_divergence_type: str = "reverse_kl"
+    f_alpha_divergence_coef: float = 0.5
 
     @property
     def u_w(self) -> Tensor:
@@ -93,8 +121,18 @@ class Pair:
         return self.rejected - self.ref_rejected
 
     @property
+    def s_w(self) -> Tensor:
+        """f'(pi/ref) of the chosen response (f-DPO, Wang et al. 2023, Eq. 9); u_w for the reverse KL."""
+        return f_divergence_score(self.u_w, self.f_divergence_type, self.f_alpha_divergence_coef)
+
+    @property
+    def s_l(self) -> Tensor:
+        return f_divergence_score(self.u_l, self.f_divergence_type, self.f_alpha_divergence_coef)
+
+    @property
     def delta(self) -> Tensor:
-        return self.u_w - self.u_l
+        """The reward difference the delta-based losses see: s_w - s_l (u_w - u_l for the reverse KL)."""
+        return self.s_w - self.s_l
 
     def per_token(self, chosen: Tensor, rejected: Tensor) -> tuple[Tensor, Tensor]:
         return chosen / self.chosen_lengths.clamp(min=1), rejected / self.rejected_lengths.clamp(min=1)
@@ -145,7 +183,7 @@ def robust_dpo_loss(p: Pair, beta: float, label_smoothing: float = 0.0, **_) -> 
 @register_pairwise("ipo", needs_lengths=True)
 def ipo_loss(p: Pair, beta: float, **_) -> Tensor:
     """IPO (Azar et al. 2023, Eq. 17), length-normalised as TRL: (u_w/|y_w| - u_l/|y_l| - 1/(2 beta))^2."""
-    uw, ul = p.per_token(p.u_w, p.u_l)
+    uw, ul = p.per_token(p.s_w, p.s_l)
     return (uw - ul - 1 / (2 * beta)) ** 2
 
 
@@ -170,7 +208,7 @@ def exo_pair_loss(p: Pair, beta: float, label_smoothing: float = 0.0, **_) -> Te
 @register_pairwise("sigmoid_norm", needs_lengths=True)
 def sigmoid_norm_loss(p: Pair, beta: float, **_) -> Tensor:
     """Length-normalised DPO (as TRL's "sigmoid_norm"): -log sigmoid(beta (u_w/|y_w| - u_l/|y_l|))."""
-    uw, ul = p.per_token(p.u_w, p.u_l)
+    uw, ul = p.per_token(p.s_w, p.s_l)
     return -F.logsigmoid(beta * (uw - ul))
 
 
@@ -206,6 +244,33 @@ def apo_down_loss(p: Pair, beta: float, **_) -> Tensor:
     return torch.sigmoid(beta * p.u_w) + 1 - torch.sigmoid(beta * p.delta)
 
 
+@register_pairwise("discopop")
+def discopop_loss(p: Pair, beta: float, discopop_tau: float = 0.05, **_) -> Tensor:
+    """DiscoPOP (Chris Lu et al. 2024, arXiv 2406.08414, Eq. 5), log-ratio modulated: with z = beta delta and
+    m = sigmoid(z / tau), (1 - m) * (-log sigmoid(z)) + m * exp(-z). The second term is evaluated as
+    exp(log sigmoid(z / tau) - z), finite where TRL's exp(-z) * m overflows (z < -88 in float32)."""
+    z = beta * p.delta
+    return -F.logsigmoid(z) * torch.sigmoid(-z / discopop_tau) + torch.exp(F.logsigmoid(z / discopop_tau) - z)
+
+
+@register_pairwise("aot")
+def aot_loss(p: Pair, beta: float, label_smoothing: float = 0.0, **_) -> Tensor:
+    """AOT, paired (Melnyk et al. 2024, arXiv 2406.05882, Eq. 9), as TRL: the batch's sorted policy log-ratios
+    log pi(y_w) - log pi(y_l) against the sorted reference ones, in a smoothed logistic loss. The i-th value
+    belongs to the i-th order statistic, not to pair i: only objectives that ignore sample identity apply."""
+    policy, _ = torch.sort(p.chosen - p.rejected, dim=0)
+    ref, _ = torch.sort(p.ref_chosen - p.ref_rejected, dim=0)
+    return _bce(beta * (policy - ref), label_smoothing)
+
+
+@register_pairwise("aot_unpaired")
+def aot_unpaired_loss(p: Pair, beta: float, label_smoothing: float = 0.0, **_) -> Tensor:
+    """AOT, unpaired (Melnyk et al. 2024, Eq. 8), as TRL: sorted u_w against sorted u_l over the batch."""
+    uw, _ = torch.sort(p.u_w, dim=0)
+    ul, _ = torch.sort(p.u_l, dim=0)
+    return _bce(beta * (uw - ul), label_smoothing)
+
+
 @register_pairwise("rdpo_length")
 def rdpo_length_loss(p: Pair, beta: float, rdpo_alpha: float = 0.01, **_) -> Tensor:
     """R-DPO (Park et al. 2024, arXiv 2403.19159): -log sigmoid(beta delta - alpha (|y_w| - |y_l|))."""
@@ -224,6 +289,15 @@ def simpo_loss(p: Pair, beta: float, simpo_gamma: float = 0.5, label_smoothing: 
     ``simpo_gamma`` is the absolute margin gamma, as TRL's CPOTrainer; label smoothing as CPO."""
     lw, ll = p.per_token(p.chosen, p.rejected)
     return _bce(beta * (lw - ll) - simpo_gamma, label_smoothing)
+
+
+@register_pairwise("sft", needs_ref=False, needs_lengths=True)
+def sft_loss(p: Pair, beta: float, **_) -> Tensor:
+    """Negative log-likelihood of the chosen responses (RPO, Pang et al. 2024, arXiv 2404.19733, Eq. 3, with
+    loss_type=["sigmoid", "sft"]). TRL 1.16 takes the mean over the batch's chosen tokens; here that mean is split
+    over the pairs in proportion to their tokens, -B logp(y_w,i) / sum_j |y_w,j|, so its batch mean is TRL's."""
+    chosen = p.chosen if p.chosen_full is None else p.chosen_full
+    return -chosen * chosen.shape[0] / p.chosen_lengths.sum().clamp(min=1)
 
 
 # --------------------------------------------------------------------------- listwise
@@ -246,15 +320,33 @@ def plackett_luce_dpo_loss(lst: Listwise, beta: float, **_) -> Tensor:
 
 
 @register_listwise("rrhf", needs_ref=False, needs_lengths=True)
-def rrhf_loss(lst: Listwise, beta: float, rrhf_sft_weight: float = 1.0, **_) -> Tensor:
-    """RRHF (Yuan et al. 2023, arXiv 2304.05302) as the DoRA code: with p_i = logp_i / |y_i|,
-    (1/n) sum_{s_i < s_j} max(0, p_i - p_j)  +  rrhf_sft_weight * (-p_best)."""
+def rrhf_loss(
+    lst: Listwise,
+    beta: float,
+    rrhf_sft_weight: float = 1.0,
+    rrhf_sft: str = "best",
+    padded_length: float | None = None,
+    **_,
+) -> Tensor:
+    """RRHF (Yuan et al. 2023, arXiv 2304.05302, Eq. 2-4): with p_i = logp_i / |y_i|,
+    (1/n) sum_{s_i < s_j} max(0, p_i - p_j)  +  rrhf_sft_weight * L_sft.
+
+    ``rrhf_sft="best"`` (default): L_sft = -p_best, the best-scored response (Eq. 3's argmax), normalised by its
+    own length. ``rrhf_sft="authors"``: the DoRA code's term, the response at list index -2, its summed log-prob
+    divided by the batch's padded sequence length ``padded_length``."""
     p = lst.logps / lst.lengths.clamp(min=1)
     n = p.shape[-1]
     worse = lst.scores.unsqueeze(-1) < lst.scores.unsqueeze(-2)  # [B, i, j]: s_i < s_j
     rank = (torch.relu(p.unsqueeze(-1) - p.unsqueeze(-2)) * worse).sum(dim=(-1, -2)) / n
-    best = torch.gather(p, -1, lst.scores.argmax(dim=-1, keepdim=True)).squeeze(-1)
-    return rank - rrhf_sft_weight * best
+    if rrhf_sft == "best":
+        sft = -torch.gather(p, -1, lst.scores.argmax(dim=-1, keepdim=True)).squeeze(-1)
+    elif rrhf_sft == "authors":
+        if padded_length is None or n < 2:
+            raise ValueError("rrhf_sft='authors' needs lists of >= 2 responses and the batch's padded_length")
+        sft = -lst.logps[:, -2] / float(padded_length)
+    else:
+        raise ValueError(f"rrhf_sft must be 'best' or 'authors', got {rrhf_sft!r}")
+    return rank + rrhf_sft_weight * sft
 
 
 @register_listwise("lire", needs_ref=False)
@@ -283,11 +375,20 @@ def pairwise_loss(
     *,
     chosen_lengths: Tensor | None = None,
     rejected_lengths: Tensor | None = None,
+    chosen_full: Tensor | None = None,
     beta: float = 0.1,
+    f_divergence_type: str = "reverse_kl",
+    f_alpha_divergence_coef: float = 0.5,
     **hyper,
 ) -> Tensor:
-    """One loss per pair, shape [B]. ``hyper``: label_smoothing, simpo_gamma, rdpo_alpha."""
+    """One loss per pair, shape [B]. ``hyper``: label_smoothing, simpo_gamma, rdpo_alpha, discopop_tau.
+    ``f_divergence_type`` replaces u = logp - ref by f'(exp(u)) in the delta-based losses (TRL's set)."""
     spec = loss_spec(name)
+    if f_divergence_type != "reverse_kl" and name not in F_DIVERGENCE_LOSSES:
+        raise ValueError(
+            f"f_divergence_type={f_divergence_type!r} applies only to {', '.join(sorted(F_DIVERGENCE_LOSSES))}; "
+            f"use the default 'reverse_kl' with loss {name!r}"
+        )
     if spec.listwise:
         raise ValueError(f"loss {name!r} is listwise: call listwise_loss")
     if spec.needs_ref:
@@ -297,8 +398,9 @@ def pairwise_loss(
         _need(name, "completion lengths (chosen_lengths, rejected_lengths)", chosen_lengths)
         _need(name, "completion lengths (chosen_lengths, rejected_lengths)", rejected_lengths)
     pair = Pair(
-        chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, chosen_lengths, rejected_lengths
-    )
+        chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, chosen_lengths, rejected_lengths,
+        chosen_full, f_divergence_type, f_alpha_divergence_coef,
+    )  # fmt: skip
     return spec.fn(pair, beta, **hyper)
 
 
@@ -309,10 +411,12 @@ def listwise_loss(
     *,
     scores: Tensor,
     lengths: Tensor | None = None,
+    full_logps: Tensor | None = None,
     beta: float = 0.1,
     **hyper,
 ) -> Tensor:
-    """One loss per list, shape [B]; ``logps``, ``ref_logps``, ``scores``, ``lengths`` are [B, n].
+    """One loss per list, shape [B]; ``logps``, ``ref_logps``, ``scores``, ``lengths`` are [B, n]
+    (``full_logps``: log-probs over every token where ``logps`` are LD-DPO weighted; read by "sft").
 
     A pairwise loss is accepted for n = 2 when ``scores`` rank the two responses."""
     spec = loss_spec(name)
@@ -329,7 +433,7 @@ def listwise_loss(
             raise ValueError(f"pairwise loss {name!r} takes lists of 2 responses, got {logps.shape[-1]}")
         order = torch.argsort(scores, dim=-1, descending=True, stable=True)
         pick = lambda t: None if t is None else torch.gather(t, -1, order)  # noqa: E731
-        lp, rp, ln = pick(logps), pick(ref_logps), pick(lengths)
+        lp, rp, ln, fp = pick(logps), pick(ref_logps), pick(lengths), pick(full_logps)
         return pairwise_loss(
             name,
             lp[:, 0],
@@ -338,6 +442,7 @@ def listwise_loss(
             None if rp is None else rp[:, 1],
             chosen_lengths=None if ln is None else ln[:, 0],
             rejected_lengths=None if ln is None else ln[:, 1],
+            chosen_full=None if fp is None else fp[:, 0],
             beta=beta,
             **hyper,
         )
