@@ -337,7 +337,8 @@ def tokenize_row(tokenizer, prompt, completions: list) -> tuple[list[int], list[
 def check_weight_columns(columns, weight_column: str = "dora_weight", desc: str = "train") -> None:
     """Classifier probabilities without weights are an error, not weight 1: the weight dQ0/dP needs the
     target share α of the data, which only the classifier's run knows (DESIGN "Calibration weight")."""
-    probs = [c for c in ("target_prob", "target_probs") if c in columns]
+    names = ("target_prob", "target_probs", "chosen_target_prob", "rejected_target_prob")
+    probs = [c for c in names if c in columns]
     if probs and weight_column not in columns:
         raise ValueError(
             f"{desc} dataset: column '{probs[0]}' but no '{weight_column}' column: turn the probabilities into "
