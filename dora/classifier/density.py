@@ -1,0 +1,412 @@
+"""No source labels: DoRA weights from a small trusted sample of the target distribution.
+
+The pool P (the training data, no source column) is a mixture α·Q₀ + (1 − α)·Q_other with α unknown; the
+trusted sample T is drawn from Q₀. A probabilistic classifier of trusted-vs-pool responses, cross-fitted and
+calibrated as in labelled mode, gives c(x, y) = P(trusted | x, y), and Bayes' rule gives the density ratio:
+
+- **separate** trusted sample (T drawn apart from P): c/(1 − c) = N_T q₀ / (N_P p), so
+  ``w = dQ₀/dP = (N_P / N_T) · c / (1 − c)`` — the weight formula of ``dora.ratio`` with s = 0, π = 1,
+  γ = N_P / N_T.
+- **subset** (T is a uniformly drawn part of the pool's target rows; case-control positive-unlabelled data,
+  Elkan & Noto 2008): the pool copies of the trusted rows are taken out of the negatives, the classifier
+  learns T against the rest U = P \\ T, and since T ∪ U = P, c = N_T q₀ / (N_P p), so
+  ``w = (N_P / N_T) · c`` — the same formula with s = N_T/N_P, π = N_U/N_P, γ = N_U/N_T (bounded by N_P/N_T).
+
+The target share α is estimated by mixture-proportion estimation on the out-of-fold scores (the "best bin"
+of Garg et al. 2021, arXiv 2111.00980): α* = inf P(S)/Q₀(S) over the top-score sets S, with a bootstrap
+interval. α* = 1 / sup dQ₀/dP is always identifiable and bounds α from above; it equals α only when some
+region of response space is reached by the target alone (an anchor set, Scott 2015). Guards: the weights
+are clipped at 1/α̂ (no true weight exceeds 1/α*), self-normalised to mean 1, and the report gives the
+effective sample size and the pool's coverage of the trusted distribution, with warnings.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+
+import numpy as np
+
+from dora.classifier.annotate import (
+    cross_calibrate,
+    cross_fit,
+    expected_calibration_error,
+    extract_responses,
+    make_classifier,
+    make_folds,
+    plot_diagnostics,
+    reliability_bins,
+)
+from dora.ratio import effective_sample_size
+
+__all__ = ["annotate_density_ratio", "estimate_target_share", "check_rows"]
+
+ESS_FRACTION_MIN = 0.1  # warn below this share of the pool's rows
+COVERAGE_MIN = 0.5  # warn when the pool covers less than half of the trusted distribution
+AUC_OFF_DISTRIBUTION = 0.99
+SHIFT_Z = 1.645  # one-sided 5%: below it the classifier found no difference and every weight is 1
+C_GRID = (0.01, 0.1, 1.0)  # tfidf regularisation strengths tried (out-of-fold log-loss)
+
+
+# --------------------------------------------------------------------------- input checks
+
+
+def _empty(x) -> bool:
+    if x is None:
+        return True
+    if isinstance(x, list):
+        return len(x) == 0 or all(_empty(m.get("content") if isinstance(m, dict) else m) for m in x)
+    return not str(x).strip()
+
+
+def check_rows(dataset, name: str, line_offset: int | None = None) -> str:
+    """Raise a one-line ValueError naming ``name``, the row and the column of the first bad row; return the
+    format ("pairwise", "listwise" or "single"). ``line_offset`` turns row i into "line i + offset" (files)."""
+
+    def where(i: int) -> str:
+        return f"{name}, " + (f"line {i + line_offset}" if line_offset is not None else f"row {i}")
+
+    if len(dataset) == 0:
+        raise ValueError(f"{name}: empty, no rows")
+    cols = set(dataset.column_names)
+    if "responses" in cols:
+        kind, resp = "listwise", ["responses"]
+    elif "chosen" in cols or "rejected" in cols:
+        kind, resp = "pairwise", ["chosen", "rejected"]
+    elif "response" in cols or "completion" in cols:
+        kind, resp = "single", ["response" if "response" in cols else "completion"]
+    else:
+        raise ValueError(
+            f"{name}: no response columns (expected chosen/rejected, responses, or response); has {sorted(cols)}"
+        )
+    for c in ["prompt", *resp]:
+        if c not in cols:
+            raise ValueError(f"{name}: missing column '{c}'; the dataset has {sorted(cols)}")
+    data = dataset.select_columns(["prompt", *resp]).to_dict()
+    width = None
+    for i in range(len(dataset)):
+        if _empty(data["prompt"][i]):
+            raise ValueError(f"{where(i)}, column 'prompt': missing or empty")
+        for c in resp:
+            v = data[c][i]
+            items = v if kind == "listwise" and isinstance(v, list) else [v]
+            if kind == "listwise" and (not isinstance(v, list) or not v):
+                raise ValueError(f"{where(i)}, column '{c}': needs a non-empty list of responses")
+            if any(_empty(x) for x in items):
+                raise ValueError(f"{where(i)}, column '{c}': missing or empty response")
+            if width is None:
+                width = len(items)
+            elif kind == "listwise" and len(items) != width:
+                raise ValueError(f"{where(i)}, column '{c}': {len(items)} responses, the first row has {width}")
+    return kind
+
+
+def _responses(dataset):
+    """Flattened responses of a checked dataset; any source columns are ignored."""
+    return extract_responses(dataset.add_column("__dora_pool__", ["pool"] * len(dataset)), "__dora_pool__")
+
+
+def _match_subset(pool, trusted, names) -> np.ndarray:
+    """Pool row index of each trusted row (as a multiset: duplicates are matched once each)."""
+    free: dict[tuple, list[int]] = {}
+    for i in range(len(pool.texts) // pool.n):
+        key = (pool.prompts[i * pool.n], *pool.texts[i * pool.n : (i + 1) * pool.n])
+        free.setdefault(key, []).append(i)
+    out = []
+    for j in range(len(trusted.texts) // trusted.n):
+        key = (trusted.prompts[j * trusted.n], *trusted.texts[j * trusted.n : (j + 1) * trusted.n])
+        if not free.get(key):
+            raise ValueError(
+                f"{names[1]}, row {j}: not found in {names[0]} (a subset trusted sample must be rows of the pool)"
+            )
+        out.append(free[key].pop())
+    return np.array(out, dtype=np.int64)
+
+
+# --------------------------------------------------------------------------- the target share
+
+
+def _best_bin(trusted: np.ndarray, pool: np.ndarray, delta: float = 0.1, gamma: float = 0.01):
+    """Best-bin mixture-proportion estimate (Garg et al. 2021, eq. 4): over the top-score sets S_t, minimise
+    P(S_t)/Q(S_t) plus its confidence width, and return (P(S_t)/Q(S_t), Q(S_t), t)."""
+    t_sorted, p_sorted = np.sort(trusted), np.sort(pool)
+    thresholds = np.unique(t_sorted)
+    q_t = 1.0 - np.searchsorted(t_sorted, thresholds, side="left") / len(t_sorted)
+    q_p = 1.0 - np.searchsorted(p_sorted, thresholds, side="left") / len(p_sorted)
+    width = math.sqrt(math.log(4 / delta) / (2 * len(trusted))) + math.sqrt(math.log(4 / delta) / (2 * len(pool)))
+    k = int(np.argmin(q_p / q_t + (1 + gamma) * width / q_t))
+    return float(min(1.0, q_p[k] / q_t[k])), float(q_t[k]), float(thresholds[k])
+
+
+def estimate_target_share(
+    trusted_scores, pool_scores, *, bootstrap: int = 200, level: float = 0.95, seed: int = 0
+) -> dict:
+    """The largest share α* of the pool that the trusted distribution can make up (= 1 / sup dQ₀/dP), from
+    out-of-fold classifier scores of trusted and pool responses, with a percentile-bootstrap interval
+    (scores resampled; the classifier is held fixed). α* bounds the true share from above and equals it when
+    the target has an anchor set (a region the other sources never reach)."""
+    t = np.asarray(trusted_scores, dtype=np.float64)
+    p = np.asarray(pool_scores, dtype=np.float64)
+    share, mass, threshold = _best_bin(t, p)
+    rng = np.random.default_rng(seed)
+    boots = [_best_bin(rng.choice(t, len(t)), rng.choice(p, len(p)))[0] for _ in range(bootstrap)]
+    lo, hi = (np.quantile(boots, [(1 - level) / 2, (1 + level) / 2]).tolist() if boots else (share, share))
+    return {"share": share, "interval": [lo, hi], "level": level, "bin_trusted_mass": mass, "threshold": threshold}
+
+
+# --------------------------------------------------------------------------- the whole step
+
+
+def annotate_density_ratio(
+    dataset,
+    trusted,
+    *,
+    trusted_in_pool: bool = False,
+    backend: str = "tfidf",
+    folds: int = 5,
+    calibration: str = "platt",
+    clip: float | str | None = "auto",
+    normalize: bool = True,
+    eps: float = 1e-4,
+    bootstrap: int = 200,
+    seed: int = 0,
+    output_dir: str | None = None,
+    names: tuple[str, str] = ("dataset", "trusted"),
+    line_offsets: tuple[int | None, int | None] = (None, None),
+    **backend_kwargs,
+):
+    """DoRA weights for ``dataset`` (the pool, no source column needed) from ``trusted``, a sample of the
+    target distribution with the same columns. Adds ``chosen_trusted_prob`` / ``rejected_trusted_prob``
+    (pairwise), ``trusted_probs`` (listwise) or ``trusted_prob`` (single) — the calibrated
+    P(trusted | x, y) — and ``dora_weight``; returns (annotated pool, report dict).
+
+    ``trusted_in_pool``: the trusted rows are rows of the pool (each is matched to a pool row by its text)
+    rather than drawn separately. ``clip``: "auto" caps each response weight at 1/α̂ (the estimated target
+    share, see ``estimate_target_share``), a number caps it there, None leaves it. ``normalize`` rescales the
+    sample weights to mean 1 over the pool. ``names`` / ``line_offsets`` name the inputs in error messages."""
+    kind = check_rows(dataset, names[0], line_offsets[0])
+    kind_t = check_rows(trusted, names[1], line_offsets[1])
+    pool, tr = _responses(dataset), _responses(trusted)
+    if (kind, pool.n) != (kind_t, tr.n):
+        raise ValueError(
+            f"{names[1]}: {kind_t} rows with {tr.n} response(s) each; {names[0]} has {kind} rows with {pool.n}"
+        )
+    n = pool.n
+    n_rows = len(pool.texts) // n
+    row_of = np.arange(len(pool.texts)) // n
+
+    if trusted_in_pool:  # T against U = P \ T: every pool response appears once, the trusted ones labelled 1
+        matched = _match_subset(pool, tr, names)
+        if len(matched) == n_rows:
+            raise ValueError(f"{names[1]}: every row of {names[0]} is trusted; nothing to weight")
+        labels = np.isin(row_of, matched).astype(np.int64)
+        prompts, texts, rows = pool.prompts, pool.texts, row_of
+        pool_idx = np.arange(len(pool.texts))
+    else:
+        labels = np.r_[np.ones(len(tr.texts), np.int64), np.zeros(len(pool.texts), np.int64)]
+        prompts, texts = tr.prompts + pool.prompts, tr.texts + pool.texts
+        rows = np.r_[np.arange(len(tr.texts)) // n, len(tr.texts) // n + row_of]
+        pool_idx = len(tr.texts) + np.arange(len(pool.texts))
+
+    # With a few hundred trusted rows a weakly regularised classifier fits noise, and the weights inherit
+    # it: the tfidf backend's strength C is chosen by out-of-fold log-loss unless given.
+    grid = C_GRID if backend == "tfidf" and "C" not in backend_kwargs else [backend_kwargs.get("C")]
+    fold = groups = None
+    grouping = "none (in-sample)"
+    if folds >= 2:
+        fold, groups, grouping = make_folds(prompts, texts, rows, folds, seed)
+    best = None
+    for C in grid:
+        kw = dict(backend_kwargs, **({} if C is None else {"C": C}))
+
+        def make(kw=kw):
+            return make_classifier(backend, calibration=calibration, seed=seed, **kw)
+
+        raw, final = cross_fit(make, prompts, texts, labels, folds, seed, fold=fold)
+        loss = _log_loss(labels, raw)
+        if best is None or loss < best[0]:
+            best = (loss, C, raw, final)
+    _, chosen_c, raw, final = best
+    final.calibrate(raw, labels)  # the saved classifier's calibrator: fitted on all out-of-fold scores
+    if fold is not None:  # calibrated as in labelled mode: no calibrator saw the scores it maps
+        probs = cross_calibrate(calibration, raw, labels, fold, groups, seed)
+    else:
+        probs = final.calibrator(raw)
+    probs = np.clip(probs, eps, 1 - eps)
+    c_pool, c_trusted = probs[pool_idx], probs[labels == 1]
+
+    # Bayes on the classifier's training set: c/(1-c) = N_T q0 / (N_0 q_neg), the negatives being the pool
+    # (separate) or the pool without the trusted rows (subset, where T + U = P gives c = N_T q0 / (N_P p))
+    n_t, n_p = int(labels.sum()), len(pool.texts)
+    raw_w = (n_p / n_t) * (c_pool if trusted_in_pool else c_pool / (1 - c_pool))
+    # No detectable difference between the trusted sample and the pool (out-of-fold ROC-AUC within the
+    # one-sided 5% band of 0.5, Mann-Whitney normal approximation): the scores are noise, every weight is 1.
+    shift_z = _auc_z(labels, probs)
+    shift = shift_z >= SHIFT_Z
+
+    share = estimate_target_share(c_trusted, c_pool, bootstrap=bootstrap, seed=seed)
+    if not shift:
+        raw_w = np.ones_like(raw_w)
+    if clip == "auto":
+        clip_value = 1.0 / max(share["share"], 1.0 / n_p)
+    elif clip is None:
+        clip_value = None
+    else:
+        clip_value = float(clip)
+        if not clip_value > 0:
+            raise ValueError(f"clip must be 'auto', None or a number > 0, got {clip!r}")
+    w = raw_w if clip_value is None else np.minimum(raw_w, clip_value)
+    h = w.reshape(-1, n).mean(axis=1)
+    if normalize:
+        h = h / h.mean()
+
+    c2 = c_pool.reshape(-1, n)
+    if kind == "pairwise":
+        out = dataset.add_column("chosen_trusted_prob", c2[:, 0].tolist())
+        out = out.add_column("rejected_trusted_prob", c2[:, 1].tolist())
+    elif kind == "listwise":
+        out = dataset.add_column("trusted_probs", c2.tolist())
+    else:
+        out = dataset.add_column("trusted_prob", c2[:, 0].tolist())
+    if "dora_weight" in out.column_names:
+        out = out.remove_columns("dora_weight")
+    out = out.add_column("dora_weight", h.astype(float).tolist())
+
+    report = _diagnostics(probs, labels, h, raw_w, share, n_rows, len(tr.texts) // n, trusted_in_pool)
+    report.update(
+        {
+            "mode": "no_labels",
+            "trusted_in_pool": trusted_in_pool,
+            "backend": backend,
+            "folds": folds,
+            "fold_grouping": grouping,
+            "C": chosen_c,
+            "shift_detected": shift,
+            "shift_z": shift_z,
+            "calibration": calibration,
+            "n_rows": n_rows,
+            "n_trusted_rows": len(tr.texts) // n,
+            "n_responses": n_p,
+            "n_trusted_responses": n_t,
+            "clip": clip_value,
+            "normalize": normalize,
+        }
+    )
+    for message in report["warnings"]:
+        warnings.warn(message, stacklevel=2)
+    if output_dir:
+        os.makedirs(output_dir, exist_ok=True)
+        final.save_pretrained(os.path.join(output_dir, "classifier"))
+        with open(os.path.join(output_dir, "report.json"), "w") as f:
+            json.dump(report, f, indent=1)
+        with open(os.path.join(output_dir, "report.md"), "w") as f:
+            f.write(
+                "# Density-ratio report (no source labels)\n\n" + format_table(report) + "\n\n"
+                + "".join(f"> **Warning:** {m}\n\n" for m in report["warnings"])
+                + "![reliability](reliability.png)\n![weights](weights.png)\n![share](share.png)\n"
+            )
+        if trusted_in_pool:
+            row_src = np.where(labels.reshape(-1, n)[:, 0] == 1, "pool, trusted rows", "pool, other rows")
+        else:
+            row_src = np.array(["pool"] * n_rows)
+        plot_diagnostics(report, h, row_src.tolist(), output_dir)
+        plot_share(c_trusted, c_pool, share, os.path.join(output_dir, "share.png"))
+    return out, report
+
+
+def _auc_z(labels, scores) -> float:
+    """(AUC - 0.5) / its standard error under no difference (Mann-Whitney, normal approximation)."""
+    from sklearn.metrics import roc_auc_score
+
+    n1, n0 = int(labels.sum()), int(len(labels) - labels.sum())
+    return float((roc_auc_score(labels, scores) - 0.5) / math.sqrt((n1 + n0 + 1) / (12.0 * n1 * n0)))
+
+
+def _log_loss(labels, p) -> float:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return float(-np.mean(labels * np.log(p) + (1 - labels) * np.log1p(-p)))
+
+
+def _diagnostics(probs, labels, h, raw_w, share, n_rows, n_trusted_rows, subset) -> dict:
+    from sklearn.metrics import brier_score_loss, roc_auc_score
+
+    auc = float(roc_auc_score(labels, probs))
+    ess = effective_sample_size(h)
+    coverage = float(raw_w.mean())  # E_P[dQ0/dP] = Q0(support of P): 1 when the pool covers the target
+    out = {
+        "roc_auc": auc,
+        "brier": float(brier_score_loss(labels, probs)),
+        "ece": expected_calibration_error(probs, labels),
+        "reliability": reliability_bins(probs, labels),
+        "weight_min": float(h.min()),
+        "weight_median": float(np.median(h)),
+        "weight_max": float(h.max()),
+        "weight_mean": float(h.mean()),
+        "ess": ess,
+        "ess_fraction": ess / len(h),
+        "coverage": coverage,
+        "target_share": share["share"],
+        "target_share_interval": share["interval"],
+        "target_share_bin_trusted_mass": share["bin_trusted_mass"],
+        "warnings": [],
+    }
+    if coverage < COVERAGE_MIN or (not subset and auc > AUC_OFF_DISTRIBUTION):
+        out["warnings"].append(
+            f"the trusted set is off-distribution: the pool covers {coverage:.2f} of it (1 = fully) and the "
+            f"classifier tells them apart with ROC-AUC {auc:.3f}; the weights rest on the few pool rows that "
+            "look trusted. Check that the trusted sample is the same kind of data as the pool"
+        )
+    if ess < ESS_FRACTION_MIN * len(h) or ess < n_trusted_rows:
+        out["warnings"].append(
+            f"the effective sample size collapsed to {ess:.1f} of {len(h)} rows "
+            f"(trusted sample: {n_trusted_rows} rows): a few rows carry the objective. Consider a lower --clip, "
+            "more trusted rows, or training on the trusted sample"
+        )
+    return out
+
+
+def format_table(report: dict) -> str:
+    lo, hi = report["target_share_interval"]
+    rows = [
+        ("ROC-AUC, trusted vs pool", f"{report['roc_auc']:.3f}"),
+        ("Brier score", f"{report['brier']:.4f}"),
+        ("expected calibration error", f"{report['ece']:.4f}"),
+        ("estimated target share α̂ (upper bound)", f"{report['target_share']:.3f} [{lo:.3f}, {hi:.3f}]"),
+        ("clip (per response)", "none" if report["clip"] is None else f"{report['clip']:.3f}"),
+        ("coverage of the trusted distribution", f"{report['coverage']:.3f}"),
+        (
+            "weight min / median / max",
+            f"{report['weight_min']:.3f} / {report['weight_median']:.3f} / {report['weight_max']:.3f}",
+        ),
+        ("effective sample size", f"{report['ess']:.1f} of {report['n_rows']} ({100 * report['ess_fraction']:.1f}%)"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(
+        f"| {k.ljust(width)} | {v} |" for k, v in [("metric", "value"), ("-" * width, "---"), *rows]
+    )
+
+
+def plot_share(trusted_scores, pool_scores, share: dict, path: str) -> None:
+    """P(S_t)/Q(S_t) against the trusted mass Q(S_t) of the top-score sets: its minimum is α̂."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t, p = np.sort(trusted_scores), np.sort(pool_scores)
+    thr = np.unique(t)
+    q_t = 1.0 - np.searchsorted(t, thr, side="left") / len(t)
+    q_p = 1.0 - np.searchsorted(p, thr, side="left") / len(p)
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.plot(q_t, q_p / q_t, "-", color="#36c", label="P(S) / Q₀(S), top-score sets S")
+    ax.axhline(share["share"], color="#c33", ls="--", label=f"α̂ = {share['share']:.3f}")
+    ax.axhspan(*share["interval"], color="#c33", alpha=0.15, label=f"{100 * share['level']:.0f}% interval")
+    ax.set_xlabel("trusted mass Q₀(S)")
+    ax.set_ylabel("pool / trusted mass")
+    ax.set_ylim(0, 1.05)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
