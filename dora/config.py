@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import TrainingArguments
 
-from dora.losses import loss_spec
+from dora.losses import F_DIVERGENCE_LOSSES, F_DIVERGENCES, loss_spec
 from dora.objectives import OBJECTIVES
 
 __all__ = ["DoRAConfig"]
@@ -57,7 +57,6 @@ def check_trackers(report_to) -> None:
             )
 
 
-
 @dataclass
 class DoRAConfig(TrainingArguments):
     """Training arguments for ``DoRATrainer``. See docs/training.md for every field."""
@@ -74,6 +73,10 @@ class DoRAConfig(TrainingArguments):
     simpo_gamma: float = field(default=0.5, metadata={"help": "SimPO's absolute margin γ (as TRL's CPO)."})
     rdpo_alpha: float = field(default=0.01, metadata={"help": "R-DPO's length penalty α."})
     rrhf_sft_weight: float = field(default=1.0, metadata={"help": "Weight of RRHF's SFT term."})
+    rrhf_sft: str = field(
+        default="best",
+        metadata={"help": "RRHF's SFT term: best (best-scored response, per token) | authors (index -2, padded)."},
+    )
     lire_temperature: float = field(default=2.0, metadata={"help": "LIRE's temperature T."})
     # the robust objective
     objective: str = field(
@@ -102,6 +105,54 @@ class DoRAConfig(TrainingArguments):
     disable_dropout: bool = field(default=True, metadata={"help": "Turn dropout off in the policy (as TRL)."})
     dataset_num_proc: int | None = field(default=None, metadata={"help": "Processes for tokenisation."})
     logprob_chunk_tokens: int = field(default=2048, metadata={"help": "Tokens per LM-head chunk."})
+    # ---- TRL 1.16 DPOConfig training features, with TRL's defaults and meaning (docs/training.md)
+    rpo_alpha: float | None = field(
+        default=None,
+        metadata={"help": "RPO: adds the 'sft' loss (chosen NLL) with this weight, as loss_type=[..., 'sft']."},
+    )
+    discopop_tau: float = field(default=0.05, metadata={"help": "τ of the 'discopop' loss (the paper's 0.05)."})
+    use_weighting: bool = field(
+        default=False, metadata={"help": "WPO: weigh each pair by its responses' length-normalised probabilities."}
+    )
+    ld_alpha: float | None = field(
+        default=None,
+        metadata={"help": "LD-DPO α in [0, 1]: weight of the tokens past the shorter response's length."},
+    )
+    f_divergence_type: str = field(
+        default="reverse_kl",
+        metadata={
+            "help": "f-DPO divergence: reverse_kl | forward_kl | js_divergence | alpha_divergence "
+            "(non-default only with the delta-based losses)."
+        },
+    )
+    f_alpha_divergence_coef: float = field(
+        default=0.5, metadata={"help": "α of f_divergence_type='alpha_divergence'."}
+    )
+    sync_ref_model: bool = field(
+        default=False,
+        metadata={"help": "TR-DPO: every ref_model_sync_steps, ref <- α·policy + (1-α)·ref."},
+    )
+    ref_model_mixup_alpha: float = field(default=0.6, metadata={"help": "TR-DPO's α."})
+    ref_model_sync_steps: int = field(default=512, metadata={"help": "TR-DPO's τ: steps between syncs."})
+    precompute_ref_batch_size: int | None = field(
+        default=None,
+        metadata={"help": "Batch size of precompute_ref_log_probs; default: the train / eval batch size."},
+    )
+    truncation_mode: str = field(
+        default="keep_start",
+        metadata={"help": "Past max_length keep the start or the end.", "choices": ["keep_start", "keep_end"]},
+    )
+    padding_free: bool = field(
+        default=False,
+        metadata={"help": "Pack each batch into one row with position_ids: no compute on padding."},
+    )
+    pad_token: str | None = field(
+        default=None, metadata={"help": "Padding token; default: the tokenizer's pad token, else its EOS."}
+    )
+    router_aux_loss_coef: float | None = field(
+        default=None,
+        metadata={"help": "MoE load-balancing loss weight; default: the model config's; 0 disables it."},
+    )
     # device-aware defaults and TRL-style overrides of TrainingArguments
     learning_rate: float = field(default=1e-6, metadata={"help": "The initial learning rate for AdamW (TRL's 1e-6)."})
     bf16: bool | None = field(default=None, metadata={"help": "bf16; default: on CUDA where supported."})
@@ -137,6 +188,10 @@ class DoRAConfig(TrainingArguments):
         if isinstance(self.loss_type, str):
             self.loss_type = [self.loss_type]
         self.loss_type = list(self.loss_type)
+        if self.rpo_alpha is not None and "sft" not in self.loss_type:
+            n = len(self.loss_type)
+            self.loss_weights = [*(self.loss_weights if self.loss_weights is not None else [1.0] * n), self.rpo_alpha]
+            self.loss_type.append("sft")
         for name in self.loss_type:
             loss_spec(name)  # a clear error for an unknown name
         if self.loss_weights is None:
@@ -148,6 +203,7 @@ class DoRAConfig(TrainingArguments):
         listwise = [loss_spec(n).listwise for n in self.loss_type]
         if any(listwise) and not all(listwise) and len(self.loss_type) > 1:
             raise ValueError("do not mix listwise and pairwise losses in one run")
+        self._check_trl_features()
         if self.beta is None:
             self.beta = 2.0 if self.loss_type == ["simpo"] else 0.1
         if self.objective not in OBJECTIVES:
@@ -158,6 +214,8 @@ class DoRAConfig(TrainingArguments):
             raise ValueError(
                 f"dro_accumulation must be 'micro_batch' or 'full', got {self.dro_accumulation!r}"
             )
+        if self.rrhf_sft not in ("best", "authors"):
+            raise ValueError(f"rrhf_sft must be 'best' or 'authors', got {self.rrhf_sft!r}")
         if self.dro_lambda <= 0:
             raise ValueError(f"dro_lambda must be > 0, got {self.dro_lambda}")
         if not torch.accelerator.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -169,6 +227,39 @@ class DoRAConfig(TrainingArguments):
             self.gradient_checkpointing = cuda
         super().__post_init__()
         check_trackers(self.report_to)
+
+    def _check_trl_features(self) -> None:
+        if self.truncation_mode not in ("keep_start", "keep_end"):
+            raise ValueError(f"truncation_mode must be 'keep_start' or 'keep_end', got {self.truncation_mode!r}")
+        if self.f_divergence_type not in F_DIVERGENCES:
+            raise ValueError(f"unknown f_divergence_type {self.f_divergence_type!r}; known: {', '.join(F_DIVERGENCES)}")
+        other = [n for n in self.loss_type if n not in F_DIVERGENCE_LOSSES]
+        if self.f_divergence_type != "reverse_kl" and other:
+            raise ValueError(
+                f"f_divergence_type={self.f_divergence_type!r} applies only to the losses of the reward difference "
+                f"({', '.join(sorted(F_DIVERGENCE_LOSSES))}), not {other}: use f_divergence_type='reverse_kl'"
+            )
+        if self.ld_alpha is not None and not 0.0 <= self.ld_alpha <= 1.0:
+            raise ValueError(f"ld_alpha must be in [0, 1], got {self.ld_alpha}")
+        if self.use_weighting:
+            bad = [n for n in self.loss_type if n in ("aot", "aot_unpaired") or loss_spec(n).listwise]
+            if bad:
+                raise ValueError(
+                    f"use_weighting (WPO) weighs pairs, which {bad} do not keep (aot sorts the batch; listwise "
+                    "losses rank n responses): drop use_weighting or use a pairwise loss"
+                )
+        if self.sync_ref_model:
+            if self.precompute_ref_log_probs:
+                raise ValueError(
+                    "sync_ref_model=True updates the reference during training, so precomputed reference "
+                    "log-probs would be stale: set precompute_ref_log_probs=False"
+                )
+            if not any(loss_spec(n).needs_ref for n in self.loss_type):
+                raise ValueError(f"sync_ref_model=True needs a reference, and {self.loss_type} use none")
+            if not 0.0 <= self.ref_model_mixup_alpha <= 1.0 or self.ref_model_sync_steps < 1:
+                raise ValueError("sync_ref_model needs 0 <= ref_model_mixup_alpha <= 1 and ref_model_sync_steps >= 1")
+        if self.precompute_ref_batch_size is not None and self.precompute_ref_batch_size < 1:
+            raise ValueError(f"precompute_ref_batch_size must be >= 1, got {self.precompute_ref_batch_size}")
 
     @property
     def reference_free(self) -> bool:
@@ -184,7 +275,11 @@ class DoRAConfig(TrainingArguments):
             "simpo_gamma": self.simpo_gamma,
             "rdpo_alpha": self.rdpo_alpha,
             "rrhf_sft_weight": self.rrhf_sft_weight,
+            "rrhf_sft": self.rrhf_sft,
             "lire_temperature": self.lire_temperature,
+            "discopop_tau": self.discopop_tau,
+            "f_divergence_type": self.f_divergence_type,
+            "f_alpha_divergence_coef": self.f_alpha_divergence_coef,
         }
 
     def objective_hyper(self) -> dict:

@@ -30,6 +30,7 @@ __all__ = [
     "prepare_dataset",
     "PreferenceCollator",
     "is_listwise",
+    "check_weight_columns",
 ]
 
 
@@ -333,6 +334,19 @@ def tokenize_row(tokenizer, prompt, completions: list) -> tuple[list[int], list[
     return prompt_ids[:cut], [f[cut:] for f in full]
 
 
+def check_weight_columns(columns, weight_column: str = "dora_weight", desc: str = "train") -> None:
+    """Classifier probabilities without weights are an error, not weight 1: the weight dQ0/dP needs the
+    target share α of the data, which only the classifier's run knows (DESIGN "Calibration weight")."""
+    names = ("target_prob", "target_probs", "chosen_target_prob", "rejected_target_prob")
+    probs = [c for c in names if c in columns]
+    if probs and weight_column not in columns:
+        raise ValueError(
+            f"{desc} dataset: column '{probs[0]}' but no '{weight_column}' column: turn the probabilities into "
+            f"weights with `dora classify` (which writes '{weight_column}') or "
+            f"dora.calibration_weights(probs, target_share=...), or name the weight column with weight_column"
+        )
+
+
 def prepare_dataset(
     dataset,
     tokenizer,
@@ -344,15 +358,18 @@ def prepare_dataset(
     max_prompt_length: int | None = None,
     num_proc: int | None = None,
     desc: str = "train",
+    truncation_mode: str = "keep_start",
 ):
     """Validate, tokenise and attach the columns the collator reads: ``prompt_ids``, ``completion_ids``
     (a list: [chosen, rejected] or the n responses), ``scores``, ``weight``, ``source``, ``group``.
     Rows whose prompt alone exceeds ``max_prompt_length`` (or fills ``max_length``) are dropped, with a
-    warning that counts them."""
+    warning that counts them; with ``truncation_mode="keep_end"`` a long prompt keeps its end, so only
+    ``max_prompt_length`` drops rows (as TRL)."""
     dataset = add_implicit_prompt(dataset)
     validate_rows(dataset, weight_column=weight_column, name=desc)
     cols = set(dataset.column_names)
     listwise = is_listwise(cols)
+    check_weight_columns(cols, weight_column, desc)
     if weight_column not in cols:
         logger.warning("no '%s' column in the %s dataset: every weight is 1", weight_column, desc)
 
@@ -371,6 +388,7 @@ def prepare_dataset(
             "scores": [float(s) for s in row["scores"]] if listwise else [1.0, 0.0],
             "weight": float(row[weight_column]) if weight_column in row else 1.0,
             "source": "" if sources[0] is None else str(sources[0]),
+            "sources": ["" if x is None else str(x) for x in sources],
             "group": "" if row.get(group_column) is None else str(row[group_column]),
         }
 
@@ -382,7 +400,7 @@ def prepare_dataset(
         desc=f"Tokenizing {desc} dataset",
     )
     limit = max_prompt_length
-    if max_length is not None:
+    if max_length is not None and truncation_mode == "keep_start":
         limit = min(limit, max_length - 1) if limit is not None else max_length - 1
     if limit is not None:  # lengths from the Arrow column: no pass over the rows, no progress bar
         import pyarrow.compute as pc
@@ -407,13 +425,15 @@ def prepare_dataset(
 class PreferenceCollator:
     """Pads prompt + completion sequences (right padding) response-major: for a batch of B rows with n
     responses each, sequence ``j * B + i`` is response j of row i (pairs: chosen, then rejected, as TRL).
-    Carries ``weights`` [B], ``scores`` [B, n], ``source_ids`` / ``group_ids`` [B] and ``ref_logps`` [B, n]
+    Carries ``weights`` [B], ``scores`` [B, n], ``source_ids`` [B, n] (each response's source), ``group_ids`` [B] and
+    ``ref_logps`` [B, n]
     beside the model inputs; the trainer passes only ``input_ids`` and ``attention_mask`` to the model."""
 
     pad_token_id: int
     max_length: int | None = None
     source_vocab: dict[str, int] = field(default_factory=dict)
     group_vocab: dict[str, int] = field(default_factory=dict)
+    truncation_mode: str = "keep_start"  # past max_length keep the start, or the end (as TRL's collator)
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         n = len(rows[0]["completion_ids"])
@@ -425,7 +445,9 @@ class PreferenceCollator:
                 ids = r["prompt_ids"] + r["completion_ids"][j]
                 m = [0] * len(r["prompt_ids"]) + [1] * len(r["completion_ids"][j])
                 if self.max_length is not None:
-                    ids, m = ids[: self.max_length], m[: self.max_length]
+                    keep_end = self.truncation_mode == "keep_end"
+                    cut = slice(-self.max_length, None) if keep_end else slice(self.max_length)
+                    ids, m = ids[cut], m[cut]
                 seqs.append(ids)
                 masks.append(m)
         width = max(len(s) for s in seqs)
@@ -442,7 +464,9 @@ class PreferenceCollator:
             "completion_mask": completion,
             "weights": torch.tensor([r["weight"] for r in rows], dtype=torch.float32),
             "scores": torch.tensor([r["scores"] for r in rows], dtype=torch.float32),
-            "source_ids": torch.tensor([self.source_vocab.get(r["source"], -1) for r in rows]),
+            "source_ids": torch.tensor(
+                [[self.source_vocab.get(x, -1) for x in r.get("sources", [r["source"]] * n)] for r in rows]
+            ),
             "group_ids": torch.tensor([self.group_vocab.get(r["group"], 0) for r in rows]),
         }
         if "ref_logps" in rows[0]:

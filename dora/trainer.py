@@ -21,11 +21,19 @@ from collections import defaultdict
 import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback
+from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback, set_seed
 
 from dora.config import DoRAConfig
 from dora.data import PreferenceCollator, prepare_dataset
-from dora.logprobs import add_logprob_head, completion_logps, unwrap_causal_lm
+from dora.logprobs import (
+    PADDING_FREE_ATTENTION,
+    TokenLogps,
+    add_logprob_head,
+    completion_token_logps,
+    length_desensitized_logps,
+    unwrap_causal_lm,
+    wpo_weights,
+)
 from dora.losses import listwise_loss, loss_spec, pairwise_loss
 from dora.objectives import (
     GroupDROState,
@@ -49,9 +57,118 @@ def _is_peft(model) -> bool:
 
 
 def _disable_dropout(model) -> None:
+    """Every dropout of the model, a PEFT adapter's ``lora_dropout`` included, set to p = 0."""
     for m in model.modules():
-        if isinstance(m, torch.nn.Dropout):
+        if isinstance(m, torch.nn.modules.dropout._DropoutNd):
             m.p = 0.0
+
+
+def _add_reference_adapter(model) -> None:
+    """A frozen copy of a PeftModel's trained "default" adapter under the name "ref" (TRL 1.16's reference for a
+    model passed with its adapter): the reference is then the model as given, not the bare base."""
+    if "ref" in model.peft_config:
+        return
+    model.add_adapter("ref", model.peft_config["default"])
+    for name, param in model.named_parameters():
+        if ".default." in name:
+            ref = model.get_parameter(name.replace(".default.", ".ref."))
+            ref.data.copy_(param.data)
+            ref.requires_grad_(False)
+
+
+@contextlib.contextmanager
+def _reference_adapter(model):
+    """Inside: the PEFT model computes the reference, with its "ref" adapter, or with adapters disabled."""
+    if "ref" not in model.peft_config:
+        with model.disable_adapter():
+            yield
+        return
+    previous = model.active_adapter
+    model.set_adapter("ref")
+    try:
+        yield
+    finally:
+        model.set_adapter(previous)
+        for name, param in model.named_parameters():  # set_adapter marks the active adapter trainable
+            if ".ref." in name:
+                param.requires_grad_(False)
+
+
+def _ranked(scores: torch.Tensor, *columns):
+    """``columns`` ([B, n] or None) reordered best score first (stable: ties keep their order)."""
+    order = torch.argsort(scores, dim=-1, descending=True, stable=True)
+    return tuple(None if c is None else torch.gather(c, 1, order) for c in columns)
+
+
+def _set_pad_token(tokenizer, pad_token: str | None) -> None:
+    """``pad_token`` (TRL's field) as the tokenizer's padding token; it must be in the vocabulary."""
+    if pad_token is None:
+        return
+    if pad_token not in tokenizer.get_vocab():
+        raise ValueError(
+            f"pad_token {pad_token!r} is not in the vocabulary of {type(tokenizer).__name__}: pick a token it has"
+        )
+    tokenizer.pad_token = pad_token
+
+
+def _router_aux_loss(model, coef: float | None) -> tuple[float, bool]:
+    """(coefficient, enabled) of the MoE load-balancing loss, as TRL 1.16: ``router_aux_loss_coef``, else the
+    model config's; on for any model whose config has ``output_router_logits``, unless the coefficient is 0."""
+    text = unwrap_causal_lm(model).config.get_text_config()
+    moe = hasattr(text, "output_router_logits")
+    if coef and not moe:
+        raise ValueError(
+            f"router_aux_loss_coef={coef}, but {type(unwrap_causal_lm(model)).__name__} is not a Mixture-of-Experts "
+            "model returning router logits: leave router_aux_loss_coef unset"
+        )
+    coef = getattr(text, "router_aux_loss_coef", 0.0) if coef is None else coef
+    return float(coef or 0.0), moe and coef != 0.0
+
+
+def _check_padding_free(model) -> None:
+    impl = getattr(unwrap_causal_lm(model).config, "_attn_implementation", None)
+    if impl not in PADDING_FREE_ATTENTION:
+        raise ValueError(
+            f"padding_free=True packs a batch into one row, which needs attention that follows position_ids "
+            f"({', '.join(PADDING_FREE_ATTENTION)}); this model uses {impl!r}: load it with "
+            "attn_implementation='sdpa' (or flash_attention_2), or set padding_free=False"
+        )
+
+
+SORTING_LOSSES = ("aot", "aot_unpaired")
+SAMPLE_WEIGHTED_OBJECTIVES = ("reweight", "dora", "cvar", "group_dro")
+
+
+def _check_sorting_losses(args, datasets_) -> None:
+    """AOT sorts the batch, so its i-th loss is not pair i's: a per-sample weight or group cannot follow it."""
+    sorting = [n for n in args.loss_type if n in SORTING_LOSSES]
+    if not sorting or args.objective not in SAMPLE_WEIGHTED_OBJECTIVES:
+        return
+    weighted = args.objective == "group_dro" or any(
+        ds is not None and len(set(ds["weight"])) > 1 for ds in datasets_
+    )
+    if weighted:
+        raise ValueError(
+            f"loss {sorting} sorts the batch, so a per-sample weight cannot follow its pair under objective "
+            f"{args.objective!r}: use objective 'mean' or 'kl_dro' (what 'dora' computes without weights)"
+        )
+
+
+class SyncReferenceCallback(TrainerCallback):
+    """TR-DPO (Gorbatovski et al. 2024, arXiv 2404.09656, Eq. 4), as TRL's ``sync_ref_model``: every
+    ``ref_model_sync_steps`` optimizer steps, ref <- alpha * policy + (1 - alpha) * ref (soft update)."""
+
+    def __init__(self, trainer: DoRATrainer):
+        self.trainer = trainer
+
+    @torch.no_grad()
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % args.ref_model_sync_steps:
+            return
+        policy = unwrap_causal_lm(self.trainer.accelerator.unwrap_model(self.trainer.model))
+        ref = unwrap_causal_lm(self.trainer.ref_model)
+        for r, p in zip(ref.parameters(), policy.parameters(), strict=True):
+            r.data.mul_(1.0 - args.ref_model_mixup_alpha).add_(p.data, alpha=args.ref_model_mixup_alpha)
 
 
 def _vocab(datasets_, columns: tuple[str, ...]) -> dict[str, int]:
@@ -67,29 +184,48 @@ def _vocab(datasets_, columns: tuple[str, ...]) -> dict[str, int]:
     return {name: i for i, name in enumerate(sorted(names))}
 
 
-class WeightHistogramCallback(TrainerCallback):
-    """Logs the calibration weights of the last logging window as a histogram to wandb / tensorboard."""
+HISTOGRAM_TRACKERS = ("tensorboard", "wandb", "trackio")
+MAX_WEIGHTS_KEPT = 65536
 
-    def __init__(self, trainer: DoRATrainer):
+
+class WeightHistogramCallback(TrainerCallback):
+    """The calibration weights of the training rows seen since the last log, written at each log as the histogram
+    ``train/dora/weights`` to tensorboard, wandb and trackio (the trackers in ``report_to``), by rank 0 only.
+    The trainer hands the weights over only while this callback is on; at most ``MAX_WEIGHTS_KEPT`` (the most
+    recent) are kept per logging window."""
+
+    def __init__(self, trainer: DoRATrainer, max_kept: int = MAX_WEIGHTS_KEPT):
         self.trainer = trainer
+        self.max_kept = max_kept
+        self.window: list[torch.Tensor] = []
+        self.kept = 0
+
+    def add(self, weights: torch.Tensor) -> None:
+        self.window.append(weights.detach().float().cpu().flatten())
+        self.kept += self.window[-1].numel()
+        while self.kept - self.window[0].numel() >= self.max_kept:
+            self.kept -= self.window.pop(0).numel()
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        weights = self.trainer._weights_seen
-        if not weights or not state.is_world_process_zero:
+        if not self.window or not state.is_world_process_zero:
             return
-        values = torch.cat(weights).float().cpu()
-        self.trainer._weights_seen = []
-        if "wandb" in args.report_to:
-            with contextlib.suppress(ImportError):
-                import wandb
-
-                if wandb.run is not None:
-                    wandb.log({"dora/weights": wandb.Histogram(values.numpy())}, commit=False)
+        values = torch.cat(self.window)[-self.max_kept :]
+        self.window, self.kept = [], 0
+        tag, step = "train/dora/weights", state.global_step
         if "tensorboard" in args.report_to:
             for cb in self.trainer.callback_handler.callbacks:
                 writer = getattr(cb, "tb_writer", None)
                 if writer is not None:
-                    writer.add_histogram("dora/weights", values, state.global_step)
+                    writer.add_histogram(tag, values, step)
+        if "wandb" in args.report_to:
+            import wandb
+
+            if wandb.run is not None:  # a row of its own at this step ("train/global_step" is wandb's x-axis)
+                wandb.log({tag: wandb.Histogram(values.numpy()), "train/global_step": step})
+        if "trackio" in args.report_to:
+            import trackio
+
+            trackio.log({tag: trackio.Histogram(values.numpy()), "train/global_step": step})
 
 
 class DoRATrainer(Trainer):
@@ -124,8 +260,16 @@ class DoRATrainer(Trainer):
             )
         if processing_class.pad_token is None:
             processing_class.pad_token = processing_class.eos_token
-        if args.disable_dropout:
-            _disable_dropout(model)
+        _set_pad_token(processing_class, args.pad_token)
+        self.router_aux_loss_coef, self.aux_loss_enabled = _router_aux_loss(model, args.router_aux_loss_coef)
+        if args.padding_free:
+            _check_padding_free(model)
+        if peft_config is not None and _is_peft(model):
+            raise ValueError(
+                "model is already a PeftModel and peft_config was given too: pass one of them (to train a new "
+                "adapter on a model with a trained one, merge it first: model.merge_and_unload())"
+            )
+        set_seed(args.seed)  # before any adapter is initialised, so that one seed gives one run
         add_logprob_head(model, args.logprob_chunk_tokens)
 
         # the reference, decided before any PEFT wrapping so a frozen copy is of the base model
@@ -143,9 +287,19 @@ class DoRATrainer(Trainer):
             from peft import get_peft_model
 
             model = get_peft_model(model, peft_config)
+        elif _is_peft(model) and ref_model is None and not args.reference_free:
+            _add_reference_adapter(model)  # a trained adapter is its own reference, as TRL
+        if args.disable_dropout:  # after PEFT wrapping, so the adapter's dropout is off too
+            _disable_dropout(model)
         if args.gradient_checkpointing and _is_peft(model):
             model.enable_input_require_grads()
         self.ref_model = ref_model
+        if args.sync_ref_model and ref_model is None:
+            raise ValueError(
+                "sync_ref_model=True mixes the policy into a separate reference model, and there is none: with "
+                "PEFT the reference is the model with its adapter disabled. Use full fine-tuning, or "
+                "sync_ref_model=False"
+            )
 
         datasets_ = [
             train_dataset,
@@ -167,6 +321,7 @@ class DoRATrainer(Trainer):
             max_length=args.max_length,
             max_prompt_length=args.max_prompt_length,
             num_proc=args.dataset_num_proc,
+            truncation_mode=args.truncation_mode,
         )
         if train_dataset is not None:
             train_dataset = prepare_dataset(train_dataset, processing_class, desc="train", **prep)
@@ -177,8 +332,10 @@ class DoRATrainer(Trainer):
         elif eval_dataset is not None:
             eval_dataset = prepare_dataset(eval_dataset, processing_class, desc="eval", **prep)
         collator = data_collator or PreferenceCollator(
-            processing_class.pad_token_id, args.max_length, self.source_vocab, self.group_vocab
+            processing_class.pad_token_id, args.max_length, self.source_vocab, self.group_vocab, args.truncation_mode
         )
+        _check_sorting_losses(args, [train_dataset, *(eval_dataset.values() if isinstance(eval_dataset, dict)
+                                                      else [eval_dataset])])  # fmt: skip
         super().__init__(
             model=model,
             args=args,
@@ -193,7 +350,7 @@ class DoRATrainer(Trainer):
         self.model_accepts_loss_kwargs = False
         self.loss_is_scaled_for_ga = False
         if self.ref_model is not None:
-            self.ref_model = self.ref_model.to(self.accelerator.device)
+            self.ref_model = self._place_reference(self.ref_model)
         self.group_state = None
         if args.objective == "group_dro":
             names = sorted(self.group_vocab, key=self.group_vocab.get) or ["all"]
@@ -203,10 +360,13 @@ class DoRATrainer(Trainer):
             "train": defaultdict(lambda: [0.0, 0.0, 0]),
             "eval": defaultdict(lambda: [0.0, 0.0, 0]),
         }
-        self._weights_seen: list[torch.Tensor] = []
         self._plan: list | None = None
-        if args.report_to and any(r in args.report_to for r in ("wandb", "tensorboard")):
-            self.add_callback(WeightHistogramCallback(self))
+        self._weight_histogram = None  # kept on rank 0, and only when a tracker draws the histogram
+        if self.is_world_process_zero() and any(r in HISTOGRAM_TRACKERS for r in args.report_to or []):
+            self._weight_histogram = WeightHistogramCallback(self)
+            self.add_callback(self._weight_histogram)
+        if args.sync_ref_model:
+            self.add_callback(SyncReferenceCallback(self))
         if args.precompute_ref_log_probs and not args.reference_free:
             if self.train_dataset is not None:
                 self.train_dataset = self._precompute_ref(self.train_dataset, "train")
@@ -295,26 +455,45 @@ class DoRATrainer(Trainer):
 
     # ------------------------------------------------------------------ log-probs
 
+    def _token_logps(self, model, inputs, outputs: tuple[str, ...] = ()) -> TokenLogps:
+        return completion_token_logps(
+            model, inputs["input_ids"], inputs["attention_mask"], inputs["completion_mask"],
+            padding_free=self.args.padding_free, outputs=outputs,
+        )  # fmt: skip
+
+    def _sequence_logps(self, tok: TokenLogps, b: int) -> torch.Tensor:
+        """Summed log-probs [N]; LD-DPO weighted with ``ld_alpha``."""
+        if self.args.ld_alpha is None:
+            return tok.sums()
+        return length_desensitized_logps(tok, tok.log_probs.shape[0] // b, self.args.ld_alpha)
+
     def _logps(self, model, inputs) -> tuple[torch.Tensor, torch.Tensor]:
-        """Policy log-probs and completion lengths, [B, n] each (column j = response j)."""
+        """Policy log-probs and completion lengths, [B, n] each (column j = response j). Also kept for the loss:
+        ``_extras`` (log-probs over every token, WPO weights [B], the MoE auxiliary loss)."""
         b = inputs["weights"].shape[0]
-        logps, lengths = completion_logps(
-            model, inputs["input_ids"], inputs["attention_mask"], inputs["completion_mask"]
-        )
-        return logps.view(-1, b).T, lengths.view(-1, b).T
+        outputs = ("log_sum_sq_probs",) if self.args.use_weighting else ()
+        if self.aux_loss_enabled:
+            outputs += ("aux_loss",)
+        tok = self._token_logps(model, inputs, outputs)
+        logps = self._sequence_logps(tok, b)
+        self._extras = {
+            "full": tok.sums().view(-1, b).T,
+            "wpo": wpo_weights(tok).view(-1, b).prod(dim=0) if self.args.use_weighting else None,
+            "aux_loss": tok.aux_loss,
+        }
+        return logps.view(-1, b).T, tok.lengths().view(-1, b).T
 
     @torch.no_grad()
     def _reference_from_model(self, inputs) -> torch.Tensor:
         b = inputs["weights"].shape[0]
-        args = (inputs["input_ids"], inputs["attention_mask"], inputs["completion_mask"])
         if self.ref_model is not None:
-            logps, _ = completion_logps(self.ref_model, *args)
+            tok = self._token_logps(self.ref_model, inputs)
         elif _is_peft(self.model):
-            with unwrap_peft(self.model).disable_adapter():
-                logps, _ = completion_logps(self.model, *args)
+            with _reference_adapter(unwrap_peft(self.model)):
+                tok = self._token_logps(self.model, inputs)
         else:  # precompute from the policy before any step
-            logps, _ = completion_logps(self.model, *args)
-        return logps.view(-1, b).T.float()
+            tok = self._token_logps(self.model, inputs)
+        return self._sequence_logps(tok, b).view(-1, b).T.float()
 
     def _reference(self, inputs) -> torch.Tensor | None:
         if self.args.reference_free:
@@ -326,10 +505,23 @@ class DoRATrainer(Trainer):
         return self._reference_from_model(inputs)
 
     def _precompute_ref(self, dataset, name: str):
-        """Reference log-probs of every row, once, stored as the column ``ref_logps``."""
+        """Reference log-probs of every row, once, stored as the column ``ref_logps``; batches of
+        ``precompute_ref_batch_size``, else the train / eval batch size (as TRL). Several processes split the rows
+        in equal contiguous shares (the last row repeats to even them out), compute theirs, and gather them."""
+        default = self.args.per_device_train_batch_size if name == "train" else self.args.per_device_eval_batch_size
+        n, world, rank = len(dataset), self.accelerator.num_processes, self.accelerator.process_index
+        share = -(-n // world)
+        mine = dataset.select([min(i, n - 1) for i in range(rank * share, (rank + 1) * share)]) if n else dataset
         loader = DataLoader(
-            dataset, batch_size=self.args.per_device_eval_batch_size, collate_fn=self.data_collator
+            mine, batch_size=self.args.precompute_ref_batch_size or default, collate_fn=self.data_collator
         )
+        saved_ref = self.ref_model
+        if self.ref_model is None and self.is_fsdp_enabled:
+            from accelerate.utils import gather_object
+
+            if any(gather_object([any(p.is_meta for p in self.model.parameters())])):
+                # FSDP's RAM-efficient loading left the policy's weights on rank 0: shard a temporary copy
+                self.ref_model = self._place_reference(copy.deepcopy(self.model))
         rows = []
         was_training = self.model.training
         self.model.eval()
@@ -339,24 +531,66 @@ class DoRATrainer(Trainer):
             batch = {k: v.to(self.accelerator.device) for k, v in batch.items()}
             rows.extend(self._reference_from_model(batch).cpu().tolist())
         self.model.train(was_training)
+        self.ref_model = saved_ref
+        if world > 1:
+            from accelerate.utils import gather_object
+
+            rows = gather_object(rows)[:n]
         return dataset.add_column("ref_logps", rows)
+
+    def _place_reference(self, ref_model):
+        """The frozen reference on the device; under FSDP2, sharded with the policy's plugin (its blocks wrapped as
+        the policy's), so that no process holds a whole copy."""
+        if not self.is_fsdp_enabled:
+            return ref_model.to(self.accelerator.device)
+        if self.accelerator.state.fsdp_plugin.fsdp_version != 2:
+            raise ValueError(
+                "a frozen reference copy under FSDP1 would stay unsharded on every process: use fsdp_version: 2, "
+                "LoRA (peft_config / the recipe's lora), or precompute_ref_log_probs=True"
+            )
+        from accelerate.utils import fsdp2_prepare_model
+
+        return fsdp2_prepare_model(self.accelerator, ref_model).eval()
+
+    def create_accelerator_and_postprocess(self):
+        """accelerate 1.15 drops the FSDP plugin when the processes run on CPU (``use_cpu``: plain DDP over gloo);
+        with FSDP asked for (``distributed_type: FSDP``, as ``fsdp_cpu2.yaml``) it is applied there too."""
+        from accelerate.state import PartialState
+        from accelerate.utils import DistributedType
+
+        state = PartialState()
+        cpu_fsdp = (
+            state.distributed_type == DistributedType.MULTI_CPU
+            and os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+        )
+        if cpu_fsdp:  # the distributed types for which AcceleratorState applies the FSDP plugin
+            state.distributed_type = DistributedType.MULTI_GPU
+        try:
+            super().create_accelerator_and_postprocess()
+        finally:
+            if cpu_fsdp:
+                state.distributed_type = DistributedType.MULTI_CPU
 
     # ------------------------------------------------------------------ losses and objective
 
-    def _per_sample_losses(self, logps, ref, lengths, scores) -> torch.Tensor:
+    def _per_sample_losses(self, logps, ref, lengths, scores, padded_length=None, full=None) -> torch.Tensor:
         args = self.args
         hyper = args.loss_hyper()
+        if padded_length is not None:
+            hyper["padded_length"] = padded_length  # RRHF's rrhf_sft="authors" divides by it
         total = 0.0
         for name, w in zip(args.loss_type, args.loss_weights):
             if loss_spec(name).listwise or logps.shape[1] != 2:
                 loss = listwise_loss(
-                    name, logps, ref, scores=scores, lengths=lengths, beta=args.beta, **hyper
+                    name, logps, ref, scores=scores, lengths=lengths, full_logps=full, beta=args.beta, **hyper
                 )
-            else:  # pairwise rows: column 0 is chosen, column 1 rejected
+            else:  # two responses, ranked by their scores (pairwise rows: [1, 0], chosen first)
+                lp, rp, ln, fp = _ranked(scores, logps, ref, lengths, full)
                 loss = pairwise_loss(
-                    name, logps[:, 0], logps[:, 1],
-                    None if ref is None else ref[:, 0], None if ref is None else ref[:, 1],
-                    chosen_lengths=lengths[:, 0], rejected_lengths=lengths[:, 1], beta=args.beta, **hyper,
+                    name, lp[:, 0], lp[:, 1],
+                    None if rp is None else rp[:, 0], None if rp is None else rp[:, 1],
+                    chosen_lengths=ln[:, 0], rejected_lengths=ln[:, 1], beta=args.beta,
+                    chosen_full=None if fp is None else fp[:, 0], **hyper,
                 )  # fmt: skip
             total = total + w * loss
         return total
@@ -364,7 +598,11 @@ class DoRATrainer(Trainer):
     def _batch_losses(self, model, inputs):
         logps, lengths = self._logps(model, inputs)
         ref = self._reference(inputs)
-        losses = self._per_sample_losses(logps, ref, lengths, inputs["scores"])
+        losses = self._per_sample_losses(
+            logps, ref, lengths, inputs["scores"], inputs["input_ids"].shape[1], self._extras["full"]
+        )
+        if self._extras["wpo"] is not None:  # WPO: each pair weighs w(y_w) w(y_l), as TRL
+            losses = losses * self._extras["wpo"]
         return losses, logps, ref, lengths
 
     def _objective(self, losses, inputs, mode: str):
@@ -423,7 +661,12 @@ class DoRATrainer(Trainer):
         losses, logps, ref, lengths = self._batch_losses(model, inputs)
         out = self._objective(losses, inputs, mode)
         self._record(mode, inputs, losses, logps, ref, lengths, out)
-        return (out.loss, {"losses": losses.detach()}) if return_outputs else out.loss
+        loss = out.loss
+        if self.aux_loss_enabled:  # the MoE load-balancing loss, added to the objective as TRL adds it
+            aux = self._extras["aux_loss"]
+            loss = loss + self.router_aux_loss_coef * aux
+            self._metrics[mode]["aux_loss"].append((self._gather(aux.reshape(1)).mean().item(), 1))
+        return (loss, {"losses": losses.detach()}) if return_outputs else loss
 
     # ------------------------------------------------------------------ metrics
 
@@ -475,16 +718,37 @@ class DoRATrainer(Trainer):
         m["dora/weight_max"].append((g[:, 7].max().item(), 1))
         m["dora/objective_weight_max"].append((g[:, 8].max().item(), 1))
         m["dora/ess"].append((out.ess, 1))
-        if mode == "train":
-            self._weights_seen.append(g[:, 7].cpu())
+        if mode == "train" and self._weight_histogram is not None:
+            self._weight_histogram.add(g[:, 7])
         if self.source_vocab:
-            ids = self._gather(inputs["source_ids"])
-            names = {i: s for s, i in self.source_vocab.items()}
-            for sid in ids.unique().tolist():
-                sel = ids == sid
-                acc = self._per_source[mode][names.get(sid, "unknown")]
-                acc[0] += g[sel, 6].sum().item()
-                acc[1] += g[sel, 2].sum().item()
+            self._record_sources(mode, inputs, g[:, 6], g[:, 2])
+
+    def _record_sources(self, mode, inputs, losses, correct) -> None:
+        """Per-source loss and accuracy: each response counts under its own source (a pair of a human and a
+        synthetic response counts once under each); pairs whose two sources differ also count under
+        ``chosen_vs_rejected``. ``losses`` / ``correct`` are the gathered per-sample values."""
+        ids, scores = self._gather(inputs["source_ids"]), self._gather(inputs["scores"])
+        if ids.dim() == 1:
+            ids = ids.unsqueeze(1)
+        (ids,) = _ranked(scores, ids)  # best response first
+        names = {i: s for s, i in self.source_vocab.items()}
+        buckets = self._per_source[mode]
+        for sid in ids.unique().tolist():
+            if sid < 0:  # a response without a source name
+                continue
+            per_row = (ids == sid).sum(dim=1).to(losses.dtype)  # responses of this source in each row
+            acc = buckets[names[sid]]
+            acc[0] += (per_row * losses).sum().item()
+            acc[1] += (per_row * correct).sum().item()
+            acc[2] += int(per_row.sum().item())
+        if ids.shape[1] == 2:
+            for a, b in ids[ids[:, 0] != ids[:, 1]].unique(dim=0).tolist():
+                if a < 0 or b < 0:
+                    continue
+                sel = (ids[:, 0] == a) & (ids[:, 1] == b)
+                acc = buckets[(names[a], names[b])]
+                acc[0] += losses[sel].sum().item()
+                acc[1] += correct[sel].sum().item()
                 acc[2] += int(sel.sum().item())
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
@@ -497,8 +761,9 @@ class DoRATrainer(Trainer):
                 metrics[k] = max(x for x, _ in self._metrics[mode][k])
         for name, (loss_sum, acc_sum, count) in self._per_source[mode].items():
             if count:
-                metrics[f"source/{name}/loss"] = loss_sum / count
-                metrics[f"source/{name}/accuracy"] = acc_sum / count
+                key = f"source_pair/{name[0]}_vs_{name[1]}" if isinstance(name, tuple) else f"source/{name}"
+                metrics[f"{key}/loss"] = loss_sum / count
+                metrics[f"{key}/accuracy"] = acc_sum / count
         if mode == "eval":
             metrics = {f"eval_{k}": v for k, v in metrics.items()}
         logs.update(metrics)

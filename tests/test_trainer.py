@@ -194,7 +194,7 @@ def test_lora_trains_adapter_with_disabled_adapter_reference(tmp_path, tiny_mode
     from transformers import AutoModelForCausalLM
 
     rows = Dataset.from_list(pair_rows(8))
-    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0)
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.05)
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     before = {k: v.clone() for k, v in base.state_dict().items()}
     torch.manual_seed(0)
@@ -310,19 +310,27 @@ def test_frozen_copy_is_a_separate_reference(tmp_path, tiny_model_dir):
 
 
 def test_precomputed_reference_matches_live_reference(tmp_path, tiny_model_dir, ref_dir):
+    """Three steps, so that from step 2 on the policy has moved away from the reference: a precomputed
+    column that tracked the policy (or a reference that is not frozen) would change the losses."""
     rows = Dataset.from_list(pair_rows(8))
-    live = DoRATrainer(model=tiny_model_dir, args=config(tmp_path, objective="mean"), train_dataset=rows)
+    kw = dict(objective="mean", max_steps=3, learning_rate=1e-2, lr_scheduler_type="constant")
+    live = DoRATrainer(model=tiny_model_dir, args=config(tmp_path, **kw), train_dataset=rows)
     pre = DoRATrainer(
         model=tiny_model_dir,
-        args=config(tmp_path, objective="mean", precompute_ref_log_probs=True),
+        args=config(tmp_path, precompute_ref_log_probs=True, **kw),
         train_dataset=rows,
     )
     assert live.ref_model is not None and pre.ref_model is None
     assert "ref_logps" in pre.train_dataset.column_names
     live.train()
     pre.train()
-    for key in ("loss", "grad_norm", "rewards/margins"):
-        assert pre.state.log_history[0][key] == pytest.approx(live.state.log_history[0][key], rel=1e-5)
+    live_logs = [h for h in live.state.log_history if "loss" in h]
+    pre_logs = [h for h in pre.state.log_history if "loss" in h]
+    assert len(live_logs) == len(pre_logs) == 3
+    assert live_logs[-1]["rewards/margins"] != pytest.approx(0.0, abs=1e-4)  # policy != reference by then
+    for a, b in zip(live_logs, pre_logs):
+        for key in ("loss", "grad_norm", "rewards/margins", "rewards/chosen"):
+            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6)
 
 
 @pytest.mark.parametrize(
