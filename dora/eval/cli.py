@@ -20,17 +20,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="implicit-reward accuracy, reward-model accuracy, win rate",
         description="Preference evaluation of a trained policy on a held-out split.",
     )
-    pref.add_argument(
-        "--model", required=True, help="the trained policy (folder, Hub id or LoRA adapter folder)"
-    )
+    pref.add_argument("--model", required=True, help="the trained policy (folder, Hub id or LoRA adapter folder)")
     pref.add_argument(
         "--ref-model",
         default=None,
         help="its reference policy (default: the base model of a LoRA adapter folder)",
     )
-    pref.add_argument(
-        "--dataset", required=True, help="held-out pairwise rows: file, saved dataset or Hub id"
-    )
+    pref.add_argument("--dataset", required=True, help="held-out pairwise rows: file, saved dataset or Hub id")
     pref.add_argument("--split", default="test", help="split of a saved dataset or Hub dataset")
     pref.add_argument("--source-column", default="source")
     pref.add_argument(
@@ -38,9 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="human",
         help="comma-separated sources of the overall numbers; 'all': every row",
     )
-    pref.add_argument(
-        "--reward-model", default=None, help="an AutoModelForSequenceClassification folder or id"
-    )
+    pref.add_argument("--reward-model", default=None, help="an AutoModelForSequenceClassification folder or id")
     pref.add_argument("--beta", type=float, default=0.1, help="beta of the implicit reward")
     pref.add_argument(
         "--reference-free",
@@ -50,9 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     pref.add_argument("--no-implicit", action="store_true", help="skip the implicit-reward accuracy")
     pref.add_argument("--max-length", type=int, default=1024, help="tokens of prompt + response")
     pref.add_argument("--batch-size", type=int, default=16)
-    pref.add_argument(
-        "--win-rate", action="store_true", help="generate with both policies, judge with --reward-model"
-    )
+    pref.add_argument("--win-rate", action="store_true", help="generate with both policies, judge with --reward-model")
     pref.add_argument("--max-prompts", type=int, default=None, help="the first N distinct target prompts")
     pref.add_argument("--max-new-tokens", type=int, default=128)
     pref.add_argument("--temperature", type=float, default=0.7)
@@ -66,31 +58,40 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     dist = sub.add_parser(
         "distalign",
         help="the distributional-alignment benchmark (Meister et al., arXiv 2411.05403)",
-        description="Can the model match the answer distribution of a demographic group?",
+        description="Can the model match the answer distribution of a demographic group? Runs a local model "
+        "(--model) or scores distributions produced elsewhere (--predictions).",
     )
+    src = dist.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", help="a local causal LM (folder, Hub id or LoRA adapter folder)")
+    src.add_argument("--predictions", help="a JSONL file of distributions to score (no model runs)")
     dist.add_argument(
-        "--model", required=True, help="a local causal LM (folder, Hub id or LoRA adapter folder)"
+        "--data", nargs="+", required=True, help="benchmark files (<ATTRIBUTE>_data.json, data.json, *.jsonl)"
     )
+    dist.add_argument("--format", default="auto", choices=["auto", "opinionqa", "nytimes", "globalvalues", "jsonl"])
+    dist.add_argument("--groups", default="paper", help="'paper' (the paper's groups), 'all', or comma-separated names")
+    dist.add_argument("--info", nargs="*", default=[], help="extra OpinionQA info.csv files (option order, ordinals)")
     dist.add_argument(
-        "--data", nargs="+", required=True, help="benchmark files (<GROUP>_data.json, data.json, *.jsonl)"
+        "--shot-pool", nargs="*", default=[], help="extra benchmark files whose questions may be few-shot examples"
     )
-    dist.add_argument(
-        "--format", default="auto", choices=["auto", "opinionqa", "nytimes", "globalopinions", "jsonl"]
-    )
-    dist.add_argument(
-        "--methods", default="logp,sequence,verbalize", help="comma-separated expression methods"
-    )
-    dist.add_argument("--steering", default="none,persona,fewshot", help="comma-separated steering methods")
+    dist.add_argument("--methods", default="logprobs,sequence,verbalize", help="comma-separated expression methods")
+    dist.add_argument("--steering", default="none,persona,few_shot", help="comma-separated steering methods")
     dist.add_argument("--max-questions", type=int, default=None, help="the first N questions of each file")
+    dist.add_argument("--samples", type=int, default=30, help="N letters of the sequence method and the floor")
+    dist.add_argument("--shots", type=int, default=5, help="k example questions of few-shot steering")
     dist.add_argument(
-        "--samples", type=int, default=30, help="N letters of the sequence method and the floor"
+        "--prompt-style", default="reference", choices=["reference", "concise"], help="the benchmark's prompts or ours"
     )
-    dist.add_argument("--shots", type=int, default=5, help="k similar questions of few-shot steering")
+    dist.add_argument("--verbalize-decoding", default="sample", choices=["sample", "greedy"])
+    dist.add_argument(
+        "--failed-parse", default="zero", choices=["zero", "uniform", "skip"], help="how an unreadable output is scored"
+    )
     dist.add_argument("--chat-template", action="store_true", help="wrap each prompt as a chat user message")
     dist.add_argument("--batch-size", type=int, default=16)
     dist.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the 95%% interval")
     dist.add_argument("--seed", type=int, default=0)
-    dist.add_argument("--output", default=None, help="folder for results.json, results.md, predictions.jsonl")
+    dist.add_argument(
+        "--output", default=None, help="folder for leaderboard.json, results.json, results.md, predictions.jsonl"
+    )
 
 
 def _write(output: str | None, result: dict, table: str, rows: list[dict] | None = None) -> None:
@@ -152,9 +153,7 @@ def run_preference(args) -> int:
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     policy = P.load_causal_lm(args.model) if implicit or args.win_rate else None
-    reference = (
-        P.load_causal_lm(ref_path) if ref_path and (args.win_rate or not args.reference_free) else None
-    )
+    reference = P.load_causal_lm(ref_path) if ref_path and (args.win_rate or not args.reference_free) else None
     boot = dict(bootstrap=args.bootstrap, seed=args.seed)
     result: dict = {"model": args.model, "ref_model": ref_path, "dataset": args.dataset, "n_rows": len(data)}
     if implicit:
@@ -207,27 +206,34 @@ def run_preference(args) -> int:
 def run_distalign(args) -> int:
     from dora.eval import distalign as D
 
-    D.check_names(_csv(args.methods), _csv(args.steering))
-    items = []
-    for path in args.data:
-        loaded = D.load_benchmark(path, args.format)
-        if args.max_questions is not None:
-            keep = set(list(dict.fromkeys(it.qid for it in loaded))[: args.max_questions])
-            loaded = [it for it in loaded if it.qid in keep]
-        items += loaded
-    runner = D.ModelRunner(args.model, args.batch_size, chat_template=args.chat_template)
-    report, rows = D.evaluate(
-        runner,
-        items,
-        methods=_csv(args.methods),
-        steerings=_csv(args.steering),
-        samples=args.samples,
-        seed=args.seed,
-        bootstrap=args.bootstrap,
-        k_shots=args.shots,
-    )
-    report["model"], report["data"] = args.model, args.data
+    methods = [D.canonical("method", m) for m in _csv(args.methods)]
+    steerings = [D.canonical("steering", s) for s in _csv(args.steering)]
+    groups = args.groups if args.groups in ("paper", "all") else _csv(args.groups)
+    load = dict(max_questions=args.max_questions, info_files=args.info)
+    items = D.select_groups([it for p in args.data for it in D.load_benchmark(p, args.format, **load)], groups)
+    if not items:
+        raise ValueError(f"no items left after the group filter {args.groups!r}")
+    if args.predictions:
+        preds = D.read_predictions(args.predictions, items)
+        report, rows = D.score_predictions(
+            items, preds, failed=args.failed_parse, samples=args.samples, bootstrap=args.bootstrap, seed=args.seed
+        )
+        report["predictions"] = args.predictions
+    else:
+        pool = [it for p in args.shot_pool for it in D.load_benchmark(p, args.format, info_files=args.info)]
+        runner = D.ModelRunner(args.model, args.batch_size, chat_template=args.chat_template)
+        report, rows = D.evaluate(
+            runner, items, methods=methods, steerings=steerings, samples=args.samples, seed=args.seed,
+            bootstrap=args.bootstrap, k_shots=args.shots, shot_pool=pool, style=args.prompt_style,
+            verbalize_decoding=args.verbalize_decoding, failed=args.failed_parse,
+        )  # fmt: skip
+        report["model"] = args.model
+    report["data"] = args.data
     _write(args.output, report, D.markdown(report), rows)
+    if args.output:
+        with open(os.path.join(args.output, "leaderboard.json"), "w") as f:
+            json.dump(D.leaderboard_json(report), f, indent=1)
+        print(f"wrote {args.output}/leaderboard.json")
     return 0
 
 

@@ -2,8 +2,9 @@
 
 - total variation distance TVD(p, q) = 0.5 * ||p - q||_1 (Meister et al. 2025, the benchmark's metric);
 - 1 - Jensen-Shannon distance (base 2, so it lies in [0, 1]);
-- the ordinal Wasserstein representativeness of OpinionQA (Santurkar et al. 2023): 1 - W1(p, q) / (n - 1)
-  over options 0..n-1 in their order.
+- the ordinal Wasserstein representativeness of OpinionQA (Santurkar et al. 2023): 1 - W1(p, q) / (max - min)
+  with the options at their ordinal positions (0..n-1 by default; OpinionQA's ``info.csv`` gives others,
+  e.g. ``[1, 2, 3, 4, 2.5]``).
 """
 
 from __future__ import annotations
@@ -36,13 +37,16 @@ def js_similarity(p, q) -> float:
     return 1.0 - float(np.sqrt(max(0.0, 0.5 * kl(p, m) + 0.5 * kl(q, m))))
 
 
-def wasserstein_representativeness(p, q) -> float:
-    """1 - W1(p, q) / (n - 1) with the options at positions 0, ..., n - 1."""
+def wasserstein_representativeness(p, q, positions=None) -> float:
+    """1 - W1(p, q) / (max - min position), the options at ``positions`` (default 0, ..., n - 1)."""
     p, q = normalize(p), normalize(q)
-    if len(p) < 2:
+    x = np.arange(len(p), dtype=np.float64) if positions is None else np.asarray(positions, dtype=np.float64)
+    if len(p) < 2 or x.max() == x.min():
         return 1.0
-    w1 = float(np.abs(np.cumsum(p) - np.cumsum(q)).sum())
-    return 1.0 - w1 / (len(p) - 1)
+    order = np.argsort(x, kind="stable")
+    x, p, q = x[order], p[order], q[order]
+    w1 = float(np.sum(np.abs(np.cumsum(p) - np.cumsum(q))[:-1] * np.diff(x)))
+    return 1.0 - w1 / float(x[-1] - x[0])
 
 
 def bootstrap_ci(
