@@ -78,6 +78,17 @@ def reference(name, b, beta=BETA, eps=0.0, gamma=0.5, alpha=0.01):
     if name == "simpo":
         x = beta * (cw / lw - cl / ll) - gamma
         return (1 - eps) * nls(x) + eps * nls(-x)
+    if name == "discopop":  # DiscoPOP Eq. 5, tau = 0.05; m * exp(-z) as exp(log m - z)
+        tau = 0.05
+        return nls(z) * sig(-z / tau) + np.exp(-nls(z / tau) - z)
+    if name == "aot":  # sorted policy log-ratios against sorted reference log-ratios
+        x = beta * (np.sort(cw - cl) - np.sort(rw - rl))
+        return (1 - eps) * nls(x) + eps * nls(-x)
+    if name == "aot_unpaired":
+        x = beta * (np.sort(uw) - np.sort(ul))
+        return (1 - eps) * nls(x) + eps * nls(-x)
+    if name == "sft":  # the batch's mean NLL per chosen token, split over pairs by their tokens
+        return -cw * len(cw) / lw.sum()
     raise KeyError(name)
 
 
