@@ -183,3 +183,28 @@ def test_default_reference_is_the_adapter_base(tmp_path):
     assert default_reference(str(tmp_path)) is None
     (tmp_path / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "org/base-7b"}))
     assert default_reference(str(tmp_path)) == "org/base-7b"
+
+
+def test_console_table_precision_and_labels():
+    from dora.eval.cli import _preference_table
+
+    r = {"n": 40, "accuracy": 0.625, "accuracy_ci95": (0.47512, 0.775), "margin": 0.00081,
+         "margin_ci95": (0.00051, 0.00123), "target_sources": ["human", "expert"], "by_source": {}}  # fmt: skip
+    table = _preference_table({"implicit_reward": r})
+    assert "| implicit-reward accuracy (human, expert) | 40 | 0.625 | [0.475, 0.775] |" in table
+    # the interval at the estimate's precision (was 0.0008 [0.001, 0.001])
+    assert "| implicit-reward margin | 40 | 0.0008 | [0.0005, 0.0012] |" in table
+    assert "['human'" not in _preference_table({"implicit_reward": {**r, "target_sources": ["human"]}})
+
+
+def test_no_warning_about_a_weight_column_evaluation_does_not_use(models, caplog):
+    import logging
+
+    from transformers import AutoTokenizer
+
+    policy_dir, ref_dir, _ = models
+    rows = [{k: v for k, v in r.items() if k != "dora_weight"} for r in pair_rows(4)]
+    with caplog.at_level(logging.WARNING):
+        implicit_reward_accuracy(policy_dir, ref_dir, AutoTokenizer.from_pretrained(policy_dir),
+                                 Dataset.from_list(rows), bootstrap=0)  # fmt: skip
+    assert "dora_weight" not in caplog.text

@@ -110,8 +110,13 @@ def _write(output: str | None, result: dict, table: str, rows: list[dict] | None
     print(f"wrote {output}/results.json and results.md")
 
 
-def _interval(ci) -> str:
-    return f"{ci[0]:.3f}–{ci[1]:.3f}"
+def _interval(ci, digits: int = 3) -> str:
+    """A 95% interval printed at the precision of its estimate."""
+    return f"[{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+
+
+def _sources(targets) -> str:
+    return targets if isinstance(targets, str) else ", ".join(targets)
 
 
 def _preference_table(result: dict) -> str:
@@ -120,9 +125,9 @@ def _preference_table(result: dict) -> str:
         r = result.get(key)
         if r is None:
             continue
-        lines.append(f"| {name} accuracy ({r['target_sources']}) | {r['n']} | {r['accuracy']:.3f} "
+        lines.append(f"| {name} accuracy ({_sources(r['target_sources'])}) | {r['n']} | {r['accuracy']:.3f} "
                      f"| {_interval(r['accuracy_ci95'])} |")  # fmt: skip
-        lines.append(f"| {name} margin | {r['n']} | {r['margin']:.4f} | {_interval(r['margin_ci95'])} |")
+        lines.append(f"| {name} margin | {r['n']} | {r['margin']:.4f} | {_interval(r['margin_ci95'], 4)} |")
         for s, v in r["by_source"].items():
             lines.append(f"| {name} accuracy, source {s or '(none)'} | {v['n']} | {v['accuracy']:.3f} "
                          f"| {_interval(v['accuracy_ci95'])} |")  # fmt: skip

@@ -137,6 +137,8 @@ def _prepare(dataset, tokenizer, source_column: str, max_length: int | None):
     dataset = add_implicit_prompt(dataset)
     if is_listwise(dataset.column_names):
         raise ValueError("preference evaluation needs pairwise rows (prompt, chosen, rejected)")
+    if "dora_weight" not in dataset.column_names:  # weights play no part in evaluation: no warning about them
+        dataset = dataset.add_column("dora_weight", [1.0] * len(dataset))
     return prepare_dataset(
         dataset, tokenizer, source_column=source_column, max_length=max_length, desc="eval"
     )
