@@ -307,7 +307,7 @@ def check_model_path(path: str, what: str) -> None:
 
 def load_data(args, extra: dict, skip_invalid: bool = False):
     """(train, eval or None), loaded and every row validated, before any model loads."""
-    from dora.data import add_implicit_prompt, is_listwise, load_rows, validate_rows
+    from dora.data import add_implicit_prompt, check_weight_columns, is_listwise, load_rows, validate_rows
 
     group = args.group_column if args.objective == "group_dro" else None
     parts = [("train", extra["dataset"], extra.get("dataset_split", "train"))]
@@ -336,6 +336,7 @@ def load_data(args, extra: dict, skip_invalid: bool = False):
         kept = validate_rows(
             ds, weight_column=args.weight_column, name=name, path=path, group_column=group, skip_invalid=skip_invalid
         )
+        check_weight_columns(kept.column_names, args.weight_column, name)
         out.append(kept)
     return out[0], (out[1] if len(out) > 1 else None)
 
