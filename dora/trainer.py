@@ -366,6 +366,11 @@ class DoRATrainer(Trainer):
             self._weight_histogram = WeightHistogramCallback(self)
             self.add_callback(self._weight_histogram)
         if args.sync_ref_model:
+            if self.is_deepspeed_enabled or self.is_fsdp_enabled:
+                raise ValueError(
+                    "sync_ref_model=True mixes full parameters, which DeepSpeed and FSDP shard: use DDP, or "
+                    "sync_ref_model=False"
+                )
             self.add_callback(SyncReferenceCallback(self))
         if args.precompute_ref_log_probs and not args.reference_free:
             if self.train_dataset is not None:
@@ -563,13 +568,9 @@ class DoRATrainer(Trainer):
             state.distributed_type == DistributedType.MULTI_CPU
             and os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
         )
-        if cpu_fsdp:  # the distributed types for which AcceleratorState applies the FSDP plugin
+        if cpu_fsdp:  # a type for which AcceleratorState applies the plugin (it then sets FSDP, as on GPUs)
             state.distributed_type = DistributedType.MULTI_GPU
-        try:
-            super().create_accelerator_and_postprocess()
-        finally:
-            if cpu_fsdp:
-                state.distributed_type = DistributedType.MULTI_CPU
+        super().create_accelerator_and_postprocess()
 
     # ------------------------------------------------------------------ losses and objective
 
