@@ -35,6 +35,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-length", type=int, default=256, help="transformer / embedding max tokens")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", default=None, help="output folder")
+    p.add_argument(
+        "--target-dataset",
+        default=None,
+        help="no source labels: a trusted sample of the target (same columns); weights are dQ0/dP of it vs --dataset",
+    )
+    p.add_argument("--target-split", default="train", help="split of a Hub or saved --target-dataset")
+    p.add_argument(
+        "--trusted-in-pool", action="store_true", help="the --target-dataset rows are rows of --dataset (a subset)"
+    )
+    p.add_argument("--share-bootstrap", type=int, default=200, help="bootstrap resamples for the target share")
 
 
 def save_like_input(dataset, source: str, output: str) -> str:
@@ -73,7 +83,8 @@ def apply_config(args, defaults: dict) -> None:
                 if key == "target_sources" and isinstance(value, list):
                     value = ",".join(value)
                 setattr(args, key, value)
-    missing = [f"--{k.replace('_', '-')}" for k in ("dataset", "target_sources", "output") if not getattr(args, k)]
+    required = ("dataset", "output") if args.target_dataset else ("dataset", "target_sources", "output")
+    missing = [f"--{k.replace('_', '-')}" for k in required if not getattr(args, k)]
     if missing:
         raise SystemExit(f"dora classify: missing {', '.join(missing)} (as flags or in --config)")
 
@@ -85,6 +96,8 @@ def run(args) -> int:
     add_arguments(parser)
     apply_config(args, {k: v for k, v in vars(parser.parse_args([])).items() if k != "config"})
 
+    if args.target_dataset:
+        check_no_labels_flags(args)
     dataset = load_rows(args.dataset, args.split)
     backend_kwargs = {}
     if args.backend in ("embedding", "transformer"):
@@ -96,6 +109,8 @@ def run(args) -> int:
         if args.backend == "transformer":
             backend_kwargs["epochs"] = args.epochs
     os.makedirs(args.output, exist_ok=True)
+    if args.target_dataset:
+        return run_no_labels(args, dataset, backend_kwargs)
     annotated, report = annotate(
         dataset,
         target_sources=[s.strip() for s in args.target_sources.split(",") if s.strip()],
@@ -116,4 +131,55 @@ def run(args) -> int:
     path = save_like_input(annotated, args.dataset, args.output)
     print(format_table(report))
     print(f"\nwrote {path}, {args.output}/classifier, report.json, report.md, reliability.png, weights.png")
+    return 0
+
+
+def _line_offset(path: str) -> int | None:
+    """Row i of a jsonl file is on line i + 1, of a csv file on line i + 2; other inputs are named by row."""
+    ext = path.rsplit(".", 1)[-1].lower() if os.path.isfile(path) else ""
+    return {"jsonl": 1, "csv": 2}.get(ext)
+
+
+def check_no_labels_flags(args) -> None:
+    """With --target-dataset: refuse the labelled mode's flags, and an empty trusted file, before any loading."""
+    given = [f for f, v in (("--target-sources", args.target_sources), ("--target-share", args.target_share),
+                            ("--stabilizer", args.stabilizer), ("--preset", args.preset)) if v is not None]
+    if given:
+        raise SystemExit(f"dora classify: {', '.join(given)} belong to labelled mode, not to --target-dataset")
+    for path in (args.dataset, args.target_dataset):
+        if os.path.isfile(path):
+            with open(path, "rb") as f:
+                if not f.read(1 << 16).strip():
+                    raise SystemExit(f"{path}: empty file, no rows")
+
+
+def run_no_labels(args, dataset, backend_kwargs) -> int:
+    """`dora classify --target-dataset`: density-ratio weights of the trusted sample against the pool."""
+    from dora.classifier.density import annotate_density_ratio, format_table
+
+    trusted = load_rows(args.target_dataset, args.target_split)
+    try:
+        annotated, report = annotate_density_ratio(
+            dataset,
+            trusted,
+            trusted_in_pool=args.trusted_in_pool,
+            backend=args.backend,
+            folds=args.folds,
+            calibration=args.calibration,
+            clip="auto" if args.clip is None else args.clip,
+            eps=args.eps,
+            bootstrap=args.share_bootstrap,
+            seed=args.seed,
+            output_dir=args.output,
+            names=(args.dataset, args.target_dataset),
+            line_offsets=(_line_offset(args.dataset), _line_offset(args.target_dataset)),
+            **backend_kwargs,
+        )
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+    path = save_like_input(annotated, args.dataset, args.output)
+    print(format_table(report))
+    for message in report["warnings"]:
+        print(f"warning: {message}")
+    print(f"\nwrote {path}, {args.output}/classifier, report.json, report.md, reliability.png, weights.png, share.png")
     return 0

@@ -45,7 +45,6 @@ __all__ = ["annotate_density_ratio", "estimate_target_share", "check_rows"]
 
 ESS_FRACTION_MIN = 0.1  # warn below this share of the pool's rows
 COVERAGE_MIN = 0.5  # warn when the pool covers less than half of the trusted distribution
-AUC_OFF_DISTRIBUTION = 0.99
 SHIFT_Z = 1.645  # one-sided 5%: below it the classifier found no difference and every weight is 1
 C_GRID = (0.01, 0.1, 1.0)  # tfidf regularisation strengths tried (out-of-fold log-loss)
 
@@ -61,12 +60,17 @@ def _empty(x) -> bool:
     return not str(x).strip()
 
 
+def _where(name: str, line_offset: int | None, i: int) -> str:
+    """``name, row i`` or, for files (``line_offset`` given), ``name, line i + offset``."""
+    return f"{name}, " + (f"line {i + line_offset}" if line_offset is not None else f"row {i}")
+
+
 def check_rows(dataset, name: str, line_offset: int | None = None) -> str:
     """Raise a one-line ValueError naming ``name``, the row and the column of the first bad row; return the
     format ("pairwise", "listwise" or "single"). ``line_offset`` turns row i into "line i + offset" (files)."""
 
     def where(i: int) -> str:
-        return f"{name}, " + (f"line {i + line_offset}" if line_offset is not None else f"row {i}")
+        return _where(name, line_offset, i)
 
     if len(dataset) == 0:
         raise ValueError(f"{name}: empty, no rows")
@@ -108,7 +112,7 @@ def _responses(dataset):
     return extract_responses(dataset.add_column("__dora_pool__", ["pool"] * len(dataset)), "__dora_pool__")
 
 
-def _match_subset(pool, trusted, names) -> np.ndarray:
+def _match_subset(pool, trusted, names, line_offset) -> np.ndarray:
     """Pool row index of each trusted row (as a multiset: duplicates are matched once each)."""
     free: dict[tuple, list[int]] = {}
     for i in range(len(pool.texts) // pool.n):
@@ -119,7 +123,8 @@ def _match_subset(pool, trusted, names) -> np.ndarray:
         key = (trusted.prompts[j * trusted.n], *trusted.texts[j * trusted.n : (j + 1) * trusted.n])
         if not free.get(key):
             raise ValueError(
-                f"{names[1]}, row {j}: not found in {names[0]} (a subset trusted sample must be rows of the pool)"
+                f"{_where(names[1], line_offset, j)}: not found in {names[0]} "
+                "(a trusted sample inside the pool must consist of rows of the pool)"
             )
         out.append(free[key].pop())
     return np.array(out, dtype=np.int64)
@@ -198,7 +203,7 @@ def annotate_density_ratio(
     row_of = np.arange(len(pool.texts)) // n
 
     if trusted_in_pool:  # T against U = P \ T: every pool response appears once, the trusted ones labelled 1
-        matched = _match_subset(pool, tr, names)
+        matched = _match_subset(pool, tr, names, line_offsets[1])
         if len(matched) == n_rows:
             raise ValueError(f"{names[1]}: every row of {names[0]} is trusted; nothing to weight")
         labels = np.isin(row_of, matched).astype(np.int64)
@@ -249,8 +254,8 @@ def annotate_density_ratio(
     share = estimate_target_share(c_trusted, c_pool, bootstrap=bootstrap, seed=seed)
     if not shift:
         raw_w = np.ones_like(raw_w)
-    if clip == "auto":
-        clip_value = 1.0 / max(share["share"], 1.0 / n_p)
+    if clip == "auto":  # 1 / (a lower confidence bound of alpha*): above it a weight is estimation noise
+        clip_value = 1.0 / max(share["interval"][0], 1.0 / n_p)
     elif clip is None:
         clip_value = None
     else:
@@ -352,7 +357,7 @@ def _diagnostics(probs, labels, h, raw_w, share, n_rows, n_trusted_rows, subset)
         "target_share_bin_trusted_mass": share["bin_trusted_mass"],
         "warnings": [],
     }
-    if coverage < COVERAGE_MIN or (not subset and auc > AUC_OFF_DISTRIBUTION):
+    if coverage < COVERAGE_MIN:  # a high AUC alone is no sign: a pool with a small target share gives one too
         out["warnings"].append(
             f"the trusted set is off-distribution: the pool covers {coverage:.2f} of it (1 = fully) and the "
             f"classifier tells them apart with ROC-AUC {auc:.3f}; the weights rest on the few pool rows that "

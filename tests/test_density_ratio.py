@@ -1,0 +1,197 @@
+"""DoRA without source labels: density-ratio weights of a trusted sample against the pool, the target
+share, the guards, the CLI and its errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from datasets import Dataset
+
+from dora.classifier.density import annotate_density_ratio, estimate_target_share
+from dora.cli import main
+
+VOCAB = [f"w{i}" for i in range(10)]
+
+
+def rows(n: int, seed: int, kinds=None, vocab=VOCAB) -> tuple[list[dict], np.ndarray]:
+    """Single-response rows: three shared words, plus the marker of the row's kind (none when kind is "")."""
+    rng = np.random.default_rng(seed)
+    kinds = np.array([""] * n) if kinds is None else np.asarray(kinds)
+    out = []
+    for k in kinds:
+        words = list(rng.choice(vocab, 3)) + ([str(k)] if k else [])
+        out.append({"prompt": f"q {rng.integers(20)}", "response": " ".join(words)})
+    return out, kinds
+
+
+def draw(n: int, probs: dict[str, float], seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.choice(list(probs), size=n, p=list(probs.values()))
+
+
+def test_one_distribution_gives_weights_one():
+    pool, _ = rows(3000, 0)
+    trusted, _ = rows(1000, 1)
+    ds, report = annotate_density_ratio(Dataset.from_list(pool), Dataset.from_list(trusted), bootstrap=50)
+    w = np.array(ds["dora_weight"])
+    assert np.abs(w - 1).max() <= 0.1
+    assert report["roc_auc"] == pytest.approx(0.5, abs=0.03)
+    assert report["coverage"] == pytest.approx(1.0, abs=0.1)  # the pool covers the trusted distribution
+    assert report["target_share"] > 0.85  # nothing in the pool looks unlike the trusted sample
+    assert report["warnings"] == []
+
+
+def test_weights_order_and_track_the_true_ratio():
+    """Target: kind A 60%, B 40%; other sources: B 30%, C 70%; the pool is 30% target. The true ratio
+    dQ0/dP per kind is written out below; A is an anchor set, so the share is identifiable (0.3)."""
+    q0, q1, alpha = {"A": 0.6, "B": 0.4, "C": 0.0}, {"A": 0.0, "B": 0.3, "C": 0.7}, 0.3
+    p = {k: alpha * q0[k] + (1 - alpha) * q1[k] for k in q0}
+    truth = {k: q0[k] / p[k] for k in q0}  # A 3.33, B 1.21, C 0; E_P[truth] = 1
+    pool, kinds = rows(4000, 2, draw(4000, p, 3))
+    trusted, _ = rows(600, 4, draw(600, q0, 5))
+    ds, report = annotate_density_ratio(Dataset.from_list(pool), Dataset.from_list(trusted), bootstrap=50)
+    w = np.array(ds["dora_weight"])
+    mean = {k: w[kinds == k].mean() for k in "ABC"}
+    assert mean["A"] > mean["B"] > mean["C"]
+    assert mean["A"] == pytest.approx(truth["A"], rel=0.15)
+    assert mean["B"] == pytest.approx(truth["B"], rel=0.15)
+    assert mean["C"] < 0.15
+    assert report["target_share"] == pytest.approx(alpha, abs=0.05)
+
+
+def _expected_weights(c: np.ndarray, n_pool: int, n_trusted: int, clip: float, subset: bool) -> np.ndarray:
+    """The weight written for each row, from its written P(trusted): Bayes on the classifier's training set,
+    clip, mean 1 (float64, independent of the module)."""
+    ratio = n_pool / n_trusted * (c if subset else c / (1 - c))
+    w = np.minimum(ratio, clip)
+    return w / w.mean()
+
+
+@pytest.mark.parametrize("subset", [False, True])
+def test_written_weights_follow_the_formula(subset):
+    p = {"A": 0.2, "B": 0.3, "C": 0.5}
+    pool, kinds = rows(1500, 6, draw(1500, p, 7))
+    if subset:
+        trusted = [r for r, k in zip(pool, kinds) if k == "A"][:200]
+    else:
+        trusted, _ = rows(200, 8, draw(200, {"A": 0.7, "B": 0.3}, 9))
+    ds, report = annotate_density_ratio(
+        Dataset.from_list(pool), Dataset.from_list(trusted), trusted_in_pool=subset, bootstrap=20
+    )
+    c = np.array(ds["trusted_prob"], dtype=np.float64)
+    assert report["clip"] == pytest.approx(1 / report["target_share_interval"][0])
+    expected = _expected_weights(c, 1500, 200, report["clip"], subset)
+    np.testing.assert_allclose(ds["dora_weight"], expected, rtol=1e-6)
+
+
+def test_target_share_of_a_subset_trusted_sample():
+    """Case-control positive-unlabelled data: the trusted rows are a random 500 of the pool's target rows."""
+    alpha = 0.3
+    kinds = draw(5000, {"T": alpha, "O": 1 - alpha}, 10)
+    rng = np.random.default_rng(11)
+    u = rng.random(5000)
+    marker = np.where(kinds == "T", np.where(u < 0.6, "foo", ""), np.where(u < 0.5, "bar", ""))
+    pool, _ = rows(5000, 12, marker)
+    target_rows = np.nonzero(kinds == "T")[0]
+    trusted = [pool[i] for i in rng.choice(target_rows, 500, replace=False)]
+    ds, report = annotate_density_ratio(
+        Dataset.from_list(pool), Dataset.from_list(trusted), trusted_in_pool=True, bootstrap=100
+    )
+    truth = (kinds == "T").mean()
+    lo, hi = report["target_share_interval"]
+    assert report["target_share"] == pytest.approx(truth, abs=0.05)
+    assert lo <= report["target_share"] <= hi and hi - lo < 0.15
+    w = np.array(ds["dora_weight"])
+    assert w[kinds == "T"].mean() > 2 * w[kinds == "O"].mean()
+
+
+def test_share_estimator_finds_the_anchor_or_the_upper_bound():
+    """Scores with known densities: Q0 uniform on [0, 1]; the pool is 0.3 Q0 + 0.7 Q1. With Q1 uniform on
+    [0, 0.5] the top half is an anchor and the share 0.3 is identified; with Q1 = half uniform on [0, 1],
+    half on [0, 0.5], inf p/q0 = 0.3 + 0.7 * 0.5 = 0.65: the estimate is that upper bound, not 0.3."""
+    rng = np.random.default_rng(0)
+    q0 = rng.random(5000)
+    mix = rng.random(20000) < 0.3
+    anchored = np.where(mix, rng.random(20000), 0.5 * rng.random(20000))
+    half = np.where(rng.random(20000) < 0.5, rng.random(20000), 0.5 * rng.random(20000))
+    covered = np.where(mix, rng.random(20000), half)
+    a = estimate_target_share(q0, anchored, bootstrap=50)
+    b = estimate_target_share(q0, covered, bootstrap=50)
+    assert a["share"] == pytest.approx(0.3, abs=0.03)
+    assert b["share"] == pytest.approx(0.65, abs=0.04)
+    assert a["interval"][0] <= a["share"] <= a["interval"][1]
+
+
+def test_support_warning_on_disjoint_vocabularies():
+    pool, _ = rows(800, 13)
+    trusted, _ = rows(200, 14, vocab=[f"v{i}" for i in range(10)])
+    with pytest.warns(UserWarning, match="off-distribution"):
+        _, report = annotate_density_ratio(Dataset.from_list(pool), Dataset.from_list(trusted), bootstrap=20)
+    assert report["coverage"] < 0.05 and report["roc_auc"] > 0.99
+
+
+def test_ess_warning_when_a_few_rows_carry_the_weight():
+    """1% of the pool looks like the trusted sample: the weights concentrate on it."""
+    pool, _ = rows(2000, 15, draw(2000, {"foo": 0.01, "": 0.99}, 16))
+    trusted, _ = rows(300, 17, ["foo"] * 300)
+    with pytest.warns(UserWarning, match="effective sample size collapsed"):
+        _, report = annotate_density_ratio(Dataset.from_list(pool), Dataset.from_list(trusted), bootstrap=20)
+    assert report["ess_fraction"] < 0.1
+
+
+def _pairs(n: int, style: str, seed: int) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        a = int(rng.integers(100))
+        chosen, rejected = (f"{a}", f"{a + 1}") if style == "terse" else (f"Sure! It is {a}.", f"Sure! It is {a + 1}.")
+        out.append({"prompt": f"q{a}", "chosen": chosen, "rejected": rejected})
+    return out
+
+
+def _write(path, rows_):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows_))
+    return str(path)
+
+
+def test_cli_end_to_end(tmp_path):
+    pool = _pairs(150, "terse", 0) + _pairs(150, "chatty", 1)
+    data = _write(tmp_path / "pool.jsonl", pool)
+    trusted = _write(tmp_path / "trusted.jsonl", _pairs(60, "terse", 2))
+    out = tmp_path / "out"
+    argv = ["classify", "--dataset", data, "--target-dataset", trusted, "--output", str(out), "--folds", "3",
+            "--share-bootstrap", "20"]  # fmt: skip
+    assert main(argv) == 0
+    written = [json.loads(line) for line in (out / "data.jsonl").read_text().splitlines()]
+    assert len(written) == 300 and {"dora_weight", "chosen_trusted_prob", "rejected_trusted_prob"} <= set(written[0])
+    w = np.array([r["dora_weight"] for r in written])
+    assert w.mean() == pytest.approx(1.0, abs=1e-6)
+    assert w[:150].mean() > 3 * w[150:].mean()  # the terse rows look like the trusted sample
+    for f in ("report.json", "report.md", "reliability.png", "weights.png", "share.png", "classifier/classifier.json"):
+        assert (out / f).exists(), f
+    report = json.loads((out / "report.json").read_text())
+    assert report["mode"] == "no_labels" and len(report["target_share_interval"]) == 2
+
+
+def test_cli_bad_input(tmp_path):
+    pool = _write(tmp_path / "pool.jsonl", _pairs(40, "terse", 0))
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    base = ["classify", "--dataset", pool, "--output", str(tmp_path / "out"), "--target-dataset"]
+    with pytest.raises(SystemExit, match=f"^{empty}: empty file, no rows$"):
+        main(base + [str(empty)])
+    rows_ = _pairs(10, "terse", 1)
+    rows_[2]["rejected"] = ""
+    bad = _write(tmp_path / "bad.jsonl", rows_)
+    with pytest.raises(SystemExit, match=f"^{bad}, line 3, column 'rejected': missing or empty response$"):
+        main(base + [bad])
+    no_col = _write(tmp_path / "nocol.jsonl", [{"prompt": r["prompt"], "chosen": r["chosen"]} for r in rows_])
+    with pytest.raises(SystemExit, match=f"^{no_col}: missing column 'rejected'"):
+        main(base + [no_col])
+    with pytest.raises(SystemExit, match="--target-sources belong to labelled mode"):
+        main(base + [pool, "--target-sources", "human"])
+    outside = _write(tmp_path / "outside.jsonl", [{"prompt": "new", "chosen": "a", "rejected": "b"}])
+    with pytest.raises(SystemExit, match=f"^{outside}, line 1: not found in {pool}"):
+        main(base + [outside, "--trusted-in-pool"])
