@@ -487,8 +487,9 @@ def plot_diagnostics(report: dict, h, row_src, output_dir: str) -> None:
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(6, 4))
     src = np.array(row_src)
+    edges = np.linspace(0.0, float(h.max()) if h.max() > 0 else 1.0, 41)
     for s in sorted(set(row_src)):
-        ax.hist(h[src == s], bins=40, alpha=0.6, label=s)
+        ax.hist(h[src == s], bins=edges, alpha=0.6, label=s)
     ax.set_xlabel(f"dora_weight per row (as written, {_scale(report)})")
     ax.set_ylabel("rows")
     ax.legend()
