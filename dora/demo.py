@@ -107,7 +107,8 @@ def generation_accuracy(model, tokenizer, prompts: list[str], *, batch_size: int
 
 
 def classify(train_rows: list[dict], out_dir: str, seed: int) -> tuple[list[dict], dict]:
-    """Cross-fitted tfidf source classifier -> `dora_weight` per row (normalised to mean 1)."""
+    """Cross-fitted tfidf source classifier -> `dora_weight` per row: dQ0/dP with the target share and class
+    imbalance of the data, unnormalised (its mean is about 1 when the classifier is calibrated)."""
     from datasets import Dataset
 
     from dora.classifier import annotate
@@ -119,7 +120,6 @@ def classify(train_rows: list[dict], out_dir: str, seed: int) -> tuple[list[dict
         Dataset.from_list(train_rows),
         target_sources=["human"],
         backend="tfidf",
-        normalize=True,
         seed=seed,
         output_dir=out_dir,
     )
@@ -231,6 +231,52 @@ def markdown_table(summary: dict, n_seeds: int) -> str:
     return "\n".join(lines)
 
 
+def paired_differences(per_seed: list[dict], methods: list[str], baseline: str = "DPO") -> dict:
+    """Each method minus the baseline, per seed (same world, SFT model and classifier), with the mean and a
+    95% Student-t interval over the seed differences: {method: {metric: {"per_seed", "mean", "ci"}}}."""
+    from scipy.stats import t
+
+    out = {}
+    for name in methods:
+        if name == baseline or baseline not in per_seed[0]:
+            continue
+        out[name] = {}
+        for key in ("preference_accuracy", "reward_margin", "task_accuracy"):
+            d = [r[name][key] - r[baseline][key] for r in per_seed]
+            m = statistics.fmean(d)
+            if len(d) > 1:
+                half = t.ppf(0.975, len(d) - 1) * statistics.stdev(d) / math.sqrt(len(d))
+                ci = (m - half, m + half)
+            else:
+                ci = None
+            out[name][key] = {"per_seed": d, "mean": m, "ci": ci}
+    return out
+
+
+def paired_table(paired: dict, n_seeds: int, baseline: str = "DPO") -> str:
+    def cell(x, pct=True):
+        f = (lambda v: f"{100 * v:+.1f}") if pct else (lambda v: f"{v:+.4f}")
+        per = ", ".join(f(v) for v in x["per_seed"])
+        ci = f" [{f(x['ci'][0])}, {f(x['ci'][1])}]" if x["ci"] else ""
+        return f"{per} | {f(x['mean'])}{ci}"
+
+    lines = [
+        f"| method − {baseline} | preference accuracy, per seed (points) | mean [95% CI] "
+        "| task accuracy, per seed (points) | mean [95% CI] | reward margin, per seed | mean [95% CI] |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, d in paired.items():
+        lines.append(
+            f"| {name} | {cell(d['preference_accuracy'])} | {cell(d['task_accuracy'])} "
+            f"| {cell(d['reward_margin'], False)} |"
+        )
+    lines.append(
+        f"\nPaired on the seed (same world, SFT model and weights); the interval is a Student-t interval over the "
+        f"{n_seeds} per-seed differences (t with {max(n_seeds - 1, 0)} degrees of freedom)."
+    )
+    return "\n".join(lines)
+
+
 def plot(summary: dict, per_seed: list[dict], path: str) -> None:
     import matplotlib
 
@@ -287,7 +333,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--noise", type=float, default=0.3, help="label-flip rate of the terse_bot judge")
     p.add_argument("--style-overlap", type=float, default=0.25, help="how often synthetic text looks human")
     p.add_argument(
-        "--n-train", type=int, default=None, help="training pairs (default 2000; 400 with --quick)"
+        "--n-train", type=int, default=None, help="training pairs (default 1600; 400 with --quick)"
     )
     p.add_argument("--epochs", type=int, default=None, help="preference-training epochs (default 2)")
     p.add_argument("--iterate", action="store_true",
@@ -357,6 +403,9 @@ def run(args) -> int:
         epochs=args.epochs or base["epochs"],
     )
     table = markdown_table(result["summary"], seeds)
+    if "DPO" in methods and len(methods) > 1:
+        result["paired"] = paired_differences(result["per_seed"], methods)
+        table += "\n\n" + paired_table(result["paired"], seeds)
     with open(os.path.join(args.output, "results.md"), "w") as f:
         f.write(table + "\n")
     with open(os.path.join(args.output, "results.json"), "w") as f:
