@@ -24,6 +24,9 @@ _API = {
     "calibration_weights": "dora.ratio",
     "response_weights": "dora.ratio",
     "effective_sample_size": "dora.ratio",
+    # no source labels: weights from a trusted sample of the target
+    "annotate_density_ratio": "dora.classifier.density",
+    "estimate_target_share": "dora.classifier.density",
 }
 
 __all__ = sorted(_API) + ["__version__"]
