@@ -182,6 +182,8 @@ def test_sequence_parser_reads_separated_and_contiguous_letters():
     assert fail == pytest.approx(2 / 7)  # "x" is no option of 3, "??" no letter
     d, fail = D.parse_sequence("AAB, BA C", 3, samples=4)  # only the first N answers count
     np.testing.assert_allclose(d, [0.5, 0.5, 0.0])
+    d, _ = D.parse_sequence("Sure, here they are.\nAnswer: CCA", 3)  # read after "Answer:"
+    np.testing.assert_allclose(d, [1 / 3, 0, 2 / 3])
     assert D.parse_sequence("nothing here", 3) == (None, 1.0)
     assert D.parse_sequence("", 3) == (None, 1.0)
 

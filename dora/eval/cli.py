@@ -219,7 +219,11 @@ def run_distalign(args) -> int:
     if not items:
         raise ValueError(f"no items left after the group filter {args.groups!r}")
     if args.predictions:
-        preds = D.read_predictions(args.predictions, items)
+        preds = [
+            p
+            for p in D.read_predictions(args.predictions, items)
+            if p["method"] in methods and p["steering"] in steerings
+        ]
         report, rows = D.score_predictions(
             items, preds, failed=args.failed_parse, samples=args.samples, bootstrap=args.bootstrap, seed=args.seed
         )

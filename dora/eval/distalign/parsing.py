@@ -48,14 +48,13 @@ def logp_distribution(next_token_probs: np.ndarray, letter_ids: list[list[int]])
     return mass / total, max(0.0, 1.0 - total)
 
 
-_ANSWER_PREFIX = re.compile(r"^\s*(answer\s*:)\s*", re.IGNORECASE)
-
-
 def _answers(text: str) -> list[str]:
-    """The answer items of the first non-empty line: a separated token is one item, except a run of
-    capital letters (``ABBA``), which is one item per letter."""
+    """The answer items of the first non-empty line (after "Answer:" when the text has one): a separated
+    token is one item, except a run of capital letters (``ABBA``), which is one item per letter."""
+    m = re.search(r"answer\s*:", text, re.IGNORECASE)
+    text = text[m.end() :] if m else text  # after the first "Answer:", as the reference reads it
     lines = [ln for ln in text.strip().splitlines() if ln.strip()]
-    line = _ANSWER_PREFIX.sub("", lines[0]) if lines else ""
+    line = lines[0] if lines else ""
     items = []
     for token in re.split(r"[\s,;]+", line):
         t = token.strip(".()[]'\"")
