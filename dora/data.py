@@ -118,10 +118,16 @@ def load_rows(path_or_id: str, split: str = "train", name: str | None = None):
         builder = {"jsonl": "json", "json": "json", "parquet": "parquet", "csv": "csv"}.get(ext)
         if builder is None:
             raise ValueError(f"{path_or_id}: unsupported file type .{ext} (use jsonl, json, parquet or csv)")
+        from datasets.utils import logging as datasets_logging
+
+        level = datasets_logging.get_verbosity()
+        datasets_logging.set_verbosity(datasets_logging.CRITICAL)  # its own log line would repeat the error
         try:
             return datasets.load_dataset(builder, data_files=path_or_id, split="train")
         except Exception as e:  # datasets wraps a parse error in a long chain: name the file and line instead
             raise _explain_load_error(path_or_id, e) from e
+        finally:
+            datasets_logging.set_verbosity(level)
     return datasets.load_dataset(path_or_id, name=name, split=split)
 
 
