@@ -452,3 +452,16 @@ def test_report_and_plots_share_one_scale(tmp_path):
     assert "written per-row `dora_weight`, normalised to mean 1" in md
     assert report["weight_mean"] == pytest.approx(1.0, abs=1e-6)
     assert (tmp_path / "weights.png").exists() and (tmp_path / "reliability.png").exists()
+
+
+@pytest.mark.parametrize("flags,match", [
+    (["--preset", "authors", "--target-share", "0.3"], "--preset authors fixes the constants"),
+    (["--target-share", "1.3"], r"--target-share must be in \(0, 1\], got 1.3"),
+    (["--stabilizer", "-1"], "--stabilizer must be >= 0"),
+    (["--clip", "0"], "--clip must be > 0"),
+])  # fmt: skip
+def test_bad_weight_flags_fail_before_the_data_loads(tmp_path, flags, match):
+    missing = str(tmp_path / "not_there.jsonl")  # never read: the flags are checked first
+    args = ["classify", "--dataset", missing, "--target-sources", "human", "--output", str(tmp_path), *flags]
+    with pytest.raises(SystemExit, match=match):
+        main(args)

@@ -89,6 +89,18 @@ def apply_config(args, defaults: dict) -> None:
         raise SystemExit(f"dora classify: missing {', '.join(missing)} (as flags or in --config)")
 
 
+def check_weight_flags(args) -> None:
+    """The weight formula's flags, checked before any data or model loads (one line each)."""
+    if args.preset and (args.target_share is not None or args.stabilizer is not None):
+        raise SystemExit("dora classify: --preset authors fixes the constants; drop --target-share / --stabilizer")
+    if args.target_share is not None and not 0.0 < float(args.target_share) <= 1.0:
+        raise SystemExit(f"dora classify: --target-share must be in (0, 1], got {args.target_share}")
+    if args.stabilizer is not None and not float(args.stabilizer) >= 0.0:
+        raise SystemExit(f"dora classify: --stabilizer must be >= 0, got {args.stabilizer}")
+    if args.clip is not None and not float(args.clip) > 0.0:
+        raise SystemExit(f"dora classify: --clip must be > 0, got {args.clip}")
+
+
 def run(args) -> int:
     from dora.classifier.annotate import annotate, format_table
 
@@ -98,6 +110,7 @@ def run(args) -> int:
 
     if args.target_dataset:
         check_no_labels_flags(args)
+    check_weight_flags(args)
     dataset = load_rows(args.dataset, args.split)
     backend_kwargs = {}
     if args.backend in ("embedding", "transformer"):
