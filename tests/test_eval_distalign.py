@@ -248,6 +248,11 @@ def test_few_shot_neighbours_follow_the_shipped_similarity_files():
     male = next(i for i, it in enumerate(items) if (it.qid, it.group) == ("PETS_W2", "Male"))
     assert [s.qid for s in shots[male]] == ["RAIN_W3", "PRIO_W1", "ECON_W2", "HELP_W1"]
     assert all(s.group == items[pets].group for s in shots[pets])
+    # questions that are not scored can still be examples: the shot pool
+    only_pets = [it for it in items if it.qid == "PETS_W2"]
+    assert D.select_shots(only_pets, k=5)[0][0] == []
+    pooled, _ = D.select_shots(only_pets, k=5, pool=items)
+    assert [s.qid for s in pooled[0]] == ["RAIN_W3", "PRIO_W1", "ECON_W2", "FREQ_W2", "HELP_W1"]
     # k = 2: the two least similar of the different-size neighbours
     shots2, _ = D.select_shots(items, k=2)
     assert [s.qid for s in shots2[pets]] == ["ECON_W2", "FREQ_W2"]
@@ -302,6 +307,42 @@ def test_unreadable_outputs_are_failures_and_verbalize_samples():
     assert runner.calls == [True]  # temperature-1 sampling, as the paper
     D.predict(runner, items, "verbalize", "persona", verbalize_decoding="greedy")
     assert runner.calls[-1] is False
+
+
+class StubRunner(ScriptedRunner):
+    """Letters carry the probabilities 0.5, 0.3, 0.2 (and 0.1 off the options); texts are fixed."""
+
+    def __init__(self, texts):
+        super().__init__(texts)
+        self.tokenizer = lambda text, add_special_tokens=False: {"input_ids": [D.LETTERS.index(text.strip())]}
+        self.prompts = []
+
+    def next_token_probs(self, prompts):
+        self.prompts += prompts
+        out = np.zeros((len(prompts), 30))
+        out[:, :3] = [0.45, 0.27, 0.18]
+        out[:, 29] = 0.1
+        return out
+
+    def generate(self, prompts, max_new_tokens, sample, seed=0):
+        self.prompts += prompts
+        return [self.texts[i % len(self.texts)] for i in range(len(prompts))]
+
+
+def test_evaluate_runs_every_method_and_steering_with_reference_prompts():
+    items = D.select_groups(D.load_benchmark(os.path.join(OQA, "SEX_data.json"), max_questions=6))
+    runner = StubRunner(["Answer: ABCAB", "{'A': '50%', 'B': '30%', 'C': '20%'}"])
+    report, rows = D.evaluate(runner, items, bootstrap=20, samples=5)
+    assert set(report["by_steering"]) == {f"{m}/{s}" for m in D.METHODS for s in D.STEERINGS}
+    assert report["shots"] == "similarity files + tf-idf" and report["prompt_style"] == "reference"
+    assert sum("Context: Let the probability that a Female responds" in p for p in runner.prompts) > 0
+    pets = [r for r in rows if r["qid"] == "PETS_W2" and r["group"] == "Female"]
+    for r in pets:  # truth [0.6, 0.4, 0]
+        if r["method"] == "logprobs":
+            np.testing.assert_allclose(r["prediction"], [0.5, 0.3, 0.2])
+            assert r["off_option_mass"] == pytest.approx(0.1)
+        elif r["prediction"] is not None:
+            assert r["tvd"] == pytest.approx(0.5 * np.abs(np.array(r["prediction"]) - [0.6, 0.4, 0.0]).sum())
 
 
 @pytest.fixture(scope="module")
