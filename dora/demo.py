@@ -26,6 +26,7 @@ from dora.synthetic import (
     answer_of,
     build_model,
     build_tokenizer,
+    make_pair,
     make_world,
     parse_answer,
 )
@@ -38,6 +39,8 @@ METHODS: dict[str, dict] = {
     "Dr. DPO": {"loss_type": "sigmoid", "objective": "dr_dpo"},
     "DoRA": {"loss_type": "sigmoid", "objective": "dora"},
 }
+
+NO_LABELS = "DoRA (no labels)"  # DoRA with weights from a trusted sample (`--no-labels`): METHODS["DoRA"]
 
 DEFAULT = {"seeds": 3, "n_train": 1600, "n_test": 400, "sft_epochs": 6, "epochs": 2}
 QUICK = {"seeds": 1, "n_train": 400, "n_test": 100, "sft_epochs": 2, "epochs": 1}
@@ -126,6 +129,42 @@ def classify(train_rows: list[dict], out_dir: str, seed: int) -> tuple[list[dict
     return annotated.to_list(), report
 
 
+def trusted_sample(cfg: WorldConfig, k: int) -> list[dict]:
+    """k human pairs drawn apart from the world (their own random stream): the trusted set of `--no-labels`."""
+    import random
+
+    rng = random.Random(f"trusted-{cfg.seed}")
+    return [make_pair("human", rng, cfg) for _ in range(k)]
+
+
+def classify_no_labels(train_rows: list[dict], cfg: WorldConfig, k: int, out_dir: str) -> tuple[list[dict], dict]:
+    """The source labels hidden: `dora_weight` from k separately drawn human pairs against the pool; and the
+    target-share estimate when the trusted set is instead k of the pool's own human rows (its truth known)."""
+    import random
+
+    from datasets import Dataset
+
+    from dora.classifier import annotate_density_ratio
+
+    def strip(rows):
+        return Dataset.from_list([{c: r[c] for c in ("prompt", "chosen", "rejected")} for r in rows])
+
+    pool = strip(train_rows)
+    annotated, report = annotate_density_ratio(
+        pool, strip(trusted_sample(cfg, k)), seed=cfg.seed, output_dir=out_dir
+    )
+    rows = [dict(r, dora_weight=w) for r, w in zip(train_rows, annotated["dora_weight"])]
+    human = [r for r in train_rows if r["source"] == "human"]
+    subset = random.Random(f"subset-{cfg.seed}").sample(human, min(k, len(human)))
+    _, sub = annotate_density_ratio(pool, strip(subset), trusted_in_pool=True, seed=cfg.seed)
+    report["subset_share"] = {
+        "estimate": sub["target_share"],
+        "interval": sub["target_share_interval"],
+        "truth": len(human) / len(train_rows),
+    }
+    return rows, report
+
+
 def train_method(name: str, sft_dir: str, train_rows, test_rows, out_dir: str, seed: int, epochs: int):
     from datasets import Dataset
 
@@ -145,7 +184,7 @@ def train_method(name: str, sft_dir: str, train_rows, test_rows, out_dir: str, s
         report_to=[],
         seed=seed,
         disable_tqdm=True,
-        **METHODS[name],
+        **METHODS["DoRA" if name == NO_LABELS else name],
     )
     trainer = DoRATrainer(
         model=sft_dir,
@@ -163,7 +202,9 @@ def train_method(name: str, sft_dir: str, train_rows, test_rows, out_dir: str, s
     }
 
 
-def run_seed(cfg: WorldConfig, methods: list[str], out_dir: str, sft_epochs: int, epochs: int) -> dict:
+def run_seed(
+    cfg: WorldConfig, methods: list[str], out_dir: str, sft_epochs: int, epochs: int, trusted_size: int = 200
+) -> dict:
     """Every stage for one seed; returns {method: metrics} plus the SFT baseline and weight summaries."""
     import torch
 
@@ -184,11 +225,22 @@ def run_seed(cfg: WorldConfig, methods: list[str], out_dir: str, sft_epochs: int
     by_source = {s: [r["dora_weight"] for r in train_rows if r["source"] == s] for s in SOURCES}
     results["weights"] = {s: w for s, w in by_source.items() if w}
     results["classifier"] = {k: v for k, v in report.items() if isinstance(v, (int, float, str))}
+    rows_for = {}
+    if NO_LABELS in methods:
+        rows_for[NO_LABELS], nl = classify_no_labels(
+            world["train"], cfg, trusted_size, os.path.join(out_dir, "classifier_no_labels")
+        )
+        results["weights_no_labels"] = {
+            s: [r["dora_weight"] for r in rows_for[NO_LABELS] if r["source"] == s] for s in results["weights"]
+        }
+        keep = ("roc_auc", "ess_fraction", "coverage", "target_share", "target_share_interval", "clip", "C",
+                "shift_detected", "warnings", "subset_share")  # fmt: skip
+        results["classifier_no_labels"] = {k: nl[k] for k in keep}
     for name in tqdm(methods, desc=f"methods (seed {cfg.seed})", leave=False):
         results[name] = train_method(
             name,
             sft_dir,
-            train_rows,
+            rows_for.get(name, train_rows),
             world["test"],
             os.path.join(out_dir, name.replace(" ", "_")),
             cfg.seed,
@@ -228,6 +280,33 @@ def markdown_table(summary: dict, n_seeds: int) -> str:
             f"| {cell(stats, 'task_accuracy')} |"
         )
     lines.append(f"\nMean ± standard deviation over {n_seeds} seed(s); held-out human split.")
+    return "\n".join(lines)
+
+
+def no_labels_table(per_seed: list[dict]) -> str:
+    """Per seed: preference accuracy of DPO, DoRA and DoRA (no labels), the share of DoRA's gain over DPO
+    that the unlabelled weights keep, and the target-share estimates (separate and subset trusted sets)."""
+    lines = [
+        "| seed | DPO | DoRA | DoRA (no labels) | α̂, separate trusted set | α̂, trusted subset of the pool | true α |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for i, r in enumerate(per_seed):
+        nl = r["classifier_no_labels"]
+        sub = nl["subset_share"]
+        acc = [f"{100 * r[m]['preference_accuracy']:.1f}" if m in r else "–" for m in ("DPO", "DoRA", NO_LABELS)]
+        lines.append(
+            f"| {i} | {' | '.join(acc)} | {nl['target_share']:.3f} [{nl['target_share_interval'][0]:.3f}, "
+            f"{nl['target_share_interval'][1]:.3f}] | {sub['estimate']:.3f} [{sub['interval'][0]:.3f}, "
+            f"{sub['interval'][1]:.3f}] | {sub['truth']:.3f} |"
+        )
+    if all("DPO" in r and "DoRA" in r for r in per_seed):
+        gain = statistics.fmean(r["DoRA"]["preference_accuracy"] - r["DPO"]["preference_accuracy"] for r in per_seed)
+        kept = statistics.fmean(r[NO_LABELS]["preference_accuracy"] - r["DPO"]["preference_accuracy"] for r in per_seed)
+        share = f"{100 * kept / gain:.0f}%" if gain > 0 else "undefined (DoRA did not beat DPO)"
+        lines.append(
+            f"\nDoRA's mean gain over DPO: {100 * gain:+.1f} points; DoRA (no labels): {100 * kept:+.1f} "
+            f"points, {share} of it kept."
+        )
     return "\n".join(lines)
 
 
@@ -303,13 +382,25 @@ def plot(summary: dict, per_seed: list[dict], path: str) -> None:
 
 
 def run_demo(
-    cfg: WorldConfig, *, seeds: int, methods: list[str], out_dir: str, sft_epochs: int, epochs: int
+    cfg: WorldConfig,
+    *,
+    seeds: int,
+    methods: list[str],
+    out_dir: str,
+    sft_epochs: int,
+    epochs: int,
+    trusted_size: int = 200,
 ) -> dict:
     per_seed = []
     for seed in tqdm(range(seeds), desc="seeds"):
         per_seed.append(
             run_seed(
-                replace(cfg, seed=seed), methods, os.path.join(out_dir, f"seed{seed}"), sft_epochs, epochs
+                replace(cfg, seed=seed),
+                methods,
+                os.path.join(out_dir, f"seed{seed}"),
+                sft_epochs,
+                epochs,
+                trusted_size,
             )
         )
     summary = summarise(per_seed, methods)
@@ -339,6 +430,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--iterate", action="store_true",
                    help="iterative DPO vs iterative DoRA over rounds of generate, judge, train (dora.iterate_demo)")
     p.add_argument("--rounds", type=int, default=None, help="rounds of --iterate (default 3; 2 with --quick)")
+    p.add_argument("--no-labels", action="store_true",
+                   help=f"add '{NO_LABELS}': the source labels hidden, weights from a trusted sample")
+    p.add_argument("--trusted-size", type=int, default=200,
+                   help="--no-labels: human pairs in the trusted sample, drawn apart from the training data")
     p.add_argument("--sweep", default=None, metavar="SHARES",
                    help="instead of the table: DPO vs DoRA at these synthetic shares, e.g. 0,0.5,0.8,0.95")
 
@@ -381,6 +476,10 @@ def run(args) -> int:
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise SystemExit(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
+    if getattr(args, "no_labels", False):
+        if args.trusted_size < 2:
+            raise SystemExit(f"--trusted-size must be at least 2, got {args.trusted_size}")
+        methods.append(NO_LABELS)
     cfg = WorldConfig(
         n_train=args.n_train or base["n_train"],
         n_test=base["n_test"],
@@ -401,11 +500,14 @@ def run(args) -> int:
         out_dir=args.output,
         sft_epochs=base["sft_epochs"],
         epochs=args.epochs or base["epochs"],
+        trusted_size=getattr(args, "trusted_size", 200),
     )
     table = markdown_table(result["summary"], seeds)
     if "DPO" in methods and len(methods) > 1:
         result["paired"] = paired_differences(result["per_seed"], methods)
         table += "\n\n" + paired_table(result["paired"], seeds)
+    if NO_LABELS in methods:
+        table += "\n\n" + no_labels_table(result["per_seed"])
     with open(os.path.join(args.output, "results.md"), "w") as f:
         f.write(table + "\n")
     with open(os.path.join(args.output, "results.json"), "w") as f:
