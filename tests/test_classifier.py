@@ -350,7 +350,7 @@ def test_informative_text_gives_mean_one_and_human_rows_more(tmp_path):
     src = np.array([r["source"] for r in written])
     assert report["roc_auc"] > 0.65
     assert w.mean() == pytest.approx(1.0, abs=0.1)  # E_P[dQ0/dP] = 1, no --normalize
-    assert w[src == "human"].mean() > 1.5 * w[src == "synthetic"].mean()
+    assert w[src == "human"].mean() > 1.3 * w[src == "synthetic"].mean()  # 1.58 at this seed
     # the written weight is DESIGN's formula of the written probabilities, a and gamma from the data
     a, gamma = report["target_share"], report["gamma"]
     c = np.clip(np.array([[r["chosen_target_prob"], r["rejected_target_prob"]] for r in written]), 1e-4, 1 - 1e-4)
