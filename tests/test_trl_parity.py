@@ -156,6 +156,29 @@ def test_sft_is_trl_token_mean_and_splits_by_tokens():
     assert out.mean().item() == pytest.approx(14.0 / 8, rel=1e-12)
 
 
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_padding_free_logps_equal_padded(tiny_model_dir, attn):
+    """One packed row with restarting position_ids gives the padded batch's per-token outputs; the same row
+    without position_ids (attention across sequences) does not, so the check can fail."""
+    from transformers import AutoModelForCausalLM
+
+    from dora.logprobs import add_logprob_head, completion_token_logps
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation=attn)
+    add_logprob_head(model, chunk_tokens=7)
+    inputs, *_ = _token_batch(seed=3)
+    args = (inputs["input_ids"], inputs["attention_mask"], inputs["completion_mask"])
+    outputs = ("log_sum_sq_probs",)
+    padded = completion_token_logps(model, *args, outputs=outputs)
+    packed = completion_token_logps(model, *args, padding_free=True, outputs=outputs)
+    torch.testing.assert_close(packed.log_probs, padded.log_probs, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(packed.log_sum_sq_probs, padded.log_sum_sq_probs, rtol=1e-5, atol=1e-5)
+    keep = inputs["attention_mask"].bool()
+    labels = inputs["input_ids"].masked_fill(inputs["completion_mask"] == 0, -100)
+    leaky = model(input_ids=inputs["input_ids"][keep][None], attention_mask=None, dora_labels=labels[keep][None])
+    assert abs(leaky.sum().item() - padded.log_probs.sum().item()) > 1e-3
+
+
 def test_config_refusals():
     kw = dict(output_dir="unused", report_to=[])
     with pytest.raises(ValueError, match="f_divergence_type='forward_kl' applies only"):
