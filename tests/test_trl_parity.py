@@ -253,6 +253,7 @@ FEATURES = {
     ),
     "keep_end": (dict(truncation_mode="keep_end", max_length=14), None, 1),
     "keep_start": (dict(truncation_mode="keep_start", max_length=14), None, 1),
+    "keep_end_long_prompts": (dict(truncation_mode="keep_end", max_length=8), None, 1),  # prompts fill max_length
     "precompute_ref_batch_size": (dict(precompute_ref_log_probs=True, precompute_ref_batch_size=3), None, 1),
     "sync_ref_model": (
         dict(sync_ref_model=True, ref_model_sync_steps=1, ref_model_mixup_alpha=0.5, max_steps=2), None, 2
@@ -328,3 +329,23 @@ def test_trainer_refusals(tmp_path, tiny_model_dir):
     with pytest.raises(ValueError, match="sync_ref_model=True mixes"):
         DoRATrainer(model=tiny_model_dir, args=DoRAConfig(output_dir=str(tmp_path), report_to=[], sync_ref_model=True),
                     train_dataset=rows, peft_config=LoraConfig(r=2, target_modules=["q_proj"]))  # fmt: skip
+
+
+def test_precompute_ref_batch_size_and_pad_token(tmp_path, tiny_model_dir, other_dir, monkeypatch):
+    from transformers import AutoTokenizer
+
+    sizes = []
+    original = DoRATrainer._reference_from_model
+
+    def spy(self, inputs):
+        sizes.append(inputs["weights"].shape[0])
+        return original(self, inputs)
+
+    monkeypatch.setattr(DoRATrainer, "_reference_from_model", spy)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    pad = next(t for t in tok.get_vocab() if t not in (tok.pad_token, tok.eos_token))
+    args = DoRAConfig(output_dir=str(tmp_path), report_to=[], precompute_ref_log_probs=True,
+                      precompute_ref_batch_size=3, pad_token=pad)  # fmt: skip
+    t = DoRATrainer(model=tiny_model_dir, ref_model=other_dir, args=args, train_dataset=Dataset.from_list(pair_rows(8)))
+    assert sizes == [3, 3, 2]
+    assert t.data_collator.pad_token_id == tok.convert_tokens_to_ids(pad) == t.processing_class.pad_token_id
