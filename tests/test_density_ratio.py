@@ -195,3 +195,16 @@ def test_cli_bad_input(tmp_path):
     outside = _write(tmp_path / "outside.jsonl", [{"prompt": "new", "chosen": "a", "rejected": "b"}])
     with pytest.raises(SystemExit, match=f"^{outside}, line 1: not found in {pool}"):
         main(base + [outside, "--trusted-in-pool"])
+
+
+@pytest.mark.slow
+def test_demo_no_labels_row(tmp_path):
+    out = tmp_path / "demo"
+    argv = ["demo", "--quick", "--methods", "DPO", "--no-labels", "--trusted-size", "100", "--output", str(out)]
+    assert main(argv) == 0
+    assert "| DoRA (no labels) |" in (out / "results.md").read_text()
+    seed0 = json.loads((out / "results.json").read_text())["per_seed"][0]
+    assert 0.0 <= seed0["DoRA (no labels)"]["preference_accuracy"] <= 1.0
+    w = seed0["weights_no_labels"]
+    assert np.mean(w["human"]) > np.mean(w["chatty"])  # the trusted human pairs pick out the human rows
+    assert seed0["classifier_no_labels"]["subset_share"]["truth"] == pytest.approx(0.2, abs=0.01)

@@ -5,19 +5,21 @@ trusted sample T is drawn from Q₀. A probabilistic classifier of trusted-vs-po
 calibrated as in labelled mode, gives c(x, y) = P(trusted | x, y), and Bayes' rule gives the density ratio:
 
 - **separate** trusted sample (T drawn apart from P): c/(1 − c) = N_T q₀ / (N_P p), so
-  ``w = dQ₀/dP = (N_P / N_T) · c / (1 − c)`` — the weight formula of ``dora.ratio`` with s = 0, π = 1,
-  γ = N_P / N_T.
+  ``w = dQ₀/dP = (N_P / N_T) · c / (1 − c)`` — DESIGN's w = 1 / (s + (1 − a)(1 − c)/(γ c)) with s = 0,
+  the factor (1 − a) replaced by 1 (the negatives are P itself) and γ = N_P / N_T.
 - **subset** (T is a uniformly drawn part of the pool's target rows; case-control positive-unlabelled data,
   Elkan & Noto 2008): the pool copies of the trusted rows are taken out of the negatives, the classifier
   learns T against the rest U = P \\ T, and since T ∪ U = P, c = N_T q₀ / (N_P p), so
-  ``w = (N_P / N_T) · c`` — the same formula with s = N_T/N_P, π = N_U/N_P, γ = N_U/N_T (bounded by N_P/N_T).
+  ``w = (N_P / N_T) · c`` — the same formula with s = N_T/N_P, 1 − a = N_U/N_P, γ = N_U/N_T (so w ≤ N_P/N_T).
 
 The target share α is estimated by mixture-proportion estimation on the out-of-fold scores (the "best bin"
 of Garg et al. 2021, arXiv 2111.00980): α* = inf P(S)/Q₀(S) over the top-score sets S, with a bootstrap
 interval. α* = 1 / sup dQ₀/dP is always identifiable and bounds α from above; it equals α only when some
 region of response space is reached by the target alone (an anchor set, Scott 2015). Guards: the weights
-are clipped at 1/α̂ (no true weight exceeds 1/α*), self-normalised to mean 1, and the report gives the
-effective sample size and the pool's coverage of the trusted distribution, with warnings.
+are clipped at 1/α̂_low, the lower end of the share's interval (no true weight exceeds 1/α*), and
+self-normalised to mean 1; with no detectable difference between trusted sample and pool every weight is 1;
+the report gives the effective sample size and the pool's coverage of the trusted distribution, with
+warnings (docs/howto/no-labels.md).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from dora.classifier.annotate import (
     plot_diagnostics,
     reliability_bins,
 )
+from dora.classifier.share import estimate_target_share, plot_share
 from dora.ratio import effective_sample_size
 
 __all__ = ["annotate_density_ratio", "estimate_target_share", "check_rows"]
@@ -130,37 +133,6 @@ def _match_subset(pool, trusted, names, line_offset) -> np.ndarray:
     return np.array(out, dtype=np.int64)
 
 
-# --------------------------------------------------------------------------- the target share
-
-
-def _best_bin(trusted: np.ndarray, pool: np.ndarray, delta: float = 0.1, gamma: float = 0.01):
-    """Best-bin mixture-proportion estimate (Garg et al. 2021, eq. 4): over the top-score sets S_t, minimise
-    P(S_t)/Q(S_t) plus its confidence width, and return (P(S_t)/Q(S_t), Q(S_t), t)."""
-    t_sorted, p_sorted = np.sort(trusted), np.sort(pool)
-    thresholds = np.unique(t_sorted)
-    q_t = 1.0 - np.searchsorted(t_sorted, thresholds, side="left") / len(t_sorted)
-    q_p = 1.0 - np.searchsorted(p_sorted, thresholds, side="left") / len(p_sorted)
-    width = math.sqrt(math.log(4 / delta) / (2 * len(trusted))) + math.sqrt(math.log(4 / delta) / (2 * len(pool)))
-    k = int(np.argmin(q_p / q_t + (1 + gamma) * width / q_t))
-    return float(min(1.0, q_p[k] / q_t[k])), float(q_t[k]), float(thresholds[k])
-
-
-def estimate_target_share(
-    trusted_scores, pool_scores, *, bootstrap: int = 200, level: float = 0.95, seed: int = 0
-) -> dict:
-    """The largest share α* of the pool that the trusted distribution can make up (= 1 / sup dQ₀/dP), from
-    out-of-fold classifier scores of trusted and pool responses, with a percentile-bootstrap interval
-    (scores resampled; the classifier is held fixed). α* bounds the true share from above and equals it when
-    the target has an anchor set (a region the other sources never reach)."""
-    t = np.asarray(trusted_scores, dtype=np.float64)
-    p = np.asarray(pool_scores, dtype=np.float64)
-    share, mass, threshold = _best_bin(t, p)
-    rng = np.random.default_rng(seed)
-    boots = [_best_bin(rng.choice(t, len(t)), rng.choice(p, len(p)))[0] for _ in range(bootstrap)]
-    lo, hi = (np.quantile(boots, [(1 - level) / 2, (1 + level) / 2]).tolist() if boots else (share, share))
-    return {"share": share, "interval": [lo, hi], "level": level, "bin_trusted_mass": mass, "threshold": threshold}
-
-
 # --------------------------------------------------------------------------- the whole step
 
 
@@ -188,8 +160,9 @@ def annotate_density_ratio(
     P(trusted | x, y) — and ``dora_weight``; returns (annotated pool, report dict).
 
     ``trusted_in_pool``: the trusted rows are rows of the pool (each is matched to a pool row by its text)
-    rather than drawn separately. ``clip``: "auto" caps each response weight at 1/α̂ (the estimated target
-    share, see ``estimate_target_share``), a number caps it there, None leaves it. ``normalize`` rescales the
+    rather than drawn separately. ``clip``: "auto" caps each response weight at 1/α̂_low (the lower end of
+    the estimated target share's interval, see ``estimate_target_share``), a number caps it there, None
+    leaves it. ``normalize`` rescales the
     sample weights to mean 1 over the pool. ``names`` / ``line_offsets`` name the inputs in error messages."""
     kind = check_rows(dataset, names[0], line_offsets[0])
     kind_t = check_rows(trusted, names[1], line_offsets[1])
@@ -279,7 +252,7 @@ def annotate_density_ratio(
         out = out.remove_columns("dora_weight")
     out = out.add_column("dora_weight", h.astype(float).tolist())
 
-    report = _diagnostics(probs, labels, h, raw_w, share, n_rows, len(tr.texts) // n, trusted_in_pool)
+    report = _diagnostics(probs, labels, h, raw_w, share, len(tr.texts) // n)
     report.update(
         {
             "mode": "no_labels",
@@ -334,7 +307,7 @@ def _log_loss(labels, p) -> float:
     return float(-np.mean(labels * np.log(p) + (1 - labels) * np.log1p(-p)))
 
 
-def _diagnostics(probs, labels, h, raw_w, share, n_rows, n_trusted_rows, subset) -> dict:
+def _diagnostics(probs, labels, h, raw_w, share, n_trusted_rows) -> dict:
     from sklearn.metrics import brier_score_loss, roc_auc_score
 
     auc = float(roc_auc_score(labels, probs))
@@ -391,27 +364,3 @@ def format_table(report: dict) -> str:
     return "\n".join(
         f"| {k.ljust(width)} | {v} |" for k, v in [("metric", "value"), ("-" * width, "---"), *rows]
     )
-
-
-def plot_share(trusted_scores, pool_scores, share: dict, path: str) -> None:
-    """P(S_t)/Q(S_t) against the trusted mass Q(S_t) of the top-score sets: its minimum is α̂."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    t, p = np.sort(trusted_scores), np.sort(pool_scores)
-    thr = np.unique(t)
-    q_t = 1.0 - np.searchsorted(t, thr, side="left") / len(t)
-    q_p = 1.0 - np.searchsorted(p, thr, side="left") / len(p)
-    fig, ax = plt.subplots(figsize=(5, 4))
-    ax.plot(q_t, q_p / q_t, "-", color="#36c", label="P(S) / Q₀(S), top-score sets S")
-    ax.axhline(share["share"], color="#c33", ls="--", label=f"α̂ = {share['share']:.3f}")
-    ax.axhspan(*share["interval"], color="#c33", alpha=0.15, label=f"{100 * share['level']:.0f}% interval")
-    ax.set_xlabel("trusted mass Q₀(S)")
-    ax.set_ylabel("pool / trusted mass")
-    ax.set_ylim(0, 1.05)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
