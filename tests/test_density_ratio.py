@@ -141,6 +141,46 @@ def test_ess_warning_when_a_few_rows_carry_the_weight():
     assert report["ess_fraction"] < 0.1
 
 
+@pytest.fixture(scope="module")
+def tiny_encoder(tmp_path_factory):
+    """A tiny BERT and a word-level tokenizer over the test's words, saved like a Hub checkpoint."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from tokenizers.processors import TemplateProcessing
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    path = str(tmp_path_factory.mktemp("tiny_encoder"))
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "q", "foo", *VOCAB, *[str(i) for i in range(20)]]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocab)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.post_processor = TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
+        mask_token="[MASK]",
+    ).save_pretrained(path)  # fmt: skip
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64)  # fmt: skip
+    BertModel(config).save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("backend", ["embedding", "transformer"])
+def test_hf_backends(tiny_encoder, backend, one_thread):
+    """The other backends through the same path: the pool's 'foo' rows look like the trusted sample."""
+    pool, kinds = rows(160, 20, draw(160, {"foo": 0.3, "": 0.7}, 21))
+    trusted, _ = rows(100, 22, ["foo"] * 100)
+    extra = {"epochs": 8.0, "learning_rate": 3e-3, "batch_size": 32} if backend == "transformer" else {}
+    ds, report = annotate_density_ratio(
+        Dataset.from_list(pool), Dataset.from_list(trusted), backend=backend, folds=2, bootstrap=20,
+        model_name_or_path=tiny_encoder, **extra,
+    )  # fmt: skip
+    w = np.array(ds["dora_weight"])
+    assert report["shift_detected"] and report["C"] is None, report["roc_auc"]
+    assert w[kinds == "foo"].mean() > 1.5 * w[kinds == ""].mean()
+    assert w.mean() == pytest.approx(1.0)
+
+
 def _pairs(n: int, style: str, seed: int) -> list[dict]:
     rng = np.random.default_rng(seed)
     out = []
