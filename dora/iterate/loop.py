@@ -17,6 +17,7 @@ import logging
 import os
 import random
 import shutil
+import time
 from collections import Counter
 from dataclasses import asdict
 
@@ -272,6 +273,7 @@ def iterate(
             os.makedirs(rdir, exist_ok=True)
         state.wait_for_everyone()
         logger.info("round %d: sampling from %s", r, policy)
+        clock = {"start": time.perf_counter()}
         # (1) sample
         round_prompts = prompts
         if cfg.prompts_per_round and cfg.prompts_per_round < len(prompts):
@@ -288,24 +290,31 @@ def iterate(
             model, tokenizer, round_prompts, cfg.samples_per_prompt, seed=cfg.seed * 1000 + r, **gen
         )
         del model
+        clock["sample"] = time.perf_counter()
         # (2) judge, (3) grow the pool
         scores = judge(round_prompts, samples)
         new_rows, counts = make_pairs(round_prompts, samples, scores, f"policy_r{r}")
         pool_rows = pool_rows + new_rows
+        clock["judge"] = time.perf_counter()
         # (4) weights on the grown pool
         wdir = os.path.join(rdir, "weights") if state.is_main_process else None
         weighted, wreport = fit_weights(
             pool_rows, weights_fn or cfg.weights, target_sources=cfg.target_sources,
             classifier=cfg.classifier, seed=cfg.seed + r, output_dir=wdir,
         )  # fmt: skip
+        clock["weights"] = time.perf_counter()
         # (5) train one round
         # fixed: the round-0 policy; previous: None, i.e. a frozen copy of the starting policy (with LoRA,
         # the base with the fresh adapter disabled, which is that same policy)
         reference = cfg.model if cfg.reference == "fixed" else None
         new_policy, train_stats = _train_round(cfg, policy, reference, weighted, rdir, r)
+        clock["train"] = time.perf_counter()
         if state.is_main_process:
             ev = _evaluate(cfg, new_policy, cfg.model, eval_rows, eval_judge, eval_fn, r)
+            clock["eval"] = time.perf_counter()
+            names = list(clock)
             report = round_summary(r, new_policy, weighted, counts, wreport, train_stats, ev, cfg.target_sources)
+            report["seconds"] = {b: round(clock[b] - clock[a], 2) for a, b in zip(names, names[1:])}
             _write_jsonl(os.path.join(rdir, "pool.jsonl"), pool_rows)
             _write_json(os.path.join(rdir, "report.json"), report)
             logger.info("round %d: %s", r, report["eval"])
