@@ -105,7 +105,7 @@ def run_seed(cfg: WorldConfig, base: dict, out_dir: str, epochs: int) -> dict:
                 "loss_type": "sigmoid",
                 "objective": spec["objective"],
                 "beta": 0.1,
-                "learning_rate": 1e-4,
+                "learning_rate": base["lr"],
                 "lr_scheduler_type": "linear",
                 "num_train_epochs": epochs,
                 "per_device_train_batch_size": 32,
