@@ -190,3 +190,21 @@ def test_recipe_parses_and_cli_runs_a_round(tiny_model_dir, tmp_path, one_thread
     )
     assert main(["iterate", "--config", str(recipe), "--rounds", "1"]) == 0
     assert json.loads((out / "round_1" / "report.json").read_text())["train"]["steps"] == 1
+
+
+def test_density_weights_never_read_the_pool_sources(tmp_path):
+    from dora.iterate.weights import fit_weights
+
+    rows = [{k: r[k] for k in ("prompt", "chosen", "rejected", "source")} for r in pair_rows(60, seed=3)]
+    trusted = [
+        {k: r[k] for k in ("prompt", "chosen", "rejected")} for r in pair_rows(30, seed=4) if r["source"] == "human"
+    ]
+    kw = dict(target_sources=["human"], classifier={"folds": 2, "bootstrap": 20}, seed=0, output_dir=None)
+    a, report = fit_weights(rows, "density", trusted=trusted, **kw)
+    relabelled = [dict(r, source=f"policy_r{i % 3}") for i, r in enumerate(rows)]
+    b, _ = fit_weights(relabelled, "density", trusted=trusted, **kw)
+    assert [r["dora_weight"] for r in a] == [r["dora_weight"] for r in b]
+    assert [r["source"] for r in b] == [r["source"] for r in relabelled]  # the pool keeps its own columns
+    assert "roc_auc" in report and all(r["dora_weight"] > 0 for r in a)
+    none, _ = fit_weights(rows, "none", **kw)
+    assert {r["dora_weight"] for r in none} == {1.0}

@@ -2,7 +2,8 @@
 
 Recipe keys: the fields of ``IterateConfig`` plus ``pool`` (the initial preference rows, jsonl), ``judge``,
 and optionally ``prompts`` (jsonl with a ``prompt`` column), ``eval_data`` (held-out pairs) and
-``eval_judge``. Flags override top-level keys. Runs the same under ``accelerate launch -m dora iterate``.
+``eval_judge``, and ``trusted`` (the trusted sample of ``weights: density``). Flags override top-level
+keys. Runs the same under ``accelerate launch -m dora iterate``.
 Started again with the same ``output_dir``, it resumes after the last finished round.
 """
 
@@ -33,6 +34,7 @@ def run(args) -> int:
         prompts=data.get("prompts"),
         eval_data=data.get("eval_data"),
         eval_judge=data.get("eval_judge"),
+        trusted=data.get("trusted"),
     )
     from accelerate import PartialState
 

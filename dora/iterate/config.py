@@ -46,7 +46,7 @@ class IterateConfig:
 
 
 # keys of a recipe that are not IterateConfig fields: where the data and the judge come from
-DATA_KEYS = ("pool", "prompts", "eval_data", "judge", "eval_judge")
+DATA_KEYS = ("pool", "prompts", "eval_data", "judge", "eval_judge", "trusted")
 
 
 def load_iterate_recipe(path: str | None, overrides: dict | None = None) -> tuple[IterateConfig, dict]:

@@ -217,6 +217,7 @@ def iterate(
     eval_judge=None,
     eval_fn=None,
     weights_fn=None,
+    trusted=None,
 ) -> list[dict]:
     """Run (or resume) ``config.rounds`` rounds; returns the per-round reports, round 0 first.
 
@@ -224,7 +225,8 @@ def iterate(
     ``source``. ``judge``: see ``dora.iterate.judge``. ``prompts``: what the policy answers each round
     (default: the pool's distinct prompts). ``eval_data``: held-out pairs (the human split) for the
     per-round preference accuracy and, with ``eval_judge``, the win rate against round 0. ``eval_fn(policy_dir)
-    -> dict`` adds numbers of your own. ``weights_fn`` replaces step (4) (see ``dora.iterate.weights``).
+    -> dict`` adds numbers of your own. ``weights_fn`` replaces step (4) (see ``dora.iterate.weights``);
+    ``trusted`` (rows or a jsonl path) is the separate trusted sample of ``weights="density"``.
     """
     from accelerate import PartialState
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -237,6 +239,10 @@ def iterate(
     eval_rows = _load_rows(eval_data, "eval_data") if eval_data is not None else None
     if eval_rows is not None:
         eval_rows = validate_pool(eval_rows, "eval_data")
+    if trusted is not None:
+        trusted = validate_pool(
+            [dict(r, source=r.get("source") or "trusted") for r in _load_rows(trusted, "trusted")], "trusted"
+        )
     if prompts is None:
         prompts = list(dict.fromkeys(r["prompt"] for r in initial))
     elif isinstance(prompts, str):
@@ -300,7 +306,7 @@ def iterate(
         wdir = os.path.join(rdir, "weights") if state.is_main_process else None
         weighted, wreport = fit_weights(
             pool_rows, weights_fn or cfg.weights, target_sources=cfg.target_sources,
-            classifier=cfg.classifier, seed=cfg.seed + r, output_dir=wdir,
+            classifier=cfg.classifier, seed=cfg.seed + r, output_dir=wdir, trusted=trusted,
         )  # fmt: skip
         clock["weights"] = time.perf_counter()
         # (5) train one round

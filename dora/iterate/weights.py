@@ -3,19 +3,27 @@
 ``classifier``: the labelled-mode source classifier (``dora.classifier.annotate``), refit on the whole pool
 with ``target_sources`` as the target class; policy-written rows are one more non-target source, and a
 response's weight depends on its text only. ``density``: the trusted-sample density ratio that needs no
-source labels (``dora.classifier.density``, where installed). ``none``: every weight 1 (iterative DPO).
-A callable ``fn(rows, output_dir) -> (rows with dora_weight, report)`` plugs in any other estimator.
+source labels (``dora.classifier.annotate_density_ratio``): the classifier learns a trusted sample of the
+target distribution against the pool, whose source column it never reads. The trusted sample is ``trusted``
+(rows drawn apart from the pool), or else the pool's ``target_sources`` rows, taken as a subset of the pool.
+``none``: every weight 1 (iterative DPO). A callable ``fn(rows, output_dir) -> (rows with dora_weight,
+report)`` plugs in any other estimator.
 """
 
 from __future__ import annotations
-
-import importlib
 
 __all__ = ["fit_weights"]
 
 
 def fit_weights(
-    rows: list[dict], mode, *, target_sources: list[str], classifier: dict, seed: int, output_dir: str | None
+    rows: list[dict],
+    mode,
+    *,
+    target_sources: list[str],
+    classifier: dict,
+    seed: int,
+    output_dir: str | None,
+    trusted: list[dict] | None = None,
 ) -> tuple[list[dict], dict]:
     """(rows with a ``dora_weight`` column, report) for the pool ``rows``."""
     if callable(mode):
@@ -33,18 +41,19 @@ def fit_weights(
         )
         return annotated.to_list(), report
     if mode == "density":
-        try:
-            density = importlib.import_module("dora.classifier.density")
-        except ImportError as e:
-            raise ValueError("weights 'density' needs dora.classifier.density, not in this install") from e
         from datasets import Dataset
 
-        annotated, report = density.annotate_density(
-            Dataset.from_list(rows),
-            trusted_sources=list(target_sources),
-            seed=seed,
-            output_dir=output_dir,
-            **classifier,
-        )
-        return annotated.to_list(), report
+        from dora.classifier import annotate_density_ratio
+
+        cols = ("prompt", "chosen", "rejected")
+        strip = lambda rs: Dataset.from_list([{k: r[k] for k in cols} for r in rs])  # noqa: E731
+        in_pool = trusted is None
+        if in_pool:
+            trusted = [r for r in rows if r["source"] in target_sources]
+        annotated, report = annotate_density_ratio(
+            strip(rows), strip(trusted), trusted_in_pool=in_pool, seed=seed, output_dir=output_dir,
+            names=("pool", "trusted"), **classifier,
+        )  # fmt: skip
+        weights = annotated["dora_weight"]
+        return [dict(r, dora_weight=float(w)) for r, w in zip(rows, weights)], report
     raise ValueError(f"weights must be 'classifier', 'density', 'none' or a callable, got {mode!r}")
