@@ -24,6 +24,8 @@ _API = {
     "calibration_weights": "dora.ratio",
     "response_weights": "dora.ratio",
     "effective_sample_size": "dora.ratio",
+    # iterative DoRA (the loop itself: dora.iterate.iterate)
+    "IterateConfig": "dora.iterate",
     # no source labels: weights from a trusted sample of the target
     "annotate_density_ratio": "dora.classifier.density",
     "estimate_target_share": "dora.classifier.density",
