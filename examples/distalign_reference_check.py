@@ -1,23 +1,26 @@
 """Score the benchmark authors' stored model outputs with `dora eval distalign --predictions` and compare the
-leaderboard with the paper's (Meister et al. 2025, Table 2: GPT-4 verbalize 0.229, sequence 0.278, log-p 0.550,
-knowledge-to-simulation gap 21.35%).
+leaderboard with theirs (`results/leaderboard_distrib_alignment.csv`, the paper's Table 2; GPT-4: verbalize
+0.229, sequence 0.278, log-p 0.550, knowledge-to-simulation gap 21.35%).
 
     git clone https://github.com/nicolemeister/benchmarking-distributional-alignment bench
     python examples/distalign_reference_check.py --repo bench --output out/reference-check
 
 It converts the repository's `results/<dataset>/<method>/<model>/task{1,3_easy_hard}/...` files (persona and
 few-shot steering) into our predictions format, keyed by option text, then runs the CLI on the repository's
-own data files with the paper's groups and the reference's failed-parse scoring.
+own data files with the paper's groups and the reference's failed-parse scoring. `--as-given` scores the
+vectors without renormalising them, as the reference code does (it matters for models whose outputs lose
+mass off the options, e.g. llama3-70b).
 """
 
 import argparse
 import ast
+import csv
 import json
 import os
 
 from dora.cli import main
 
-PAPER = {"verbalize": 0.229, "sequence": 0.278, "logprobs": 0.550}
+LABELS = {"verbalize": "V", "sequence": "Seq", "logprobs": "Log-p"}
 METHOD_DIRS = {"express_distribution": "verbalize", "sequence": "sequence", "model_logprobs": "logprobs"}
 TASKS = {"task1": "persona", "task3_easy_hard": "few_shot"}
 OQA_GROUPS = {"POLPARTY": ["Democrat", "Republican"], "SEX": ["Male", "Female"], "RACE": ["Black", "White"]}
@@ -28,7 +31,14 @@ parser.add_argument("--repo", required=True, help="a clone of nicolemeister/benc
 parser.add_argument("--model", default="gpt-4", help="a model folder under results/<dataset>/<method>/")
 parser.add_argument("--output", default="reference-check")
 parser.add_argument("--tolerance", type=float, default=0.003)
+parser.add_argument("--as-given", action="store_true", help="no renormalisation (dora eval --no-renormalize)")
 args = parser.parse_args()
+
+with open(os.path.join(args.repo, "results/leaderboard_distrib_alignment.csv"), encoding="utf-8") as f:
+    theirs = {r["Model Name"]: r["Alignment Mean"] for r in csv.DictReader(f)}
+paper = {
+    m: float(theirs[f"{args.model} ({label})"]) for m, label in LABELS.items() if theirs.get(f"{args.model} ({label})")
+}
 
 oqa_dir = os.path.join(args.repo, "opinions_qa/data/human_resp/Pew_American_Trends_Panel_disagreement_100")
 oqa_files = {a: os.path.join(oqa_dir, f"{a}_data.json") for a in OQA_GROUPS}
@@ -79,13 +89,15 @@ with open(preds, "w", encoding="utf-8") as f:
 print(f"{len(rows)} predictions from {results} -> {preds}")
 
 main(["eval", "distalign", "--predictions", preds, "--data", *oqa_files.values(), nyt_file, gv_file,
-      "--groups", "paper", "--failed-parse", "zero", "--output", args.output])  # fmt: skip
+      "--groups", "paper", "--failed-parse", "zero", "--output", args.output,
+      *(["--no-renormalize"] if args.as_given else [])])  # fmt: skip
 board = json.load(open(os.path.join(args.output, "leaderboard.json")))
 ok = True
-for method, expected in PAPER.items():
+for method, expected in paper.items():
     got = board[method]["tvd"]
     good = abs(got - expected) <= args.tolerance
     ok &= good
-    print(f"{method:>10}: {got:.4f}  paper {expected:.3f}  {'ok' if good else 'DIFFERS'}")
-print(f"       gap: {100 * board['gap']:.2f}%  paper 21.35%")
+    print(f"{method:>10}: {got:.4f}  reference {expected:.4f}  {'ok' if good else 'DIFFERS'}")
+if board.get("gap") is not None and "verbalize" in paper and "sequence" in paper:
+    print(f"       gap: {100 * board['gap']:.2f}%  reference {100 * (paper['sequence'] / paper['verbalize'] - 1):.2f}%")
 raise SystemExit(0 if ok else 1)

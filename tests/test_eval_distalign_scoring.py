@@ -83,6 +83,20 @@ def test_failed_parses_are_counted_and_scored_by_the_chosen_policy():
         D.score_predictions(items, preds, failed="guess")
 
 
+def test_vectors_as_given_count_the_mass_off_the_options(tmp_path):
+    items = [item("d", "q1", "g", [0.2, 0.2, 0.6])]
+    preds = tmp_path / "p.jsonl"
+    _write(preds, [{"dataset": "d", "question": "q1", "group": "g", "method": "logprobs", "steering": "persona",
+                    "distribution": {"A": 0.25, "B": 0.25}}])  # fmt: skip
+    rows = D.read_predictions(str(preds), items)
+    assert rows[0]["mass"] == pytest.approx(0.5)
+    as_given, _ = D.score_predictions(items, rows, bootstrap=0, renormalize=False)
+    # 0.5 * (|0.2 - 0.25| + |0.2 - 0.25| + |0.6 - 0|) against 0.5 * (|0.2 - 0.5| + |0.2 - 0.5| + 0.6)
+    assert as_given["methods"]["logprobs"]["tvd"] == pytest.approx(0.35)
+    renormalized, _ = D.score_predictions(items, rows, bootstrap=0)
+    assert renormalized["methods"]["logprobs"]["tvd"] == pytest.approx(0.6)
+
+
 def test_bootstrap_resamples_questions_within_datasets():
     rng0 = np.random.default_rng(5)
     datasets, questions, values = [], [], []

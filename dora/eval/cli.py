@@ -85,6 +85,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     dist.add_argument(
         "--failed-parse", default="zero", choices=["zero", "uniform", "skip"], help="how an unreadable output is scored"
     )
+    dist.add_argument(
+        "--no-renormalize", action="store_true", help="TVD against predictions as given (mass off the options counts)"
+    )
     dist.add_argument("--chat-template", action="store_true", help="wrap each prompt as a chat user message")
     dist.add_argument("--batch-size", type=int, default=16)
     dist.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the 95%% interval")
@@ -225,8 +228,9 @@ def run_distalign(args) -> int:
             if p["method"] in methods and p["steering"] in steerings
         ]
         report, rows = D.score_predictions(
-            items, preds, failed=args.failed_parse, samples=args.samples, bootstrap=args.bootstrap, seed=args.seed
-        )
+            items, preds, failed=args.failed_parse, renormalize=not args.no_renormalize, samples=args.samples,
+            bootstrap=args.bootstrap, seed=args.seed,
+        )  # fmt: skip
         report["predictions"] = args.predictions
     else:
         pool = [it for p in args.shot_pool for it in D.load_benchmark(p, args.format, info_files=args.info)]
@@ -235,6 +239,7 @@ def run_distalign(args) -> int:
             runner, items, methods=methods, steerings=steerings, samples=args.samples, seed=args.seed,
             bootstrap=args.bootstrap, k_shots=args.shots, shot_pool=pool, style=args.prompt_style,
             verbalize_decoding=args.verbalize_decoding, failed=args.failed_parse,
+            renormalize=not args.no_renormalize,
         )  # fmt: skip
         report["model"] = args.model
     report["data"] = args.data

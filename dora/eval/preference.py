@@ -62,9 +62,7 @@ def load_causal_lm(path_or_model, device: str | None = None):
     return path_or_model.to(device).eval()
 
 
-def _summary(
-    correct: np.ndarray, margins: np.ndarray, chosen: np.ndarray, rejected: np.ndarray, **boot
-) -> dict:
+def _summary(correct: np.ndarray, margins: np.ndarray, chosen: np.ndarray, rejected: np.ndarray, **boot) -> dict:
     return {
         "n": int(len(correct)),
         "accuracy": float(correct.mean()) if len(correct) else float("nan"),
@@ -94,25 +92,19 @@ def _report(chosen, rejected, sources, target_sources, *, bootstrap: int, seed: 
     return out
 
 
-def _check_targets(
-    sources: list[str], target_sources: list[str] | None, source_column: str
-) -> list[str] | None:
+def _check_targets(sources: list[str], target_sources: list[str] | None, source_column: str) -> list[str] | None:
     if not target_sources:
         return None
     if not any(sources):
         logger.warning("no '%s' column: every row counts as a target row", source_column)
         return None
     if not set(sources) & set(target_sources):
-        raise ValueError(
-            f"no row has {source_column} in {sorted(target_sources)}; sources: {sorted(set(sources))}"
-        )
+        raise ValueError(f"no row has {source_column} in {sorted(target_sources)}; sources: {sorted(set(sources))}")
     return list(target_sources)
 
 
 @torch.no_grad()
-def sequence_logps(
-    model, prepared, pad_token_id: int, *, batch_size: int = 16, max_length: int | None = None
-):
+def sequence_logps(model, prepared, pad_token_id: int, *, batch_size: int = 16, max_length: int | None = None):
     """Summed completion log-probs and completion lengths, each [rows, 2] (chosen, rejected), of rows
     tokenised by ``dora.data.prepare_dataset`` (the trainer's tokenisation and completion mask)."""
     model = add_logprob_head(model)
@@ -139,9 +131,7 @@ def _prepare(dataset, tokenizer, source_column: str, max_length: int | None):
         raise ValueError("preference evaluation needs pairwise rows (prompt, chosen, rejected)")
     if "dora_weight" not in dataset.column_names:  # weights play no part in evaluation: no warning about them
         dataset = dataset.add_column("dora_weight", [1.0] * len(dataset))
-    return prepare_dataset(
-        dataset, tokenizer, source_column=source_column, max_length=max_length, desc="eval"
-    )
+    return prepare_dataset(dataset, tokenizer, source_column=source_column, max_length=max_length, desc="eval")
 
 
 def implicit_reward_accuracy(
@@ -165,14 +155,10 @@ def implicit_reward_accuracy(
     sources = [str(s) for s in prepared["source"]]
     targets = _check_targets(sources, target_sources, source_column)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    logps, lengths = sequence_logps(
-        load_causal_lm(policy), prepared, pad, batch_size=batch_size, max_length=max_length
-    )
+    logps, lengths = sequence_logps(load_causal_lm(policy), prepared, pad, batch_size=batch_size, max_length=max_length)
     ref = None
     if reference is not None:
-        ref, _ = sequence_logps(
-            load_causal_lm(reference), prepared, pad, batch_size=batch_size, max_length=max_length
-        )
+        ref, _ = sequence_logps(load_causal_lm(reference), prepared, pad, batch_size=batch_size, max_length=max_length)
     rewards = implicit_rewards(logps, ref, lengths=lengths, beta=beta).double().numpy()
     out = _report(rewards[:, 0], rewards[:, 1], sources, targets, bootstrap=bootstrap, seed=seed)
     out["reward"] = "beta * (logp - ref)" if reference is not None else "beta * logp / |y|"
@@ -211,9 +197,7 @@ class RewardModel:
         if self.model.config.pad_token_id is None:
             self.model.config.pad_token_id = self.tokenizer.pad_token_id
         if self.model.config.num_labels not in (1, 2):
-            raise ValueError(
-                f"{path}: a reward model has 1 or 2 labels, this one has {self.model.config.num_labels}"
-            )
+            raise ValueError(f"{path}: a reward model has 1 or 2 labels, this one has {self.model.config.num_labels}")
         self.batch_size, self.max_length = batch_size, max_length
 
     def _text(self, prompt, response) -> str:
@@ -228,12 +212,9 @@ class RewardModel:
         out = []
         for i in tqdm(range(0, len(prompts), self.batch_size), desc="reward model", leave=False):
             texts = [
-                self._text(p, r)
-                for p, r in zip(prompts[i : i + self.batch_size], responses[i : i + self.batch_size])
+                self._text(p, r) for p, r in zip(prompts[i : i + self.batch_size], responses[i : i + self.batch_size])
             ]
-            enc = self.tokenizer(
-                texts, return_tensors="pt", padding=True, truncation=True, max_length=self.max_length
-            )
+            enc = self.tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=self.max_length)
             logits = self.model(**enc.to(self.model.device)).logits.float()
             out.append((logits[:, 0] if logits.shape[-1] == 1 else logits[:, 1] - logits[:, 0]).cpu().numpy())
         return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
@@ -282,11 +263,7 @@ def generate(
     """Batched (left-padded) generation; chat prompts go through the tokenizer's chat template."""
     torch.manual_seed(seed)
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    kw = (
-        dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
-        if do_sample
-        else dict(do_sample=False)
-    )
+    kw = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if do_sample else dict(do_sample=False)
     device = next(model.parameters()).device
     out = []
     try:
@@ -294,9 +271,7 @@ def generate(
             chunk = prompts[i : i + batch_size]
             chat = isinstance(chunk[0], list)
             texts = [
-                tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
-                if chat
-                else str(p)
+                tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) if chat else str(p)
                 for p in chunk
             ]
             enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not chat).to(device)
@@ -320,9 +295,7 @@ def win_rate_from_scores(
     outcome = np.stack([d > tie_margin, np.abs(d) <= tie_margin, d < -tie_margin], axis=1).astype(np.float64)
     rng = np.random.default_rng(seed)
     boots = (
-        np.stack([outcome[rng.integers(0, len(d), len(d))].mean(0) for _ in range(bootstrap)])
-        if bootstrap
-        else None
+        np.stack([outcome[rng.integers(0, len(d), len(d))].mean(0) for _ in range(bootstrap)]) if bootstrap else None
     )
     out = {"n": int(len(d))}
     shares = {"win": outcome[:, 0], "tie": outcome[:, 1], "lose": outcome[:, 2]}
@@ -357,9 +330,7 @@ def win_rate(
     ours = generate(load_causal_lm(policy), tokenizer, prompts, seed=seed, **gen_kwargs)
     theirs = generate(load_causal_lm(reference), tokenizer, prompts, seed=seed, **gen_kwargs)
     ours_score, theirs_score = reward_model.score(prompts, ours), reward_model.score(prompts, theirs)
-    result = win_rate_from_scores(
-        ours_score, theirs_score, tie_margin=tie_margin, bootstrap=bootstrap, seed=seed
-    )
+    result = win_rate_from_scores(ours_score, theirs_score, tie_margin=tie_margin, bootstrap=bootstrap, seed=seed)
     result["examples"] = [
         {"prompt": p, "policy": a, "reference": b, "policy_score": float(x), "reference_score": float(y)}
         for p, a, b, x, y in list(zip(prompts, ours, theirs, ours_score, theirs_score))[:examples]

@@ -8,8 +8,9 @@ One JSON object per line::
 ``question`` is the question's key in the data file (OpinionQA: its id; NYT: the book title; Global
 Values: the question text). ``distribution`` keys are option texts or letters; a letter indexes the item's
 options in the order the loader gives them (``Item.options``; ``predictions.jsonl`` of a run lists them).
-``distribution: null`` (or all zeros) is a failed parse. Rows for groups or questions that are not scored
-(group filter, ``--max-questions``) are counted and left out.
+``distribution: null`` (or all zeros) is a failed parse. Values are renormalised; the total they were
+given with is kept for scoring vectors as given (``renormalize=False``). Rows for groups or questions that
+are not scored (group filter, ``--max-questions``) are counted and left out.
 """
 
 from __future__ import annotations
@@ -61,8 +62,8 @@ def read_predictions(path: str, items: list[Item]) -> list[dict]:
             if (i, method, steering) in seen:
                 raise ValueError(f"{where}: a second prediction for this question, group, method and steering")
             seen.add((i, method, steering))
-            out.append({"item": i, "method": method, "steering": steering,
-                        "prediction": _distribution(row["distribution"], items[i].options, where)})  # fmt: skip
+            dist, mass = _distribution(row["distribution"], items[i].options, where)
+            out.append({"item": i, "method": method, "steering": steering, "prediction": dist, "mass": mass})
     if unmatched:
         logger.warning("%s: %d rows for questions or groups that are not scored, left out", path, unmatched)
     if not out:
@@ -70,9 +71,10 @@ def read_predictions(path: str, items: list[Item]) -> list[dict]:
     return out
 
 
-def _distribution(raw, options: list[str], where: str) -> np.ndarray | None:
+def _distribution(raw, options: list[str], where: str) -> tuple[np.ndarray | None, float]:
+    """The renormalised distribution (None for a failed parse) and the total it was given with."""
     if raw is None:
-        return None
+        return None, 0.0
     if not isinstance(raw, dict):
         raise ValueError(f"{where}, field 'distribution': expected {{option or letter: probability}} or null")
     values = np.zeros(len(options))
@@ -83,4 +85,5 @@ def _distribution(raw, options: list[str], where: str) -> np.ndarray | None:
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
             raise ValueError(f"{where}, field 'distribution': {key!r} has {v!r}, not a non-negative number")
         values[k] += v
-    return values / values.sum() if values.sum() > 0 else None
+    total = float(values.sum())
+    return (values / total if total > 0 else None), total

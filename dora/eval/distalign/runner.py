@@ -88,7 +88,9 @@ def predict(
     verbalize_decoding: str = "sample",
 ) -> list[dict]:
     """One prediction per item: ``{"item", "method", "steering", "prediction" (None when unreadable),
-    "failure", "text"}``; log-p rows also carry ``off_option_mass``. ``failure``: the mass off the options
+    "mass", "failure", "text"}``; log-p rows also carry ``off_option_mass``. ``mass``: the share of the output
+    on the options before renormalising (the letters' probability, the valid share of a sequence; 1 for a
+    verbalized answer). ``failure``: the mass off the options
     (log-p), the share of answers that are not an option letter (sequence), 1.0 for an unreadable
     verbalized answer."""
     method, steering = canonical("method", method), canonical("steering", steering)
@@ -103,13 +105,13 @@ def predict(
         for row, it, p in zip(rows, items, probs):
             ids = cache.setdefault(len(it.options), letter_token_ids(runner.tokenizer, len(it.options)))
             d, off = logp_distribution(p, ids)
-            row.update(prediction=d, failure=off, off_option_mass=off, text=None)
+            row.update(prediction=d, mass=1.0 - off, failure=off, off_option_mass=off, text=None)
         return rows
     if method == "sequence":
         texts = runner.generate(prompts, max_new_tokens=3 * samples + 8, sample=True, seed=seed)
         for row, it, t in zip(rows, items, texts):
             d, f = parse_sequence(t, len(it.options), samples)
-            row.update(prediction=d, failure=f, text=t)
+            row.update(prediction=d, mass=1.0 - f, failure=f, text=t)
         return rows
     longest = max(len(it.options) for it in items)
     texts = runner.generate(prompts, max_new_tokens=16 + 12 * longest, sample=verbalize_decoding == "sample", seed=seed)
@@ -133,6 +135,7 @@ def evaluate(
     style: str = "reference",
     verbalize_decoding: str = "sample",
     failed: str = "zero",
+    renormalize: bool = True,
 ) -> tuple[dict, list[dict]]:
     """Every (method, steering) on every item, scored as the paper scores them (``score_predictions``).
     Returns (report, per-row predictions and scores)."""
@@ -147,6 +150,8 @@ def evaluate(
     for steering, method in tqdm(list(itertools.product(steerings, methods)), desc="distalign"):
         preds += predict(runner, items, method, steering, samples=samples, seed=seed, shots=shots, style=style,
                          verbalize_decoding=verbalize_decoding)  # fmt: skip
-    report, rows = score_predictions(items, preds, failed=failed, samples=samples, bootstrap=bootstrap, seed=seed)
+    report, rows = score_predictions(
+        items, preds, failed=failed, renormalize=renormalize, samples=samples, bootstrap=bootstrap, seed=seed
+    )
     report.update(prompt_style=style, shots=shot_source, verbalize_decoding=verbalize_decoding)
     return report, rows

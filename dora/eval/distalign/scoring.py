@@ -38,9 +38,11 @@ def canonical(kind: str, name: str) -> str:
     return n
 
 
-def item_scores(item: Item, p: np.ndarray | None, failed: str = "zero") -> dict | None:
+def item_scores(item: Item, p: np.ndarray | None, failed: str = "zero", mass: float | None = None) -> dict | None:
     """TVD, 1 − JS and (ordered options) the Wasserstein representativeness of one prediction; None when
-    a failed prediction is skipped. A failed prediction under ``"zero"`` gets TVD ½ and no JS / Wasserstein."""
+    a failed prediction is skipped. A failed prediction under ``"zero"`` gets TVD ½ and no JS / Wasserstein.
+    With ``mass`` the TVD is taken against the vector as given, ``mass * p`` (the reference's way: mass off
+    the options counts as error); JS and Wasserstein always compare distributions."""
     q = item.distribution
     if p is None:
         if failed == "skip":
@@ -52,6 +54,8 @@ def item_scores(item: Item, p: np.ndarray | None, failed: str = "zero") -> dict 
     if p.shape != q.shape:
         raise ValueError(f"question {item.qid!r}, group {item.group}: {len(p)} values for {len(q)} options")
     out = {"tvd": tvd(q, p), "js": js_similarity(q, p), "wasserstein": None}
+    if mass is not None:
+        out["tvd"] = 0.5 * float(np.abs(q - mass * p / p.sum()).sum())
     if item.ordinals is not None:
         keep = [i for i, o in enumerate(item.ordinals) if o is not None]
         pos = [item.ordinals[i] for i in keep]
@@ -166,12 +170,14 @@ def score_predictions(
     predictions: list[dict],
     *,
     failed: str = "zero",
+    renormalize: bool = True,
     samples: int = 30,
     bootstrap: int = 1000,
     seed: int = 0,
 ) -> tuple[dict, list[dict]]:
     """Score predictions, each ``{"item": index into items, "method", "steering", "prediction": array or
-    None}`` (+ optional ``off_option_mass``, ``failure``, ``text``). Returns (report, per-row scores).
+    None}`` (+ optional ``mass``, ``off_option_mass``, ``failure``, ``text``). Returns (report, per-row
+    scores). ``renormalize=False`` takes each TVD against ``mass * prediction``, the vector as given.
 
     report: ``methods`` (the leaderboard: per method the TVD pooled over the headline steerings, each dataset
     weighted equally, its interval, items, failures, per dataset), ``by_steering`` (per method/steering:
@@ -181,7 +187,8 @@ def score_predictions(
     rows = []
     for pred in predictions:
         it = items[pred["item"]]
-        s = item_scores(it, pred["prediction"], failed)
+        mass = None if renormalize or pred["prediction"] is None else pred.get("mass", 1.0)
+        s = item_scores(it, pred["prediction"], failed, mass)
         rows.append({
             "dataset": it.dataset, "qid": it.qid, "group": it.group, "method": pred["method"],
             "steering": pred["steering"], "options": it.options, "truth": it.distribution.tolist(),
@@ -217,6 +224,7 @@ def score_predictions(
         "gap": seq / verb - 1.0 if seq is not None and verb else None,
         "headline_steerings": headline,
         "failed_parse": failed,
+        "renormalized": renormalize,
         "datasets": sorted({items[i].dataset for i in scored}),
         "n_items": len(scored),
         "n_questions": len({(items[i].dataset, items[i].qid) for i in scored}),
