@@ -115,9 +115,16 @@ def test_opinionqa_quirks_of_the_real_files(caplog):
     assert "1 empty or all-zero groups skipped" in text
 
 
-def test_max_questions_reads_only_the_first_questions():
+def test_max_questions_reads_only_the_first_questions(tmp_path):
     path = os.path.join(OQA, "SEX_data.json")
     assert len({it.qid for it in D.load_benchmark(path, max_questions=2)}) == 2
+    # the rest of the file is not even decoded: a file cut off after two questions loads with N = 2
+    text = open(path).read()
+    cut = tmp_path / "SEX_data.json"
+    cut.write_text(text[: text.index('"FREQ_W2"')] + '"FREQ_W2": {"MC_options": [tru')
+    assert len(D.load_benchmark(str(cut), "opinionqa", max_questions=2)) == 4
+    with pytest.raises(ValueError, match=r"SEX_data.json: not valid JSON \(line \d+, column \d+"):
+        D.load_benchmark(str(cut), "opinionqa", max_questions=3)
     # the 7th question has no MC_options: reached only when the limit lets it in
     with pytest.raises(ValueError, match=r"SEX_data.json: question BAD_W3: missing field 'MC_options'"):
         D.load_benchmark(path)

@@ -6,7 +6,7 @@ JSONL format of our own. The real files' quirks are handled here, each counted i
 ``MC_options`` split at commas or carrying stray quotes (the options then come from the groups' own answer
 keys, ordered by ``info.csv``'s ``option_mapping`` when it has the question), empty or all-zero groups
 (skipped), duplicate options, shares that do not sum to 1. Only the first ``max_questions`` questions of a
-file are read into items.
+file are decoded at all.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import csv
 import json
 import logging
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -70,19 +71,40 @@ class _Counts:
             logger.warning("%s: %s", self.path, parts)
 
 
-def _read_json(path: str) -> dict:
+def _iter_json(path: str, max_items: int | None = None):
+    """(key, value) pairs of a file holding one JSON object, decoded one at a time: the first
+    ``max_items`` are read, the rest of the file is not parsed. Errors name the path, line and column."""
     if not os.path.isfile(path):
         raise ValueError(f"{path}: no such file")
     try:
         with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from e
+            text = f.read()
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: not a UTF-8 text file") from e
-    if not isinstance(data, dict) or not data:
-        raise ValueError(f"{path}: expected a non-empty JSON object keyed by question")
-    return data
+    dec, ws = json.JSONDecoder(), re.compile(r"\s*")
+    try:
+        pos = ws.match(text, 0).end()
+        if text[pos : pos + 1] != "{":
+            raise json.JSONDecodeError("expected a JSON object keyed by question", text, pos)
+        pos = ws.match(text, pos + 1).end()
+        n = 0
+        while text[pos : pos + 1] != "}" and (max_items is None or n < max_items):
+            key, pos = dec.raw_decode(text, pos)
+            pos = ws.match(text, pos).end()
+            if not isinstance(key, str) or text[pos : pos + 1] != ":":
+                raise json.JSONDecodeError("expected a string key and ':'", text, pos)
+            value, pos = dec.raw_decode(text, ws.match(text, pos + 1).end())
+            yield key, value
+            n += 1
+            pos = ws.match(text, pos).end()
+            if text[pos : pos + 1] == ",":
+                pos = ws.match(text, pos + 1).end()
+            elif text[pos : pos + 1] != "}":
+                raise json.JSONDecodeError("expected ',' or '}'", text, pos)
+        if n == 0 and (max_items is None or max_items > 0):
+            raise ValueError(f"{path}: expected a non-empty JSON object keyed by question")
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from e
 
 
 def _require(q, key: str, where: str):
@@ -121,10 +143,6 @@ def _counts_vector(values, options: list[str], where: str) -> np.ndarray | None:
     if not np.isfinite(v).all() or (v < 0).any():
         raise ValueError(f"{where}: values must be finite and non-negative, got {values!r}")
     return v
-
-
-def _take(keys, max_questions: int | None):
-    return list(keys)[:max_questions] if max_questions is not None else list(keys)
 
 
 # --------------------------------------------------------------------------- OpinionQA
@@ -187,15 +205,14 @@ def _ordinals(options: list[str], info) -> list[float | None]:
 def load_opinionqa(path: str, *, max_questions: int | None = None, info_files=()) -> list[Item]:
     """OpinionQA ``<ATTRIBUTE>_data.json``: {qid: {MC_options, question_text, <group>: {option: count}}}.
     Reads ``info.csv`` next to the file (and any ``info_files``) for option order and ordinals."""
-    data = _read_json(path)
     info: dict = {}
     for p in [os.path.join(os.path.dirname(path), "info.csv"), *info_files]:
         if os.path.isfile(p):
             info.update(read_info(p))
     counts = _Counts(path)
     items = []
-    for qid in _take(data, max_questions):
-        q, where = data[qid], f"{path}: question {qid}"
+    for qid, q in _iter_json(path, max_questions):
+        where = f"{path}: question {qid}"
         mc = _option_list(_require(q, "MC_options", where), where)
         text = str(_require(q, "question_text", where))
         groups = {g: c for g, c in q.items() if g not in ("MC_options", "question_text")}
@@ -222,11 +239,10 @@ def load_opinionqa(path: str, *, max_questions: int | None = None, info_files=()
 def load_nytimes(path: str, *, max_questions: int | None = None, **_) -> list[Item]:
     """NYT book opinions ``data.json``: {title: {MC_options, genre, summary, <group>: {option: count}}}.
     The options (a 1-4 likelihood scale) are ordered."""
-    data = _read_json(path)
     counts = _Counts(path)
     items = []
-    for title in _take(data, max_questions):
-        q, where = data[title], f"{path}: book {title!r}"
+    for title, q in _iter_json(path, max_questions):
+        where = f"{path}: book {title!r}"
         options = _option_list(_require(q, "MC_options", where), where)
         if len(set(options)) < len(options):
             counts.add("duplicate options merged")
@@ -251,11 +267,10 @@ def load_nytimes(path: str, *, max_questions: int | None = None, **_) -> list[It
 def load_globalvalues(path: str, *, max_questions: int | None = None, **_) -> list[Item]:
     """Global Values ``data.json``: {question: {<country>: [share, ...], MC_options: "['a', ...]",
     countries: [...]}}. Unordered options; shares are renormalised (a warning counts those off by > 1%)."""
-    data = _read_json(path)
     counts = _Counts(path)
     items = []
-    for question in _take(data, max_questions):
-        q, where = data[question], f"{path}: question {question[:60]!r}"
+    for question, q in _iter_json(path, max_questions):
+        where = f"{path}: question {question[:60]!r}"
         options = _option_list(_require(q, "MC_options", where), where)
         if len(set(options)) < len(options):
             counts.add("questions with duplicate options (kept apart by letter)")
@@ -332,7 +347,7 @@ def detect_format(path: str) -> str:
     """The format of a file, from its name (``.jsonl``) or the fields of its first question."""
     if path.endswith(".jsonl"):
         return "jsonl"
-    first = next(iter(_read_json(path).values()))
+    first = next(_iter_json(path, 1))[1]
     if not isinstance(first, dict):
         raise ValueError(f"{path}: not a benchmark file (each question must be a JSON object)")
     if "question_text" in first:
