@@ -208,3 +208,44 @@ def test_density_weights_never_read_the_pool_sources(tmp_path):
     assert "roc_auc" in report and all(r["dora_weight"] > 0 for r in a)
     none, _ = fit_weights(rows, "none", **kw)
     assert {r["dora_weight"] for r in none} == {1.0}
+
+
+@pytest.mark.slow
+def test_two_processes_split_the_sampling_and_gather_it_in_prompt_order(tiny_model_dir, tmp_path, one_thread):
+    """`accelerate launch` (two CPU processes) runs a round; its policy-written pairs are exactly the pairs
+    made from rank 0 sampling prompts 0, 2, 4, ... (seed s) and rank 1 prompts 1, 3, ... (seed s + 1)."""
+    import shutil
+    import subprocess
+    import sys
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from dora.iterate import sample_responses
+
+    pool = tmp_path / "pool.jsonl"
+    rows = _pool()
+    pool.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "ddp"
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        f"model: {tiny_model_dir}\noutput_dir: {out}\npool: {pool}\nsamples_per_prompt: 3\nweights: none\n"
+        "judge: {callable: 'dora.iterate_demo:LengthBiasedJudge'}\nrounds: 1\nseed: 3\n"
+        "generation: {max_new_tokens: 6}\ntraining: {per_device_train_batch_size: 4, max_steps: 1}\n"
+    )
+    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
+    cmd = [accelerate, "launch", "--config_file", os.path.join(ROOT, "recipes", "accelerate_configs", "cpu2.yaml"),
+           "-m", "dora", "iterate", "--config", str(recipe)]  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS="1", TQDM_DISABLE="1")
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-4000:]
+    got = [json.loads(x) for x in (out / "round_1" / "pool.jsonl").read_text().splitlines()][len(rows) :]
+
+    prompts = list(dict.fromkeys(r["prompt"] for r in rows))
+    model, tok = AutoModelForCausalLM.from_pretrained(tiny_model_dir), AutoTokenizer.from_pretrained(tiny_model_dir)
+    seed = 3 * 1000 + 1  # the round's sampling seed
+    shards = [sample_responses(model, tok, prompts[rank::2], 3, max_new_tokens=6, seed=seed + rank) for rank in (0, 1)]
+    samples = unshard(shards, len(prompts))
+    expected, _ = make_pairs(prompts, samples, LengthBiasedJudge()(prompts, samples), "policy_r1")
+    assert got == expected and len(got) > 0
+    report = json.loads((out / "round_1" / "report.json").read_text())
+    assert report["train"]["batch_size"] == 8  # 4 per process x 2 processes

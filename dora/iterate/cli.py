@@ -36,9 +36,9 @@ def run(args) -> int:
         eval_judge=data.get("eval_judge"),
         trusted=data.get("trusted"),
     )
-    from accelerate import PartialState
+    from dora.iterate.generate import process_state
 
-    if PartialState().is_main_process:
+    if process_state().is_main_process:
         print(markdown_table(reports))
         print(f"\nwrote {cfg.output_dir}/report.md, curves.png and round_<r>/ checkpoints")
     return 0

@@ -10,7 +10,18 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
-__all__ = ["shard_indices", "unshard", "sample_responses", "sample_responses_distributed"]
+__all__ = ["shard_indices", "unshard", "sample_responses", "sample_responses_distributed", "process_state"]
+
+
+def process_state():
+    """accelerate's ``PartialState``; several processes on a machine with no accelerator join with gloo
+    (as ``DoRAConfig`` does), not as independent single processes."""
+    import os
+
+    from accelerate import PartialState
+
+    cpu = not torch.accelerator.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return PartialState(cpu=True) if cpu else PartialState()
 
 
 def shard_indices(n: int, rank: int, world: int) -> list[int]:
@@ -109,10 +120,9 @@ def sample_responses_distributed(model, tokenizer, prompts: list, k: int, *, see
     """``sample_responses`` with the prompts split across the processes of ``accelerate launch`` (one
     process: the same call). Process ``rank`` samples with seed ``seed + rank``; every process gets all
     results, in prompt order."""
-    from accelerate import PartialState
     from accelerate.utils import gather_object
 
-    state = PartialState()
+    state = process_state()
     if state.num_processes == 1:
         return sample_responses(model, tokenizer, prompts, k, seed=seed, **kwargs)
     idx = shard_indices(len(prompts), state.process_index, state.num_processes)

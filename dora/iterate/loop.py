@@ -22,7 +22,7 @@ from collections import Counter
 from dataclasses import asdict
 
 from dora.iterate.config import IterateConfig
-from dora.iterate.generate import sample_responses, sample_responses_distributed
+from dora.iterate.generate import process_state, sample_responses, sample_responses_distributed
 from dora.iterate.judge import load_judge, make_pairs
 from dora.iterate.report import round_summary, write_run_report
 from dora.iterate.weights import fit_weights
@@ -228,10 +228,9 @@ def iterate(
     -> dict`` adds numbers of your own. ``weights_fn`` replaces step (4) (see ``dora.iterate.weights``);
     ``trusted`` (rows or a jsonl path) is the separate trusted sample of ``weights="density"``.
     """
-    from accelerate import PartialState
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    state = PartialState()
+    state = process_state()
     cfg, out = config, config.output_dir
     judge = load_judge(judge)
     eval_judge = load_judge(eval_judge) if eval_judge is not None else None
