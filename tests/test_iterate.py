@@ -249,3 +249,25 @@ def test_two_processes_split_the_sampling_and_gather_it_in_prompt_order(tiny_mod
     assert got == expected and len(got) > 0
     report = json.loads((out / "round_1" / "report.json").read_text())
     assert report["train"]["batch_size"] == 8  # 4 per process x 2 processes
+
+
+def test_demo_table_gives_mean_sd_and_per_seed_numbers():
+    from dora.iterate_demo import markdown
+
+    def rep(r, acc, share=0.0, w=None):
+        out = {"round": r, "eval": {"preference_accuracy": acc, "task_accuracy": 0.5, "win_rate": 0.5}}
+        if r:
+            out.update(pool_size=100 + 10 * r, policy_share=share, train={"ess": 8.0, "batch_size": 32},
+                       weights={"roc_auc": 0.9, "mean_policy_rows": w, "mean_target_rows": 2.0,
+                                "weight_share_policy_rows": 0.05})  # fmt: skip
+        return out
+
+    seeds = [
+        {"DPO": [rep(0, None), rep(1, 0.50)], "DoRA": [rep(0, None), rep(1, 0.60, 0.1, 0.4)]},
+        {"DPO": [rep(0, None), rep(1, 0.60)], "DoRA": [rep(0, None), rep(1, 0.70, 0.3, 0.6)]},
+    ]
+    table = markdown(seeds)
+    # mean and sample standard deviation of (0.5, 0.6): 55.0 and 7.07
+    assert "| 1 | 55.0 ± 7.1 [50.0, 60.0] | 65.0 ± 7.1 [60.0, 70.0] |" in table
+    assert "| 0 | – [–, –] | – [–, –] |" in table
+    assert "| 1 | 110 | 20.0 | 0.900 | 0.500 | 2.000 | 5.0 | 8.0 / 32 |" in table
