@@ -520,13 +520,6 @@ class DoRATrainer(Trainer):
         loader = DataLoader(
             mine, batch_size=self.args.precompute_ref_batch_size or default, collate_fn=self.data_collator
         )
-        saved_ref = self.ref_model
-        if self.ref_model is None and self.is_fsdp_enabled:
-            from accelerate.utils import gather_object
-
-            if any(gather_object([any(p.is_meta for p in self.model.parameters())])):
-                # FSDP's RAM-efficient loading left the policy's weights on rank 0: shard a temporary copy
-                self.ref_model = self._place_reference(copy.deepcopy(self.model))
         rows = []
         was_training = self.model.training
         self.model.eval()
@@ -536,7 +529,6 @@ class DoRATrainer(Trainer):
             batch = {k: v.to(self.accelerator.device) for k, v in batch.items()}
             rows.extend(self._reference_from_model(batch).cpu().tolist())
         self.model.train(was_training)
-        self.ref_model = saved_ref
         if world > 1:
             from accelerate.utils import gather_object
 

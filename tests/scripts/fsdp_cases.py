@@ -1,0 +1,80 @@
+"""DoRATrainer cases for tests/test_fsdp.py, run in one process or under `accelerate launch` (FSDP2 on CPU).
+
+    fsdp_cases.py MODEL_DIR DATA_JSONL OUT_DIR
+
+Each case trains on a global batch of 8 rows per optimizer step, whatever the process count, and rank 0 saves
+what it saw to OUT_DIR/results.pt: per case the logged losses and the parameters after training (gathered from
+the shards), and the precomputed reference column.
+"""
+
+import json
+import os
+import sys
+
+import torch
+from datasets import Dataset
+from peft import LoraConfig
+
+from dora import DoRAConfig, DoRATrainer
+
+model_dir, data_file, out_dir = sys.argv[1:4]
+rows = [json.loads(line) for line in open(data_file)]
+world = int(os.environ.get("WORLD_SIZE", "1"))
+results = {}
+
+
+def config(name, **kw):
+    base = dict(
+        output_dir=os.path.join(out_dir, name), per_device_train_batch_size=8 // world, max_steps=2,
+        learning_rate=0.5, optim="sgd", lr_scheduler_type="constant", objective="dora", dro_lambda=0.5,
+        report_to=[], save_strategy="no", logging_steps=1, disable_tqdm=True, seed=0,
+    )  # fmt: skip
+    base.update(kw)
+    return DoRAConfig(**base)
+
+
+def finish(name, trainer, adapter_only=False):
+    state = trainer.accelerator.get_state_dict(trainer.model)  # gathered from every shard (all ranks call it)
+    if trainer.accelerator.is_main_process:
+        params = {k: v.detach().cpu().clone() for k, v in state.items() if not adapter_only or "lora_" in k}
+        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+        ref = list(trainer.ref_model.parameters()) if trainer.ref_model is not None else []
+        local = sum(p.to_local().numel() if hasattr(p, "to_local") else p.numel() for p in ref)
+        results[name] = {"losses": losses, "params": params, "fsdp": trainer.is_fsdp_enabled,
+                         "ref_local_share": local / max(1, sum(p.numel() for p in ref))}  # fmt: skip
+
+
+# objective "dora" over the global batch, 2 accumulation steps, a frozen-copy reference (step 2: ref != policy)
+for acc in ("micro_batch", "full"):
+    t = DoRATrainer(model=model_dir, args=config(acc, per_device_train_batch_size=4 // world,
+                                                  gradient_accumulation_steps=2, dro_accumulation=acc),
+                    train_dataset=Dataset.from_list(rows))  # fmt: skip
+    t.train()
+    finish(acc, t)
+
+# LoRA: the reference is the sharded policy with its adapter off
+lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.05)
+t = DoRATrainer(model=model_dir, args=config("lora", learning_rate=0.05), train_dataset=Dataset.from_list(rows),
+                peft_config=lora)  # fmt: skip
+t.train()
+finish("lora", t, adapter_only=True)
+
+# precomputed reference log-probs: each process computes its share of an odd number of rows
+t = DoRATrainer(model=model_dir, args=config("pre", precompute_ref_log_probs=True, objective="mean"),
+                train_dataset=Dataset.from_list(rows[:7]))  # fmt: skip
+if t.accelerator.is_main_process:
+    results["precompute"] = torch.tensor(t.train_dataset["ref_logps"])
+
+if world > 1:  # checkpoint and resume under FSDP2 (AdamW: the optimizer state is sharded too), trackers on
+    kw = dict(optim="adamw_torch", learning_rate=1e-2, save_strategy="steps", save_steps=1, report_to=["tensorboard"])
+    full = DoRATrainer(model=model_dir, args=config("ckpt", **kw), train_dataset=Dataset.from_list(rows))
+    full.train()
+    finish("uninterrupted", full)
+    full.save_model(os.path.join(out_dir, "saved"))
+    resumed = DoRATrainer(model=model_dir, args=config("resumed", **{**kw, "report_to": []}),
+                          train_dataset=Dataset.from_list(rows))  # fmt: skip
+    resumed.train(resume_from_checkpoint=os.path.join(out_dir, "ckpt", "checkpoint-1"))
+    finish("resumed", resumed)
+
+if results:
+    torch.save(results, os.path.join(out_dir, "results.pt"))
