@@ -12,7 +12,7 @@ import sys
 
 COMMANDS = {
     "classify": ("dora.classifier.cli", "train a source classifier and write DoRA weights into a dataset"),
-    "train": ("dora.train_cli", "train a policy with DoRATrainer from a YAML recipe"),
+    "train": ("dora.train_cli", "train a policy with DoRATrainer: a YAML recipe and/or trl dpo's flags"),
     "eval": ("dora.eval.cli", "evaluate a policy: preference accuracy, win rate, distributional alignment"),
     "demo": ("dora.demo", "the mixture-shift world, end to end, on a CPU"),
     "bench": ("dora.bench", "DoRATrainer vs TRL's DPOTrainer: speed and memory"),

@@ -139,6 +139,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _parse_value(text: str):
+    if text.lower() in ("yes", "no", "on", "off", "y", "n"):  # YAML 1.1 booleans: --save_strategy no is text
+        return text
     value = yaml.safe_load(text)
     return _number(value) if isinstance(value, str) else value
 
@@ -198,8 +200,11 @@ def _suggest(key: str, known) -> str:
 
 def _check_types(recipe: dict, fields: dict) -> None:
     """A text where a number or a boolean field expects one (DoRAConfig would fail later, or not at all)."""
-    for k, v in recipe.items():
+    for k, v in list(recipe.items()):
         f = fields.get(k)
+        if f is not None and isinstance(v, bool) and isinstance(f.default, str):
+            recipe[k] = "yes" if v else "no"  # YAML 1.1 reads `save_strategy: no` as false
+            continue
         if f is None or not isinstance(v, str) or f.default is dataclasses.MISSING or f.default is None:
             continue
         if isinstance(f.default, bool):
@@ -317,14 +322,18 @@ def load_data(args, extra: dict, skip_invalid: bool = False):
         parts.append(("eval", extra["dataset"], extra.get("eval_dataset_split", "test")))
     out = []
     for name, source, split in parts:
+        no_eval = UsageError(
+            f"eval_strategy={args.eval_strategy.value!r} needs eval data: {source!r} has no split {split!r}; "
+            f"give eval_dataset (or eval_strategy no)"
+        )
+        implicit = name == "eval" and not extra.get("eval_dataset")
+        if implicit and os.path.isfile(os.path.expanduser(str(source))):
+            raise no_eval  # a file is one split
         try:
             ds = load_rows(source, split, extra.get("dataset_config"))
         except ValueError as e:
-            if name == "eval" and not extra.get("eval_dataset") and "split" in str(e).lower():
-                raise UsageError(
-                    f"eval_strategy={args.eval_strategy.value!r} needs eval data: {source!r} has no split "
-                    f"{split!r}; give eval_dataset (or eval_strategy no)"
-                ) from e
+            if implicit and "split" in str(e).lower():
+                raise no_eval from e
             raise
         if is_listwise(ds.column_names) and not args.listwise:
             raise UsageError(

@@ -1,4 +1,5 @@
-"""`dora train`: YAML recipe + overrides, single process and under accelerate with two CPU processes."""
+"""`dora train`: YAML recipe + overrides, `trl dpo`'s own commands, one-line errors before any model loads,
+and two CPU processes under accelerate."""
 
 from __future__ import annotations
 
@@ -13,18 +14,26 @@ import yaml
 from conftest import pair_rows
 
 from dora.cli import main
-from dora.train_cli import load_recipe, parse_overrides
+from dora.train_cli import UsageError, load_recipe, parse_overrides, preflight
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 
 
+def write_jsonl(path, rows):
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return str(path)
+
+
 @pytest.fixture
-def recipe(tmp_path, tiny_model_dir):
-    data = tmp_path / "rows.jsonl"
-    data.write_text("\n".join(json.dumps(r) for r in pair_rows(16)))
+def data(tmp_path):
+    return write_jsonl(tmp_path / "rows.jsonl", pair_rows(16))
+
+
+@pytest.fixture
+def recipe(tmp_path, tiny_model_dir, data):
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump({
-        "model_name_or_path": tiny_model_dir, "dataset": str(data), "objective": "dora",
+        "model_name_or_path": tiny_model_dir, "dataset": data, "objective": "dora",
         "learning_rate": "1e-3", "per_device_train_batch_size": 4, "max_steps": 5, "report_to": [],
         "logging_steps": 1,
         "save_strategy": "no", "lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]},
@@ -32,26 +41,269 @@ def recipe(tmp_path, tiny_model_dir):
     return path
 
 
+@pytest.fixture
+def no_model(monkeypatch):
+    """Any model or tokenizer load fails the test: the errors under test must come before one."""
+    import peft
+    import transformers
+
+    def boom(*args, **kwargs):
+        raise AssertionError("a model or tokenizer was loaded")
+
+    for cls in (transformers.AutoModelForCausalLM, transformers.AutoTokenizer, peft.PeftModel):
+        monkeypatch.setattr(cls, "from_pretrained", boom)
+
+
+def one_line_error(capsys, *argv) -> str:
+    """Run `dora train ...`; it must fail with exit status 2 and no traceback. Returns the message."""
+    assert main(["train", *argv]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [x for x in err.splitlines() if x.startswith("dora train: error:")]
+    assert len(lines) == 1, err
+    return err[err.index("dora train: error:") + len("dora train: error: ") :].strip()
+
+
 def test_overrides_parse_as_yaml_values():
-    assert parse_overrides(["--a", "1e-5", "--b=x", "--flag", "--lst", "[1, 2]"]) == {
+    assert parse_overrides(["--a", "1e-5", "--b=x", "--flag", "--lst", "[1, 2]", "--m", "q_proj", "v_proj"]) == {
         "a": 1e-5,
         "b": "x",
         "flag": True,
         "lst": [1, 2],
+        "m": ["q_proj", "v_proj"],
     }
 
 
-def test_recipe_keys_and_errors(recipe):
-    cfg, extra = load_recipe(str(recipe), {"max_steps": 2})
+def test_yaml_11_booleans_stay_text_for_text_fields(recipe):
+    assert parse_overrides(["--save_strategy", "no", "--x", "false"]) == {"save_strategy": "no", "x": False}
+    cfg, _ = load_recipe(str(recipe), {"eval_strategy": False})  # as `eval_strategy: no` reads in a YAML file
+    assert cfg["eval_strategy"] == "no"
+
+
+def test_recipe_keys_aliases_and_no_flags(recipe):
+    cfg, extra = load_recipe(str(recipe), {"max_steps": 2, "dataset_name": "other.jsonl", "no_disable_dropout": True})
     assert cfg["max_steps"] == 2 and cfg["learning_rate"] == 1e-3 and extra["lora"]["r"] == 4
-    with pytest.raises(SystemExit, match="unknown key"):
-        load_recipe(str(recipe), {"learning_rat": 1.0})
+    assert extra["dataset"] == "other.jsonl" and cfg["disable_dropout"] is False
+
+
+@pytest.mark.parametrize(
+    "overrides,match",
+    [
+        ({"learning_rat": 1.0}, r"unknown key\(s\) 'learning_rat' \(did you mean 'learning_rate'\?\)"),
+        ({"use_pef": True}, r"'use_pef' \(did you mean 'use_peft'\?\)"),
+        ({"lora": {"rr": 4}}, r"unknown key\(s\) in lora: 'rr' \(did you mean 'r'\?\)"),
+        ({"load_in_4bit": True}, r"load_in_4bit=True is not supported by dora train: quantised loading"),
+        ({"learning_rate": "fast"}, r"key 'learning_rate': a number expected, got 'fast'"),
+    ],
+)
+def test_recipe_mistakes_name_the_key(recipe, overrides, match, no_model):
+    from dora.train_cli import lora_config
+
+    with pytest.raises(UsageError, match=match):
+        cfg, extra = load_recipe(str(recipe), overrides)
+        lora_config(extra)
+
+
+def test_yaml_typo_and_syntax_error(tmp_path, capsys, no_model):
+    path = tmp_path / "r.yaml"
+    path.write_text("model_name_or_path: x\ndataset: d.jsonl\nper_device_train_batchsize: 4\n")
+    assert "did you mean 'per_device_train_batch_size'?" in one_line_error(capsys, "--config", str(path))
+    path.write_text("model_name_or_path: x\ndataset: [d.jsonl\n")
+    assert one_line_error(capsys, "--config", str(path)).startswith(f"{path}, line 3: not valid YAML")
+
+
+def test_help_lists_every_field_and_trl_flag(capsys):
+    from dora.train_cli import ALIASES, RECIPE_KEYS, _fields
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    for name in [*_fields(), *RECIPE_KEYS, *ALIASES]:
+        assert f"--{name} " in out, name
+    assert "--skip-invalid-rows" in out and "--debug" in out
+
+
+# ------------------------------------------------------------------ each bad input: one line, no model loaded
+
+
+def test_bad_rows_in_train_and_eval_named(tmp_path, tiny_model_dir, capsys, no_model):
+    rows = pair_rows(16)
+    rows[2]["chosen"], rows[7]["dora_weight"] = "", float("nan")
+    train = write_jsonl(tmp_path / "train.jsonl", rows)
+    msg = one_line_error(capsys, "--model_name_or_path", tiny_model_dir, "--dataset_name", train)
+    assert msg.splitlines()[0] == (
+        f"train dataset {train}: 2 invalid row(s) of 16 (fix them, or drop them with --skip-invalid-rows):"
+    )
+    assert [x.strip().split(",")[0] for x in msg.splitlines()[1:]] == ["line 3", "line 8"]
+    evald = write_jsonl(tmp_path / "eval.jsonl", rows)
+    good = write_jsonl(tmp_path / "good.jsonl", pair_rows(8))
+    msg = one_line_error(capsys, "--model_name_or_path", tiny_model_dir, "--dataset", good, "--eval_dataset", evald)
+    assert msg.startswith(f"eval dataset {evald}: 2 invalid row(s) of 16")
+
+
+def test_skip_invalid_rows_drops_and_counts(tmp_path, tiny_model_dir, caplog, no_model):
+    rows = pair_rows(16)
+    rows[2]["chosen"] = rows[5]["rejected"] = ""
+    train = write_jsonl(tmp_path / "train.jsonl", rows)
+    cfg, extra = load_recipe(None, {"model_name_or_path": tiny_model_dir, "dataset": train})
+    cfg["output_dir"] = str(tmp_path / "out")
+    with caplog.at_level("WARNING"):
+        *_, kept, _ = preflight(cfg, extra, skip_invalid=True)
+    assert len(kept) == 14 and "2 of 16 rows dropped as invalid" in caplog.text
+
+
+def test_broken_jsonl_line(tmp_path, tiny_model_dir, capsys, no_model):
+    path = tmp_path / "broken.jsonl"
+    path.write_text(json.dumps(pair_rows(1)[0]) + "\n" + '{"prompt": "p",, "chosen": "a"}\n')
+    msg = one_line_error(capsys, "--model_name_or_path", tiny_model_dir, "--dataset_name", str(path))
+    assert msg.startswith(f"{path}, line 2: not valid JSON") and len(msg.splitlines()) == 1
+
+
+def test_mistyped_dataset_and_model_paths(tmp_path, tiny_model_dir, data, capsys, monkeypatch, no_model):
+    monkeypatch.chdir(tmp_path)
+    msg = one_line_error(capsys, "--model_name_or_path", tiny_model_dir, "--dataset", "rowz.jsonl")
+    assert msg == (
+        f"dataset 'rowz.jsonl' not found: no file or folder {tmp_path}/rowz.jsonl; did you mean 'rows.jsonl'?"
+    )
+    msg = one_line_error(capsys, "--model_name_or_path", "./nope", "--dataset", data)
+    assert msg == f"model './nope' not found: no file or folder {tmp_path}/nope"
+    msg = one_line_error(
+        capsys, "--model_name_or_path", tiny_model_dir, "--ref_model_name_or_path", "../x", "--dataset", data
+    )
+    assert msg.startswith("ref_model '../x' not found")
+
+
+def test_adapter_with_a_relative_base_that_is_missing(tmp_path, data, capsys, no_model):
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "../models/base"}))
+    msg = one_line_error(capsys, "--model_name_or_path", str(adapter), "--dataset", data)
+    assert msg.startswith(f"adapter '{adapter}': its base model '../models/base' (adapter_config.json")
+
+
+def test_listwise_data_with_a_pairwise_loss(tmp_path, tiny_model_dir, capsys, no_model):
+    rows = [{"prompt": f"q{i}", "responses": ["a", "b", "c"], "scores": [3, 2, 1]} for i in range(4)]
+    path = write_jsonl(tmp_path / "lists.jsonl", rows)
+    msg = one_line_error(capsys, "--model_name_or_path", tiny_model_dir, "--dataset", path)
+    assert "listwise rows (responses, scores) but loss_type ['sigmoid'] is pairwise: use loss_type dpo_pl" in msg
+
+
+def test_group_dro_without_groups(tiny_model_dir, data, capsys, no_model):
+    msg = one_line_error(capsys, "--model_name_or_path", tiny_model_dir, "--dataset", data, "--objective", "group_dro")
+    assert "missing column(s) ['group']" in msg
+
+
+def test_missing_tracker_and_refused_value(tiny_model_dir, data, capsys, monkeypatch, no_model):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "wandb" else real(n, *a))
+    msg = one_line_error(capsys, "--model_name_or_path", tiny_model_dir, "--dataset", data, "--report_to", "wandb")
+    assert msg.startswith("report_to names 'wandb', which is not installed: pip install wandb")
+    msg = one_line_error(
+        capsys, "--model_name_or_path", tiny_model_dir, "--dataset", data, "--activation_offloading", "true"
+    )
+    assert msg.startswith("activation_offloading=True is not supported by DoRATrainer: use gradient_checkpointing")
+
+
+def test_eval_strategy_without_eval_data(tiny_model_dir, data, capsys, no_model):
+    msg = one_line_error(capsys, "--model_name_or_path", tiny_model_dir, "--dataset", data, "--eval_strategy", "steps")
+    assert "eval_strategy='steps' needs eval data" in msg
+
+
+def test_debug_shows_the_traceback(tiny_model_dir, no_model):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        main(["train", "--debug", "--model_name_or_path", tiny_model_dir, "--dataset", "nope.jsonl"])
+
+
+# ------------------------------------------------------------------ runs
 
 
 def test_train_command_with_lora(recipe, tmp_path):
     out = tmp_path / "out"
     assert main(["train", "--config", str(recipe), "--output_dir", str(out), "--max_steps", "2"]) == 0
     assert (out / "adapter_model.safetensors").exists() and (out / "tokenizer.json").exists()
+
+
+# `trl dpo`'s two documented commands (trl/scripts/dpo.py), unchanged but for the command name, the model and
+# dataset (a tiny local model; a saved dataset with train and test splits) and max_steps 1000 -> 2
+TRL_FULL = ("--learning_rate 5.0e-7 --num_train_epochs 1 --per_device_train_batch_size 2 --max_steps 2 "
+            "--gradient_accumulation_steps 8 --eval_strategy steps --eval_steps 50 --output_dir {out} "
+            "--no_remove_unused_columns")  # fmt: skip
+TRL_LORA = TRL_FULL.replace("5.0e-7", "5.0e-6") + " --use_peft --lora_r 32 --lora_alpha 16"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", [TRL_FULL, TRL_LORA], ids=["full", "lora"])
+def test_trl_dpo_commands_run_unchanged(tmp_path, tiny_model_dir, command, capsys, one_thread):
+    from datasets import Dataset, DatasetDict
+
+    DatasetDict(
+        {"train": Dataset.from_list(pair_rows(32)), "test": Dataset.from_list(pair_rows(4, seed=1))}
+    ).save_to_disk(str(tmp_path / "prefs"))
+    out = tmp_path / "out"
+    argv = ["--dataset_name", str(tmp_path / "prefs"), "--model_name_or_path", tiny_model_dir]
+    assert main(["train", *argv, *command.format(out=out).split()]) == 0
+    printed = capsys.readouterr().out
+    assert "robust batch 2 rows (2 per device x 1 process(es); not the 8 accumulation steps" in printed
+    assert "eval_loss" in printed  # the test split was evaluated
+    weights = "adapter_model.safetensors" if "--use_peft" in command else "model.safetensors"
+    assert (out / weights).exists()
+    if "--use_peft" in command:
+        cfg = json.loads((out / "adapter_config.json").read_text())
+        assert cfg["r"] == 32 and cfg["lora_alpha"] == 16 and cfg["lora_dropout"] == 0.05
+
+
+@pytest.mark.slow
+def test_jsonl_with_peft_flags_and_relative_adapter_base(
+    tmp_path, tiny_model_dir, data, capsys, monkeypatch, one_thread
+):
+    """The brief's command on a jsonl file; then the adapter it wrote, with its base written relative to the
+    adapter's folder, trained again from another working directory."""
+    out = tmp_path / "first"
+    argv = ["--model_name_or_path", tiny_model_dir, "--dataset_name", data, "--use_peft", "--lora_r", "8",
+            "--lora_target_modules", "q_proj", "v_proj", "--max_steps", "2", "--per_device_train_batch_size", "8",
+            "--output_dir", str(out), "--save_strategy", "no"]  # fmt: skip
+    assert main(["train", *argv]) == 0
+    printed = capsys.readouterr().out
+    assert "reference    the base model: the policy with its LoRA adapter disabled" in printed
+    assert "objective    dora -> DoRA: KL-DRO over the calibrated losses" in printed
+    cfg_path = out / "adapter_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    assert cfg["target_modules"] and sorted(cfg["target_modules"]) == ["q_proj", "v_proj"]
+    cfg["base_model_name_or_path"] = os.path.relpath(tiny_model_dir, out)
+    cfg_path.write_text(json.dumps(cfg))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    argv = ["--model_name_or_path", str(out), "--dataset", data, "--max_steps", "1", "--output_dir", "again",
+            "--per_device_train_batch_size", "8", "--save_strategy", "no"]  # fmt: skip
+    assert main(["train", *argv]) == 0
+    assert "reference    the given adapter, frozen as a copy" in capsys.readouterr().out
+    assert (elsewhere / "again" / "adapter_model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_summary_says_what_the_objective_reduces_to(tmp_path, tiny_model_dir, capsys, caplog, one_thread):
+    rows = [{k: v for k, v in r.items() if k != "dora_weight"} for r in pair_rows(8)]
+    path = write_jsonl(tmp_path / "plain.jsonl", rows)
+    argv = ["--model_name_or_path", tiny_model_dir, "--dataset", path, "--max_steps", "1", "--output_dir",
+            str(tmp_path / "o"), "--save_strategy", "no", "--per_device_train_batch_size", "2",
+            "--gradient_accumulation_steps", "2"]  # fmt: skip
+    with caplog.at_level("WARNING"):
+        assert main(["train", *argv]) == 0
+    printed = capsys.readouterr().out
+    assert "objective    dora -> KL-DRO (objective kl_dro): every weight is 1" in printed
+    assert "reference    a frozen copy of the initial policy (no ref_model given)" in printed
+    assert "objective dora sees 2 row(s) per step" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert main(["train", *argv, "--objective", "mean", "--dro_accumulation", "full"]) == 0
+    printed = capsys.readouterr().out
+    assert "objective    mean -> DPO (ERM)" in printed
+    assert "robust batch 4 rows (2 per device x 1 process(es) x 2 accumulation steps" in printed
+    assert "row(s) per step" not in caplog.text
 
 
 @pytest.mark.slow
@@ -73,10 +325,10 @@ def test_accelerate_launch_two_cpu_processes(recipe, tmp_path):
         "--max_steps",
         "2",
     ]
-    res = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1")
-    )
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert res.returncode == 0, res.stderr[-3000:]
     assert (out / "adapter_model.safetensors").exists()
     # 16 rows, 2 processes x 4 rows a step: 2 steps are one epoch (one process would be at 0.5)
     assert "'epoch': '1'" in res.stdout, res.stdout[-2000:]
+    assert res.stdout.count("DoRA run") == 1  # the start-up summary on rank 0 only
+    assert "robust batch 8 rows (4 per device x 2 process(es))" in res.stdout
