@@ -395,8 +395,11 @@ class DoRATrainer(Trainer):
         total = sum(p.numel() for p in model.parameters())
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         peft = _is_peft(unwrap_peft(model))
-        lines = [f"model        {base.config._name_or_path} ({type(base).__name__}, {total / 1e6:.2f}M parameters, "
-                 f"{trainable / 1e6:.2f}M trainable{', LoRA adapter' if peft else ''})"]  # fmt: skip
+        def count(n: int) -> str:
+            return next((f"{n / u:.3g}{s}" for u, s in ((1e9, "B"), (1e6, "M"), (1e3, "k")) if n >= u), str(n))
+
+        lines = [f"model        {base.config._name_or_path} ({type(base).__name__}, {count(total)} parameters, "
+                 f"{count(trainable)} trainable{', LoRA adapter' if peft else ''})"]  # fmt: skip
         columns = getattr(self.train_dataset, "column_names", None) or []
         if args.reference_free:
             ref = f"none: loss_type {args.loss_type} needs no reference"
