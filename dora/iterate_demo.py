@@ -21,8 +21,9 @@ import time
 
 from dora.synthetic import WorldConfig, answer_of, build_model, build_tokenizer, make_world, parse_answer
 
-ITERATE_DEFAULT = {"seeds": 3, "n_train": 600, "n_test": 200, "sft_epochs": 8, "rounds": 3, "lr": 3e-4}
-ITERATE_QUICK = {"seeds": 1, "n_train": 200, "n_test": 60, "sft_epochs": 2, "rounds": 2, "lr": 3e-4}
+# as `dora demo` (world, SFT, β, learning rate, batch); each round: every prompt `repeats` times, k = 4
+ITERATE_DEFAULT = {"seeds": 3, "n_train": 1600, "n_test": 400, "sft_epochs": 6, "rounds": 3, "lr": 1e-4, "repeats": 4}
+ITERATE_QUICK = {"seeds": 1, "n_train": 300, "n_test": 100, "sft_epochs": 2, "rounds": 2, "lr": 1e-4, "repeats": 1}
 RUNS = {"DPO": {"objective": "mean", "weights": "none"}, "DoRA": {"objective": "dora", "weights": "classifier"}}
 
 
@@ -82,7 +83,7 @@ def run_seed(cfg: WorldConfig, base: dict, out_dir: str, epochs: int) -> dict:
         sft(model, tokenizer, world["sft"], epochs=base["sft_epochs"], seed=cfg.seed)
         model.save_pretrained(sft_dir)
         tokenizer.save_pretrained(sft_dir)
-    prompts = sorted({r["prompt"] for r in pool})
+    prompts = sorted({r["prompt"] for r in pool}) * base["repeats"]
     test_prompts = [r["prompt"] for r in test]
 
     def task_accuracy(policy_dir: str) -> dict:
