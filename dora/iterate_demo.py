@@ -186,12 +186,14 @@ def markdown(per_seed: list[dict]) -> str:
 
 
 def plot(per_seed: list[dict], path: str) -> None:
+    """The metrics per round (one line per seed and run), and what DoRA's weights do with the policy's rows."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(METRICS), figsize=(5 * len(METRICS), 3.8))
+    rounds = list(range(len(per_seed[0]["DPO"])))
+    fig, axes = plt.subplots(1, len(METRICS) + 1, figsize=(5 * (len(METRICS) + 1), 3.8))
     for ax, (title, get) in zip(axes, METRICS.items()):
         for run, color in zip(RUNS, ("#777", "#c33")):
             for k, ys in enumerate(_series(per_seed, run, get)):
@@ -199,9 +201,19 @@ def plot(per_seed: list[dict], path: str) -> None:
                 if pts:
                     ax.plot(*zip(*pts), "o-", color=color, alpha=0.9 if k == 0 else 0.45, label=run if k == 0 else None)
         ax.set_title(title, fontsize=10)
+    axes[0].axhline(50, color="#bbb", ls=":", lw=1)
+    axes[0].legend()
+    ax = axes[-1]
+    for key, label, color in (("mean_target_rows", "human rows", "#36c"), ("mean_policy_rows", "policy rows", "#c33")):
+        for k, seed in enumerate(per_seed):
+            pts = [(rep["round"], rep["weights"][key]) for rep in seed["DoRA"][1:]]
+            ax.plot(*zip(*pts), "o-", color=color, alpha=0.9 if k == 0 else 0.45, label=label if k == 0 else None)
+    ax.set_title("DoRA: mean weight of a row", fontsize=10)
+    ax.legend()
+    for ax in axes:
+        ax.set_xticks(rounds)
         ax.set_xlabel("round")
         ax.grid(alpha=0.3)
-    axes[0].legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
