@@ -371,9 +371,11 @@ def plot(summary: dict, per_seed: list[dict], path: str) -> None:
     ax1.set_ylim(max(0, min(means) - 15), 100)
     ax1.tick_params(axis="x", rotation=30)
     weights = per_seed[0]["weights"]
+    top = max(max(w) for w in weights.values())
+    edges = [top * i / 40 for i in range(41)] if top > 0 else 40
     for s, w in weights.items():
-        ax2.hist(w, bins=30, alpha=0.6, label=s)
-    ax2.set_xlabel("DoRA weight h (seed 0)")
+        ax2.hist(w, bins=edges, alpha=0.6, label=s)
+    ax2.set_xlabel("dora_weight per pair, as written (seed 0)")
     ax2.set_ylabel("pairs")
     ax2.legend()
     fig.tight_layout()
