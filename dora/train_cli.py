@@ -50,8 +50,10 @@ RECIPE_KEYS = {
     "use_dora": "PEFT's weight-decomposed LoRA (a LoRA variant, not this library's DoRA objective)",
     "ignore_bias_buffers": "DDP: ignore the model's boolean buffers (as trl dpo)",
 }
-# `trl dpo` names for recipe keys
+# `trl dpo`'s names (and --model / --ref_model, as `dora eval`) for recipe keys
 ALIASES = {
+    "model": "model_name_or_path",
+    "ref_model": "ref_model_name_or_path",
     "dataset_name": "dataset",
     "dataset_train_split": "dataset_split",
     "dataset_test_split": "eval_dataset_split",
@@ -91,10 +93,11 @@ def _fields() -> dict:
 
 
 def _first_sentence(text: str, width: int = 100) -> str:
-    text = " ".join(str(text).split()).replace("%", "%%")
+    text = " ".join(str(text).split())
+    if len(text) <= width:
+        return text
     cut = text.find(". ")
-    text = text[: cut + 1] if 0 < cut else text
-    return text if len(text) <= width else text[: width - 3] + "..."
+    return text[: cut + 1] if 0 < cut < width else text[: width - 3] + "..."
 
 
 def _default(f) -> str:

@@ -166,7 +166,7 @@ def test_mistyped_dataset_and_model_paths(tmp_path, tiny_model_dir, data, capsys
     assert msg == (
         f"dataset 'rowz.jsonl' not found: no file or folder {tmp_path}/rowz.jsonl; did you mean 'rows.jsonl'?"
     )
-    msg = one_line_error(capsys, "--model_name_or_path", "./nope", "--dataset", data)
+    msg = one_line_error(capsys, "--model", "./nope", "--dataset", data)
     assert msg == f"model './nope' not found: no file or folder {tmp_path}/nope"
     msg = one_line_error(
         capsys, "--model_name_or_path", tiny_model_dir, "--ref_model_name_or_path", "../x", "--dataset", data
