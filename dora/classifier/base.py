@@ -50,7 +50,9 @@ class Calibrator:
 
     def __call__(self, p: np.ndarray) -> np.ndarray:
         if self.method == "platt":
-            return 1.0 / (1.0 + np.exp(-(self.a * self._logit(p) + self.b)))
+            from scipy.special import expit  # the logistic function without overflow
+
+            return expit(self.a * self._logit(p) + self.b)
         if self.method == "isotonic":
             return np.interp(p, self.x, self.y)
         return p
