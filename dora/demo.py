@@ -351,7 +351,9 @@ def paired_table(paired: dict, n_seeds: int, baseline: str = "DPO") -> str:
         )
     lines.append(
         f"\nPaired on the seed (same world, SFT model and weights); the interval is a Student-t interval over the "
-        f"{n_seeds} per-seed differences (t with {max(n_seeds - 1, 0)} degrees of freedom)."
+        f"{n_seeds} per-seed differences (t with {n_seeds - 1} degrees of freedom)."
+        if n_seeds > 1
+        else "\nPaired on the seed (same world, SFT model and weights); one seed, so no interval (use --seeds 3)."
     )
     return "\n".join(lines)
 
