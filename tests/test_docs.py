@@ -59,7 +59,7 @@ def test_concepts_cover_every_loss_and_objective():
     text = open(os.path.join(DOCS, "concepts.md")).read()
     for name in [*PAIRWISE_LOSSES, *LISTWISE_LOSSES, *OBJECTIVES]:
         assert f"`{name}`" in text, f"docs/concepts.md does not explain {name!r}"
-    for formula in ("1 / ( s + πⱼ (1 − cⱼ) / (γⱼ cⱼ) )", "L_rank = L(global)"):
+    for formula in ("wⱼ = 1 / ( s + (1 − α) (1 − cⱼ) / (γ cⱼ) )", "L_rank = L(global)"):
         assert formula in text
 
 
