@@ -1,5 +1,5 @@
 """Recipes cannot rot: every recipe matches the paper setup it claims, parses, builds its DoRAConfig and trains
-two steps with a tiny local model and fixture data (in process, through the train CLI's functions); the
+two steps with a tiny local model and fixture data, its tracker on (in process, through the train CLI's functions); the
 classify recipes run; the accelerate configs load under accelerate's own schema; and a real recipe trains
 under `accelerate launch --config_file recipes/accelerate_configs/cpu2.yaml` on two CPU processes."""
 
@@ -139,11 +139,12 @@ def one_thread():
 
 
 def _tiny_overrides(recipe: dict, fixtures, model_dir: str, out) -> dict:
+    """A tiny model and the fixture data; the recipe's tracker stays on (it writes under ``out``)."""
     listwise = recipe["loss_type"] in ("dpo_pl", "lire", "rrhf")
     return {
         "model_name_or_path": model_dir, "dataset": str(fixtures / ("lists.jsonl" if listwise else "hh.jsonl")),
         "output_dir": str(out), "max_steps": 2, "per_device_train_batch_size": 2, "bf16": False,
-        "gradient_checkpointing": False, "report_to": [], "torch_dtype": "float32", "save_strategy": "no",
+        "gradient_checkpointing": False, "torch_dtype": "float32", "save_strategy": "no",
         "max_length": 128, "logging_steps": 1, "max_prompt_length": None, "disable_tqdm": True,
     }  # fmt: skip
 
@@ -163,10 +164,25 @@ def test_recipe_trains_two_steps(path, fixtures, tiny_model_dir, tmp_path, one_t
     assert trainer.args.loss_type == [recipe["loss_type"]] and trainer.args.objective == recipe["objective"]
     assert isinstance(trainer.model, PeftModel)  # the recipe's LoRA stays on: the tiny Llama has q/v_proj
     assert set(trainer.model.peft_config["default"].target_modules) == set(recipe["lora"]["target_modules"])
+    assert trainer.args.report_to == recipe["report_to"]
     trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))  # two finite steps
     assert trainer.state.global_step == 2
+    _assert_tensorboard_steps(tmp_path, losses)
+
+
+def _assert_tensorboard_steps(out, losses):
+    """The recipes' tracker (tensorboard) wrote each step's loss once, from one process, and the weights."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    files = glob.glob(os.path.join(out, "runs", "*", "events.out.tfevents.*"))
+    assert len(files) == 1
+    ea = EventAccumulator(files[0], size_guidance={"scalars": 0, "histograms": 0})
+    ea.Reload()
+    assert [e.step for e in ea.Scalars("train/loss")] == list(range(1, len(losses) + 1))
+    assert [e.value for e in ea.Scalars("train/loss")] == pytest.approx(losses, rel=1e-6)
+    assert [e.step for e in ea.Histograms("train/dora/weights")] == list(range(1, len(losses) + 1))
 
 
 @pytest.mark.parametrize("path", CLASSIFY_RECIPES, ids=rel)
@@ -201,10 +217,14 @@ def test_accelerate_config_loads_with_accelerate(path):
         assert key in flags, f"{rel(path)}: {key} is not an accelerate launch option"
     name = os.path.basename(path)
     kind = {"ddp.yaml": "MULTI_GPU", "fsdp.yaml": "FSDP", "zero2.yaml": "DEEPSPEED", "zero3.yaml": "DEEPSPEED",
-            "cpu2.yaml": "MULTI_GPU"}[name]  # fmt: skip
+            "cpu2.yaml": "MULTI_GPU", "fsdp_cpu2.yaml": "FSDP"}[name]  # fmt: skip
     assert config.distributed_type.value == kind
-    if name == "fsdp.yaml":
+    if name.startswith("fsdp"):
         assert config.fsdp_config["fsdp_version"] == 2
+    if name == "fsdp_cpu2.yaml":  # the plugin of fsdp.yaml, on two CPU processes in float32
+        assert config.use_cpu and config.num_processes == 2 and config.mixed_precision == "no"
+        fsdp = load_config_from_file(os.path.join(os.path.dirname(path), "fsdp.yaml")).fsdp_config
+        assert config.fsdp_config == fsdp
     if name.startswith("zero"):
         assert config.deepspeed_config["zero_stage"] == int(name[4])
     if name == "cpu2.yaml":
@@ -230,4 +250,6 @@ def test_accelerate_launch_cpu2_trains_a_recipe(fixtures, tiny_model_dir, tmp_pa
     assert (out / "adapter_model.safetensors").exists() and (out / "tokenizer.json").exists()
     state = json.loads((out / "checkpoint-1" / "trainer_state.json").read_text())
     assert state["global_step"] == 1 and state["epoch"] == pytest.approx(1.0)
-    assert all(h["loss"] == h["loss"] for h in state["log_history"] if "loss" in h)
+    losses = [h["loss"] for h in state["log_history"] if "loss" in h]
+    assert len(losses) == 1 and losses[0] == losses[0]
+    _assert_tensorboard_steps(out, losses)  # two processes, one writer, one event per step
