@@ -37,14 +37,16 @@ def run(tmp_path_factory, tiny_model_dir):
     return d, logged
 
 
-def _check_histograms(per_step: dict[int, tuple[float, float, float, float]]):
-    """per step: (count, sum, min, max) of the histogram; two steps of 4 rows cover every row once."""
+def _check_binned(hist: dict[int, tuple[list, list]]):
+    """Per step (bin counts, bin edges) of a tracker's binned histogram: 4 rows a step, the edges spanning the
+    weights seen, and the bin midpoints summing to the weights' sum within half a bin per row."""
     weights = [r["dora_weight"] for r in ROWS]
-    assert sorted(per_step) == [1, 2]
-    assert [c for c, *_ in per_step.values()] == [4, 4]
-    assert sum(s for _, s, _, _ in per_step.values()) == pytest.approx(sum(weights), rel=1e-5)
-    assert min(lo for *_, lo, _ in per_step.values()) == pytest.approx(min(weights), rel=1e-5)
-    assert max(hi for *_, hi in per_step.values()) == pytest.approx(max(weights), rel=1e-5)
+    assert sorted(hist) == [1, 2] and [sum(c) for c, _ in hist.values()] == [4, 4]
+    assert min(b[0] for _, b in hist.values()) == pytest.approx(min(weights), rel=1e-5)
+    assert max(b[-1] for _, b in hist.values()) == pytest.approx(max(weights), rel=1e-5)
+    mid = sum(n * (a + b) / 2 for c, e in hist.values() for n, a, b in zip(c, e, e[1:]))
+    half_bin = max((e[-1] - e[0]) / (len(e) - 1) for _, e in hist.values()) / 2
+    assert mid == pytest.approx(sum(weights), abs=len(weights) * half_bin + 1e-6)
 
 
 def test_tensorboard_event_file(run):
@@ -61,7 +63,11 @@ def test_tensorboard_event_file(run):
         assert [e.value for e in events] == pytest.approx([logged[1][name], logged[2][name]], rel=1e-6), name
     assert logged[2]["rewards/margins"] != 0.0  # the policy moved at step 1
     hist = {e.step: e.histogram_value for e in ea.Histograms("train/dora/weights")}
-    _check_histograms({s: (h.num, h.sum, h.min, h.max) for s, h in hist.items()})
+    weights = [r["dora_weight"] for r in ROWS]
+    assert sorted(hist) == [1, 2] and [h.num for h in hist.values()] == [4, 4]
+    assert sum(h.sum for h in hist.values()) == pytest.approx(sum(weights), rel=1e-5)  # every row once
+    assert min(h.min for h in hist.values()) == pytest.approx(min(weights), rel=1e-5)
+    assert max(h.max for h in hist.values()) == pytest.approx(max(weights), rel=1e-5)
 
 
 def _wandb_records(path):
@@ -102,18 +108,7 @@ def test_wandb_offline_run(run):
         assert [v for _, v in got] == pytest.approx([logged[1][name], logged[2][name]], rel=1e-6), name
     hist = {row["train/global_step"]: row for row in rows if "train/dora/weights/values" in row}
     assert all(row["train/dora/weights/_type"] == "histogram" for row in hist.values())
-    per_step = {}
-    for s, h in hist.items():
-        counts, bins = h["train/dora/weights/values"], h["train/dora/weights/bins"]
-        # no exact sum in a binned histogram: the bin midpoints bound it within half a bin per value
-        mid = sum(c * (a + b) / 2 for c, a, b in zip(counts, bins, bins[1:]))
-        per_step[s] = (sum(counts), mid, bins[0], bins[-1])
-    weights = [r["dora_weight"] for r in ROWS]
-    assert [c for c, *_ in per_step.values()] == [4, 4]
-    half_bin = max((b[-1] - b[0]) / (len(b) - 1) for b in (h["train/dora/weights/bins"] for h in hist.values())) / 2
-    assert sum(m for _, m, _, _ in per_step.values()) == pytest.approx(sum(weights), abs=8 * half_bin + 1e-6)
-    assert min(lo for *_, lo, _ in per_step.values()) == pytest.approx(min(weights), rel=1e-5)
-    assert max(hi for *_, hi in per_step.values()) == pytest.approx(max(weights), rel=1e-5)
+    _check_binned({s: (h["train/dora/weights/values"], h["train/dora/weights/bins"]) for s, h in hist.items()})
 
 
 def test_trackio_local_store(run, monkeypatch):
@@ -129,7 +124,4 @@ def test_trackio_local_store(run, monkeypatch):
         assert [v for _, v in got] == pytest.approx([logged[1][name], logged[2][name]], rel=1e-6), name
     hist = {row["train/global_step"]: row["train/dora/weights"] for row in rows if "train/dora/weights" in row}
     assert all(h["_type"] == "trackio.histogram" for h in hist.values())
-    assert sorted(hist) == [1, 2] and [sum(h["values"]) for h in hist.values()] == [4, 4]
-    weights = [r["dora_weight"] for r in ROWS]
-    assert min(h["bins"][0] for h in hist.values()) == pytest.approx(min(weights), rel=1e-5)
-    assert max(h["bins"][-1] for h in hist.values()) == pytest.approx(max(weights), rel=1e-5)
+    _check_binned({s: (h["values"], h["bins"]) for s, h in hist.items()})
