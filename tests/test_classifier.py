@@ -111,6 +111,8 @@ def test_pairwise_and_listwise_columns(tmp_path):
     ds, report = annotate(Dataset.from_list(pairs), target_sources=["human"], source_column="source", folds=3)
     assert {"chosen_target_prob", "rejected_target_prob", "dora_weight"} <= set(ds.column_names)
     assert report["n_responses"] == 400 and report["gamma"] == pytest.approx(300 / 100)
+    again, _ = annotate(ds, target_sources=["human"], source_column="source", folds=3)  # re-run on its output
+    np.testing.assert_array_equal(again["dora_weight"], ds["dora_weight"])
     lists = [
         {
             "prompt": f"q{i}",

@@ -339,6 +339,8 @@ def annotate(
         kw = dict(target_share=alpha, imbalance=gamma, stabilizer=stabilizer)
     h = calibration_weights(p2, clip=clip, normalize=normalize, eps=eps, **kw).double().numpy()
 
+    written = ["chosen_target_prob", "rejected_target_prob", "target_probs", "target_prob", "dora_weight"]
+    dataset = dataset.remove_columns([c for c in written if c in dataset.column_names])  # a re-run replaces them
     if resp.kind == "pairwise":
         out = dataset.add_column("chosen_target_prob", p2[:, 0].tolist())
         out = out.add_column("rejected_target_prob", p2[:, 1].tolist())
@@ -346,8 +348,6 @@ def annotate(
         out = dataset.add_column("target_probs", p2.tolist())
     else:
         out = dataset.add_column("target_prob", p2[:, 0].tolist())
-    if "dora_weight" in out.column_names:
-        out = out.remove_columns("dora_weight")
     out = out.add_column("dora_weight", h.astype(float).tolist())
 
     row_src = row_sources(resp.sources, resp.n)
