@@ -519,7 +519,9 @@ class DoRATrainer(Trainer):
         default = self.args.per_device_train_batch_size if name == "train" else self.args.per_device_eval_batch_size
         n, world, rank = len(dataset), self.accelerator.num_processes, self.accelerator.process_index
         share = -(-n // world)
-        mine = dataset.select([min(i, n - 1) for i in range(rank * share, (rank + 1) * share)]) if n else dataset
+        mine = dataset
+        if world > 1 and n:
+            mine = dataset.select([min(i, n - 1) for i in range(rank * share, (rank + 1) * share)])
         loader = DataLoader(
             mine, batch_size=self.args.precompute_ref_batch_size or default, collate_fn=self.data_collator
         )
