@@ -291,10 +291,10 @@ def adapter_base(path: str) -> str | None:
         raise UsageError(f"{cfg_path}: no base_model_name_or_path")
     from dora.data import looks_local
 
-    if os.path.isabs(base) or looks_local(base) or os.path.exists(base):
-        for candidate in (base, os.path.join(path, base)):
-            if os.path.isdir(os.path.expanduser(candidate)):
-                return os.path.abspath(os.path.expanduser(candidate))
+    for candidate in (base, os.path.join(path, base)):
+        if os.path.isdir(os.path.expanduser(candidate)):
+            return os.path.abspath(os.path.expanduser(candidate))
+    if looks_local(base):
         raise UsageError(
             f"adapter {path!r}: its base model {base!r} (adapter_config.json base_model_name_or_path) is not "
             f"found, neither from {os.getcwd()} nor from the adapter's folder; edit it or run from its folder"
@@ -418,11 +418,8 @@ def build(config_kwargs: dict, extra: dict, skip_invalid: bool = False):
     return trainer
 
 
-def _train(args) -> int:
-    overrides = parse_overrides(args.overrides or [])
-    config_kwargs, extra = load_recipe(args.config, overrides)
-    trainer = build(config_kwargs, extra, skip_invalid=args.skip_invalid_rows)
-    trainer.train(resume_from_checkpoint=config_kwargs.get("resume_from_checkpoint"))
+def _train(trainer, resume_from_checkpoint=None) -> int:
+    trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     trainer.save_model(trainer.args.output_dir)
     if trainer.accelerator.is_main_process:
         trainer.processing_class.save_pretrained(trainer.args.output_dir)
@@ -434,13 +431,16 @@ def _train(args) -> int:
 
 
 def run(args) -> int:
-    """Mistakes (bad keys, paths, data, trackers) end in one line on stderr; ``--debug`` re-raises them."""
+    """Mistakes (keys, paths, data, trackers, loading) end in one line on stderr before training starts;
+    ``--debug`` re-raises them. Errors during training keep their traceback."""
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
     try:
-        return _train(args)
+        config_kwargs, extra = load_recipe(args.config, parse_overrides(args.overrides or []))
+        trainer = build(config_kwargs, extra, skip_invalid=args.skip_invalid_rows)
     except (ValueError, OSError, ImportError, yaml.YAMLError) as e:
         if getattr(args, "debug", False):
             raise
         text = str(e).strip() or type(e).__name__
         print(f"dora train: error: {text}", file=sys.stderr)
         return 2
+    return _train(trainer, config_kwargs.get("resume_from_checkpoint"))
