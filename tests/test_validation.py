@@ -161,3 +161,13 @@ def test_long_prompts_dropped_without_a_progress_bar(tmp_path, capsys, caplog):
     assert len(out) == 5 and "1 of 6 train rows dropped: prompt longer than 31 tokens" in caplog.text
     assert out["prompt_ids"][0] == tok(rows[1]["prompt"])["input_ids"]
     assert "Dropping long prompts" not in capsys.readouterr().err
+
+
+def test_classify_names_a_missing_local_model(tmp_path):
+    from dora.cli import main
+
+    data = write_jsonl(tmp_path / "d.jsonl", pair_rows(8))
+    argv = ["classify", "--dataset", data, "--target-sources", "human", "--backend", "embedding", "--model",
+            "./nope", "--output", str(tmp_path / "out")]  # fmt: skip
+    with pytest.raises(FileNotFoundError, match=r"model './nope' not found: no file or folder /"):
+        main(argv)

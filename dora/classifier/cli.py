@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from dora.data import load_rows
+from dora.data import check_local_path, load_rows
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -111,6 +111,8 @@ def run(args) -> int:
     if args.target_dataset:
         check_no_labels_flags(args)
     check_weight_flags(args)
+    if args.model:  # a mistyped local path is named, not looked up on the Hub
+        check_local_path(args.model, "model")
     dataset = load_rows(args.dataset, args.split)
     backend_kwargs = {}
     if args.backend in ("embedding", "transformer"):
