@@ -88,14 +88,12 @@ def check_rows(dataset, name: str, line_offset: int | None = None) -> str:
         raise ValueError(
             f"{name}: no response columns (expected chosen/rejected, responses, or response); has {sorted(cols)}"
         )
-    for c in ["prompt", *resp]:
+    for c in resp:  # the prompt is optional, as in labelled mode (an implicit prompt reads as "")
         if c not in cols:
             raise ValueError(f"{name}: missing column '{c}'; the dataset has {sorted(cols)}")
-    data = dataset.select_columns(["prompt", *resp]).to_dict()
+    data = dataset.select_columns(resp).to_dict()
     width = None
     for i in range(len(dataset)):
-        if _empty(data["prompt"][i]):
-            raise ValueError(f"{where(i)}, column 'prompt': missing or empty")
         for c in resp:
             v = data[c][i]
             items = v if kind == "listwise" and isinstance(v, list) else [v]
