@@ -97,7 +97,7 @@ def test_recipe_keys_aliases_and_no_flags(recipe):
     ],
 )
 def test_recipe_mistakes_name_the_key(recipe, overrides, match, no_model):
-    from dora.train_cli import lora_config
+    from dora.train_cli.recipe import lora_config
 
     with pytest.raises(UsageError, match=match):
         cfg, extra = load_recipe(str(recipe), overrides)
@@ -113,7 +113,7 @@ def test_yaml_typo_and_syntax_error(tmp_path, capsys, no_model):
 
 
 def test_help_lists_every_field_and_trl_flag(capsys):
-    from dora.train_cli import ALIASES, RECIPE_KEYS, _fields
+    from dora.train_cli.recipe import ALIASES, RECIPE_KEYS, _fields
 
     with pytest.raises(SystemExit) as exit_:
         main(["train", "--help"])

@@ -1,29 +1,13 @@
-"""`dora train [--config recipe.yaml] [--any_field value ...]`: TRL's `trl dpo` flags and DoRAConfig fields.
-
-Keys (YAML or ``--flags``; flags override the recipe) are DoRAConfig fields plus the recipe keys below, which
-include `trl dpo`'s script and model flags (``--dataset_name``, ``--use_peft``, ``--lora_r``, ...). Before
-any model loads, everything a user can get wrong is checked and reported in one line: unknown keys (with
-the nearest known one), refused TRL values, missing local paths, trackers that are not installed, an
-adapter whose base cannot be found, and every row of the train and eval data. ``--debug`` shows the
-traceback; ``--skip-invalid-rows`` drops invalid rows instead, and counts them.
-Runs the same under ``accelerate launch -m dora train ...``.
-"""
+"""`dora train`'s keys: the tables of recipe keys and `trl dpo` flags, ``--help``, and the recipe (YAML + flags)
+read into DoRAConfig kwargs and recipe keys, with the nearest known key for a typo."""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import difflib
-import json
-import logging
 import os
-import sys
 
 import yaml
-
-logger = logging.getLogger(__name__)
-
-ACCEPTS_OVERRIDES = True
 
 # keys beside DoRAConfig's fields: name -> help
 RECIPE_KEYS = {
@@ -83,9 +67,6 @@ class UsageError(ValueError):
     """A mistake in the command line, the recipe or the data, reported in one line."""
 
 
-# --------------------------------------------------------------------------- arguments and --help
-
-
 def _fields() -> dict:
     from dora.config import DoRAConfig
 
@@ -128,19 +109,6 @@ def help_text() -> str:
     return "\n".join(lines)
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="YAML recipe: any of the keys below")
-    p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
-    p.add_argument(
-        "--skip-invalid-rows", "--skip_invalid_rows", dest="skip_invalid_rows", action="store_true",
-        help="drop invalid train/eval rows (counted in a warning) instead of stopping",
-    )  # fmt: skip
-    p.allow_abbrev = False  # --learning_rat is a typo to report, not an abbreviation
-    p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.set_defaults(overrides=[])
-    p.epilog = help_text()
-
-
 def _parse_value(text: str):
     if text.lower() in ("yes", "no", "on", "off", "y", "n"):  # YAML 1.1 booleans: --save_strategy no is text
         return text
@@ -177,9 +145,6 @@ def parse_overrides(tokens: list[str]) -> dict:
             i += 1
         out[key.replace("-", "_")] = True if not values else values[0] if len(values) == 1 else values
     return out
-
-
-# --------------------------------------------------------------------------- the recipe
 
 
 def _read_yaml(path: str) -> dict:
@@ -274,173 +239,3 @@ def lora_config(extra: dict):
         return LoraConfig(**lora)
     except (TypeError, ValueError) as e:
         raise UsageError(f"lora: {e}") from e
-
-
-# --------------------------------------------------------------------------- checks before the model loads
-
-
-def adapter_base(path: str) -> str | None:
-    """For a folder holding a PEFT adapter, its base model: relative paths resolved against the working
-    directory, then against the adapter's folder; a base that is neither is an error naming it."""
-    cfg_path = os.path.join(path, "adapter_config.json")
-    if not os.path.isfile(cfg_path):
-        return None
-    with open(cfg_path) as f:
-        base = json.load(f).get("base_model_name_or_path")
-    if not base:
-        raise UsageError(f"{cfg_path}: no base_model_name_or_path")
-    from dora.data import looks_local
-
-    for candidate in (base, os.path.join(path, base)):
-        if os.path.isdir(os.path.expanduser(candidate)):
-            return os.path.abspath(os.path.expanduser(candidate))
-    if looks_local(base):
-        raise UsageError(
-            f"adapter {path!r}: its base model {base!r} (adapter_config.json base_model_name_or_path) is not "
-            f"found, neither from {os.getcwd()} nor from the adapter's folder; edit it or run from its folder"
-        )
-    return base  # a Hub id
-
-
-def check_model_path(path: str, what: str) -> None:
-    from dora.data import check_local_path
-
-    check_local_path(path, what)
-    full = os.path.expanduser(path)
-    if os.path.isdir(full) and not any(
-        os.path.isfile(os.path.join(full, n)) for n in ("config.json", "adapter_config.json")
-    ):
-        raise UsageError(f"{what} {path!r}: the folder has no config.json (nor adapter_config.json)")
-
-
-def load_data(args, extra: dict, skip_invalid: bool = False):
-    """(train, eval or None), loaded and every row validated, before any model loads."""
-    from dora.data import add_implicit_prompt, check_weight_columns, is_listwise, load_rows, validate_rows
-
-    group = args.group_column if args.objective == "group_dro" else None
-    parts = [("train", extra["dataset"], extra.get("dataset_split", "train"))]
-    if extra.get("eval_dataset"):
-        parts.append(("eval", extra["eval_dataset"], extra.get("eval_dataset_split", "test")))
-    elif args.eval_strategy != "no":  # trl dpo: the dataset's test split
-        parts.append(("eval", extra["dataset"], extra.get("eval_dataset_split", "test")))
-    out = []
-    for name, source, split in parts:
-        no_eval = UsageError(
-            f"eval_strategy={args.eval_strategy.value!r} needs eval data: {source!r} has no split {split!r}; "
-            f"give eval_dataset (or eval_strategy no)"
-        )
-        implicit = name == "eval" and not extra.get("eval_dataset")
-        if implicit and os.path.isfile(os.path.expanduser(str(source))):
-            raise no_eval  # a file is one split
-        try:
-            ds = load_rows(source, split, extra.get("dataset_config"))
-        except ValueError as e:
-            if implicit and "split" in str(e).lower():
-                raise no_eval from e
-            raise
-        if is_listwise(ds.column_names) and not args.listwise:
-            raise UsageError(
-                f"{name} dataset {source}: listwise rows (responses, scores) but loss_type {args.loss_type} is "
-                f"pairwise: use loss_type dpo_pl (or rrhf, lire)"
-            )
-        ds = add_implicit_prompt(ds)
-        path = source if os.path.isfile(os.path.expanduser(source)) else None
-        kept = validate_rows(
-            ds, weight_column=args.weight_column, name=name, path=path, group_column=group, skip_invalid=skip_invalid
-        )
-        check_weight_columns(kept.column_names, args.weight_column, name)
-        out.append(kept)
-    return out[0], (out[1] if len(out) > 1 else None)
-
-
-def preflight(config_kwargs: dict, extra: dict, skip_invalid: bool = False):
-    """Everything that needs no model: the config (refused values, trackers), the paths, the data."""
-    from dora.config import DoRAConfig
-
-    try:
-        args = DoRAConfig(**config_kwargs)
-    except TypeError as e:
-        raise UsageError(str(e)) from e
-    check_model_path(str(extra["model_name_or_path"]), "model")
-    if extra.get("ref_model_name_or_path"):
-        check_model_path(str(extra["ref_model_name_or_path"]), "ref_model")
-    base = adapter_base(os.path.expanduser(str(extra["model_name_or_path"])))
-    peft_config = lora_config(extra)
-    train, evald = load_data(args, extra, skip_invalid)
-    return args, base, peft_config, train, evald
-
-
-# --------------------------------------------------------------------------- the run
-
-
-def build(config_kwargs: dict, extra: dict, skip_invalid: bool = False):
-    """The DoRATrainer a recipe describes; every check runs before the model loads."""
-    args, base, peft_config, train, evald = preflight(config_kwargs, extra, skip_invalid)
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from dora.trainer import DoRATrainer
-
-    init = {}
-    dtype = extra.get("torch_dtype")
-    if dtype:
-        init["dtype"] = dtype if dtype == "auto" else getattr(torch, dtype)
-    for key, name in (("model_revision", "revision"), ("attn_implementation", "attn_implementation")):
-        if extra.get(key):
-            init[name] = extra[key]
-    model, tokenizer = os.path.expanduser(str(extra["model_name_or_path"])), None
-    if base is not None:  # a trained adapter: its base, then the adapter on it, trainable
-        from peft import PeftModel
-
-        kwargs = {**(args.model_init_kwargs or {}), **init}
-        if args.trust_remote_code:
-            kwargs["trust_remote_code"] = True
-        adapter = model
-        model = PeftModel.from_pretrained(
-            AutoModelForCausalLM.from_pretrained(base, **kwargs), adapter, is_trainable=True
-        )
-        has_tokenizer = os.path.isfile(os.path.join(adapter, "tokenizer_config.json"))
-        tokenizer = AutoTokenizer.from_pretrained(adapter if has_tokenizer else base)
-    trainer = DoRATrainer(
-        model=model,
-        ref_model=extra.get("ref_model_name_or_path"),
-        args=args,
-        train_dataset=train,
-        eval_dataset=evald,
-        processing_class=tokenizer,
-        peft_config=peft_config,
-        model_init_kwargs=init,
-    )
-    if extra.get("ignore_bias_buffers"):  # trl dpo's DDP workaround
-        trainer.model._ddp_params_and_buffers_to_ignore = [
-            n for n, b in trainer.model.named_buffers() if b.dtype == torch.bool
-        ]
-    return trainer
-
-
-def _train(trainer, resume_from_checkpoint=None) -> int:
-    trainer.train(resume_from_checkpoint=resume_from_checkpoint)
-    trainer.save_model(trainer.args.output_dir)
-    if trainer.accelerator.is_main_process:
-        trainer.processing_class.save_pretrained(trainer.args.output_dir)
-    if trainer.eval_dataset is not None:
-        metrics = trainer.evaluate()
-        if trainer.accelerator.is_main_process:
-            print({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
-    return 0
-
-
-def run(args) -> int:
-    """Mistakes (keys, paths, data, trackers, loading) end in one line on stderr before training starts;
-    ``--debug`` re-raises them. Errors during training keep their traceback."""
-    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
-    try:
-        config_kwargs, extra = load_recipe(args.config, parse_overrides(args.overrides or []))
-        trainer = build(config_kwargs, extra, skip_invalid=args.skip_invalid_rows)
-    except (ValueError, OSError, ImportError, yaml.YAMLError) as e:
-        if getattr(args, "debug", False):
-            raise
-        text = str(e).strip() or type(e).__name__
-        print(f"dora train: error: {text}", file=sys.stderr)
-        return 2
-    return _train(trainer, config_kwargs.get("resume_from_checkpoint"))
