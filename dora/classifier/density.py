@@ -160,8 +160,8 @@ def annotate_density_ratio(
     ``trusted_in_pool``: the trusted rows are rows of the pool (each is matched to a pool row by its text)
     rather than drawn separately. ``clip``: "auto" caps each response weight at 1/α̂_low (the lower end of
     the estimated target share's interval, see ``estimate_target_share``), a number caps it there, None
-    leaves it. ``normalize`` rescales the
-    sample weights to mean 1 over the pool. ``names`` / ``line_offsets`` name the inputs in error messages."""
+    leaves it. ``normalize`` rescales the sample weights to mean 1 over the pool. ``names`` /
+    ``line_offsets`` name the inputs in error messages."""
     kind = check_rows(dataset, names[0], line_offsets[0])
     kind_t = check_rows(trusted, names[1], line_offsets[1])
     pool, tr = _responses(dataset), _responses(trusted)
@@ -186,30 +186,9 @@ def annotate_density_ratio(
         rows = np.r_[np.arange(len(tr.texts)) // n, len(tr.texts) // n + row_of]
         pool_idx = len(tr.texts) + np.arange(len(pool.texts))
 
-    # With a few hundred trusted rows a weakly regularised classifier fits noise, and the weights inherit
-    # it: the tfidf backend's strength C is chosen by out-of-fold log-loss unless given.
-    grid = C_GRID if backend == "tfidf" and "C" not in backend_kwargs else [backend_kwargs.get("C")]
-    fold = groups = None
-    grouping = "none (in-sample)"
-    if folds >= 2:
-        fold, groups, grouping = make_folds(prompts, texts, rows, folds, seed)
-    best = None
-    for C in grid:
-        kw = dict(backend_kwargs, **({} if C is None else {"C": C}))
-
-        def make(kw=kw):
-            return make_classifier(backend, calibration=calibration, seed=seed, **kw)
-
-        raw, final = cross_fit(make, prompts, texts, labels, folds, seed, fold=fold)
-        loss = _log_loss(labels, raw)
-        if best is None or loss < best[0]:
-            best = (loss, C, raw, final)
-    _, chosen_c, raw, final = best
-    final.calibrate(raw, labels)  # the saved classifier's calibrator: fitted on all out-of-fold scores
-    if fold is not None:  # calibrated as in labelled mode: no calibrator saw the scores it maps
-        probs = cross_calibrate(calibration, raw, labels, fold, groups, seed)
-    else:
-        probs = final.calibrator(raw)
+    probs, final, chosen_c, grouping = _fit_scores(
+        prompts, texts, labels, rows, backend, calibration, folds, seed, backend_kwargs
+    )
     probs = np.clip(probs, eps, 1 - eps)
     c_pool, c_trusted = probs[pool_idx], probs[labels == 1]
 
@@ -273,23 +252,57 @@ def annotate_density_ratio(
     for message in report["warnings"]:
         warnings.warn(message, stacklevel=2)
     if output_dir:
-        os.makedirs(output_dir, exist_ok=True)
-        final.save_pretrained(os.path.join(output_dir, "classifier"))
-        with open(os.path.join(output_dir, "report.json"), "w") as f:
-            json.dump(report, f, indent=1)
-        with open(os.path.join(output_dir, "report.md"), "w") as f:
-            f.write(
-                "# Density-ratio report (no source labels)\n\n" + format_table(report) + "\n\n"
-                + "".join(f"> **Warning:** {m}\n\n" for m in report["warnings"])
-                + "![reliability](reliability.png)\n![weights](weights.png)\n![share](share.png)\n"
-            )
+        row_src = ["pool"] * n_rows
         if trusted_in_pool:
-            row_src = np.where(labels.reshape(-1, n)[:, 0] == 1, "pool, trusted rows", "pool, other rows")
-        else:
-            row_src = np.array(["pool"] * n_rows)
-        plot_diagnostics(report, h, row_src.tolist(), output_dir)
-        plot_share(c_trusted, c_pool, share, os.path.join(output_dir, "share.png"))
+            row_src = np.where(labels.reshape(-1, n)[:, 0] == 1, "pool, trusted rows", "pool, other rows").tolist()
+        _write_outputs(output_dir, final, report, h, row_src, c_trusted, c_pool, share)
     return out, report
+
+
+def _fit_scores(prompts, texts, labels, rows, backend, calibration, folds, seed, backend_kwargs):
+    """Cross-fitted, calibrated P(trusted | x, y) as in labelled mode; returns (probabilities, the classifier
+    fit on all rows, the chosen C, the fold grouping). With a few hundred trusted rows a weakly regularised
+    classifier fits noise and the weights inherit it: the tfidf backend's C is chosen by out-of-fold
+    log-loss unless given."""
+    grid = C_GRID if backend == "tfidf" and "C" not in backend_kwargs else [backend_kwargs.get("C")]
+    fold = groups = None
+    grouping = "none (in-sample)"
+    if folds >= 2:
+        fold, groups, grouping = make_folds(prompts, texts, rows, folds, seed)
+    best = None
+    for C in grid:
+        kw = dict(backend_kwargs, **({} if C is None else {"C": C}))
+
+        def make(kw=kw):
+            return make_classifier(backend, calibration=calibration, seed=seed, **kw)
+
+        raw, final = cross_fit(make, prompts, texts, labels, folds, seed, fold=fold)
+        loss = _log_loss(labels, raw)
+        if best is None or loss < best[0]:
+            best = (loss, C, raw, final)
+    _, chosen_c, raw, final = best
+    final.calibrate(raw, labels)  # the saved classifier's calibrator: fitted on all out-of-fold scores
+    if fold is not None:  # no calibrator saw the scores it maps
+        probs = cross_calibrate(calibration, raw, labels, fold, groups, seed)
+    else:
+        probs = final.calibrator(raw)
+    return probs, final, chosen_c, grouping
+
+
+def _write_outputs(output_dir, final, report, h, row_src, c_trusted, c_pool, share) -> None:
+    """classifier/, report.json, report.md and the three plots."""
+    os.makedirs(output_dir, exist_ok=True)
+    final.save_pretrained(os.path.join(output_dir, "classifier"))
+    with open(os.path.join(output_dir, "report.json"), "w") as f:
+        json.dump(report, f, indent=1)
+    with open(os.path.join(output_dir, "report.md"), "w") as f:
+        f.write(
+            "# Density-ratio report (no source labels)\n\n" + format_table(report) + "\n\n"
+            + "".join(f"> **Warning:** {m}\n\n" for m in report["warnings"])
+            + "![reliability](reliability.png)\n![weights](weights.png)\n![share](share.png)\n"
+        )
+    plot_diagnostics(report, h, row_src, output_dir)
+    plot_share(c_trusted, c_pool, share, os.path.join(output_dir, "share.png"))
 
 
 def _auc_z(labels, scores) -> float:
