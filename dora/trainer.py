@@ -383,8 +383,11 @@ class DoRATrainer(Trainer):
     # ------------------------------------------------------------------ start-up summary
 
     def train(self, *args, **kwargs):
-        if self.is_world_process_zero():
-            print(self.startup_summary(), flush=True)
+        if self.is_world_process_zero():  # printed beside the progress bars; scripted runs without them log it
+            if self.args.disable_tqdm:
+                logger.info(self.startup_summary())
+            else:
+                print(self.startup_summary(), flush=True)
         return super().train(*args, **kwargs)
 
     def startup_summary(self) -> str:
