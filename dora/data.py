@@ -31,6 +31,7 @@ __all__ = [
     "PreferenceCollator",
     "is_listwise",
     "check_weight_columns",
+    "check_loss_fits_data",
 ]
 
 
@@ -338,6 +339,19 @@ def tokenize_row(tokenizer, prompt, completions: list) -> tuple[list[int], list[
         full = [_encode(tokenizer, prompt + c) for c in texts]
     cut = min(_common_prefix(prompt_ids, f) for f in full)
     return prompt_ids[:cut], [f[cut:] for f in full]
+
+
+def check_loss_fits_data(dataset, loss_type, listwise_loss: bool, where: str = "train dataset") -> None:
+    """A pairwise loss takes listwise rows only as lists of two (ranked by their scores); longer lists need a
+    listwise loss."""
+    if listwise_loss or not is_listwise(dataset.column_names):
+        return
+    sizes = sorted({len(r) for r in dataset["responses"] if isinstance(r, list)} - {2})
+    if sizes:
+        raise ValueError(
+            f"{where}: lists of {', '.join(map(str, sizes))} responses, but loss_type {loss_type} is pairwise "
+            "(lists of 2 only): use loss_type dpo_pl (or rrhf, lire)"
+        )
 
 
 def check_weight_columns(columns, weight_column: str = "dora_weight", desc: str = "train") -> None:

@@ -24,7 +24,14 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback, set_seed
 
 from dora.config import DoRAConfig
-from dora.data import PreferenceCollator, prepare_dataset
+from dora.data import (
+    PreferenceCollator,
+    add_implicit_prompt,
+    check_loss_fits_data,
+    check_weight_columns,
+    prepare_dataset,
+    validate_rows,
+)
 from dora.logprobs import (
     PADDING_FREE_ATTENTION,
     TokenLogps,
@@ -92,6 +99,23 @@ def _reference_adapter(model):
         for name, param in model.named_parameters():  # set_adapter marks the active adapter trainable
             if ".ref." in name:
                 param.requires_grad_(False)
+
+
+def _check_data(args, train_dataset, eval_dataset) -> None:
+    """Every row of every dataset, and whether the loss fits the data, checked before a model loads."""
+    named = [("train", train_dataset)]
+    if isinstance(eval_dataset, dict):
+        named += [(f"eval ({k})", v) for k, v in eval_dataset.items()]
+    else:
+        named.append(("eval", eval_dataset))
+    group = args.group_column if args.objective == "group_dro" else None
+    for name, ds in named:
+        if ds is None or not hasattr(ds, "column_names"):
+            continue
+        ds = add_implicit_prompt(ds)
+        validate_rows(ds, weight_column=args.weight_column, name=name, group_column=group)
+        check_weight_columns(ds.column_names, args.weight_column, name)
+        check_loss_fits_data(ds, args.loss_type, args.listwise, f"{name} dataset")
 
 
 def _ranked(scores: torch.Tensor, *columns):
@@ -252,6 +276,7 @@ class DoRATrainer(Trainer):
         if args.trust_remote_code:
             model_init_kwargs["trust_remote_code"] = True
         self._ref_given = ref_model is not None  # for the start-up summary
+        _check_data(args, train_dataset, eval_dataset)  # before any model loads
         if isinstance(model, str):
             model = AutoModelForCausalLM.from_pretrained(model, **model_init_kwargs)
         if processing_class is None:

@@ -170,3 +170,21 @@ def test_rrhf_sft_terms():
     torch.testing.assert_close(got, torch.tensor([r + x for r, x in zip(rank, authors)], dtype=torch.float64))
     with pytest.raises(ValueError, match="padded_length"):
         listwise_loss("rrhf", logps, scores=scores, lengths=lengths, rrhf_sft="authors")
+
+
+def test_python_api_checks_the_data_before_the_model_loads(tmp_path, monkeypatch):
+    """From Python too: a bad row, or lists too long for a pairwise loss, fail before from_pretrained runs."""
+    import transformers
+
+    def no_load(*a, **k):
+        raise AssertionError("the model was loaded before the data was checked")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", no_load)
+    rows = pair_rows(6)
+    rows[2] = dict(rows[2], rejected=rows[2]["chosen"])
+    with pytest.raises(ValueError, match=r"(?s)train dataset.*row 3.*identical"):
+        DoRATrainer(model="some/model", args=config(tmp_path), train_dataset=Dataset.from_list(rows))
+    lists = [{"prompt": f"q{i}", "responses": ["a", "b", "c"], "scores": [3, 2, 1]} for i in range(4)]
+    with pytest.raises(ValueError, match=r"eval dataset: lists of 3 responses.*use loss_type dpo_pl"):
+        DoRATrainer(model="some/model", args=config(tmp_path), train_dataset=Dataset.from_list(pair_rows(4)),
+                    eval_dataset=Dataset.from_list(lists))  # fmt: skip

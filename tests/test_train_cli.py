@@ -186,7 +186,7 @@ def test_listwise_data_with_a_pairwise_loss(tmp_path, tiny_model_dir, capsys, no
     rows = [{"prompt": f"q{i}", "responses": ["a", "b", "c"], "scores": [3, 2, 1]} for i in range(4)]
     path = write_jsonl(tmp_path / "lists.jsonl", rows)
     msg = one_line_error(capsys, "--model_name_or_path", tiny_model_dir, "--dataset", path)
-    assert "listwise rows (responses, scores) but loss_type ['sigmoid'] is pairwise: use loss_type dpo_pl" in msg
+    assert "lists of 3 responses, but loss_type ['sigmoid'] is pairwise (lists of 2 only): use loss_type dpo_pl" in msg
 
 
 def test_group_dro_without_groups(tiny_model_dir, data, capsys, no_model):

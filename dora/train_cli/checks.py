@@ -45,7 +45,7 @@ def check_model_path(path: str, what: str) -> None:
 
 def load_data(args, extra: dict, skip_invalid: bool = False):
     """(train, eval or None), loaded and every row validated, before any model loads."""
-    from dora.data import add_implicit_prompt, check_weight_columns, is_listwise, load_rows, validate_rows
+    from dora.data import add_implicit_prompt, check_loss_fits_data, check_weight_columns, load_rows, validate_rows
 
     group = args.group_column if args.objective == "group_dro" else None
     parts = [("train", extra["dataset"], extra.get("dataset_split", "train"))]
@@ -68,11 +68,10 @@ def load_data(args, extra: dict, skip_invalid: bool = False):
             if implicit and "split" in str(e).lower():
                 raise no_eval from e
             raise
-        if is_listwise(ds.column_names) and not args.listwise:
-            raise UsageError(
-                f"{name} dataset {source}: listwise rows (responses, scores) but loss_type {args.loss_type} is "
-                f"pairwise: use loss_type dpo_pl (or rrhf, lire)"
-            )
+        try:
+            check_loss_fits_data(ds, args.loss_type, args.listwise, f"{name} dataset {source}")
+        except ValueError as e:
+            raise UsageError(str(e)) from e
         ds = add_implicit_prompt(ds)
         path = source if os.path.isfile(os.path.expanduser(source)) else None
         kept = validate_rows(
