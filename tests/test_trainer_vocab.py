@@ -55,7 +55,7 @@ def test_group_dro_rows_need_a_group(tmp_path, tiny_model_dir):
 
     rows = [dict(r, group="a" if i != 2 else None) for i, r in enumerate(pair_rows(6))]
     args = DoRAConfig(output_dir=str(tmp_path), objective="group_dro", report_to=[], max_steps=1)
-    with pytest.raises(ValueError, match="row 2, column 'group': no group"):
+    with pytest.raises(ValueError, match="row 3, column 'group': no group"):  # 1-based rows
         DoRATrainer(model=tiny_model_dir, args=args, train_dataset=Dataset.from_list(rows))
-    with pytest.raises(ValueError, match="needs a 'group' column"):
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['group'\]"):
         DoRATrainer(model=tiny_model_dir, args=args, train_dataset=Dataset.from_list(pair_rows(6)))

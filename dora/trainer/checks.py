@@ -1,0 +1,93 @@
+"""Checks and set-up that need no training step: the data before any model loads, the padding token, the MoE
+auxiliary loss, padding-free attention, losses that sort the batch, and the source / group vocabularies."""
+
+from __future__ import annotations
+
+from dora.data import add_implicit_prompt, check_loss_fits_data, check_weight_columns, validate_rows
+from dora.logprobs import PADDING_FREE_ATTENTION, unwrap_causal_lm
+
+__all__ = ["check_data", "set_pad_token", "router_aux_loss", "check_padding_free", "check_sorting_losses", "vocab"]
+
+
+def check_data(args, train_dataset, eval_dataset) -> None:
+    """Every row of every dataset, and whether the loss fits the data, checked before a model loads."""
+    named = [("train", train_dataset)]
+    if isinstance(eval_dataset, dict):
+        named += [(f"eval ({k})", v) for k, v in eval_dataset.items()]
+    else:
+        named.append(("eval", eval_dataset))
+    group = args.group_column if args.objective == "group_dro" else None
+    for name, ds in named:
+        if ds is None or not hasattr(ds, "column_names"):
+            continue
+        ds = add_implicit_prompt(ds)
+        validate_rows(ds, weight_column=args.weight_column, name=name, group_column=group)
+        check_weight_columns(ds.column_names, args.weight_column, name)
+        check_loss_fits_data(ds, args.loss_type, args.listwise, f"{name} dataset")
+
+
+def set_pad_token(tokenizer, pad_token: str | None) -> None:
+    """``pad_token`` (TRL's field) as the tokenizer's padding token; it must be in the vocabulary."""
+    if pad_token is None:
+        return
+    if pad_token not in tokenizer.get_vocab():
+        raise ValueError(
+            f"pad_token {pad_token!r} is not in the vocabulary of {type(tokenizer).__name__}: pick a token it has"
+        )
+    tokenizer.pad_token = pad_token
+
+
+def router_aux_loss(model, coef: float | None) -> tuple[float, bool]:
+    """(coefficient, enabled) of the MoE load-balancing loss, as TRL 1.16: ``router_aux_loss_coef``, else the
+    model config's; on for any model whose config has ``output_router_logits``, unless the coefficient is 0."""
+    text = unwrap_causal_lm(model).config.get_text_config()
+    moe = hasattr(text, "output_router_logits")
+    if coef and not moe:
+        raise ValueError(
+            f"router_aux_loss_coef={coef}, but {type(unwrap_causal_lm(model)).__name__} is not a Mixture-of-Experts "
+            "model returning router logits: leave router_aux_loss_coef unset"
+        )
+    coef = getattr(text, "router_aux_loss_coef", 0.0) if coef is None else coef
+    return float(coef or 0.0), moe and coef != 0.0
+
+
+def check_padding_free(model) -> None:
+    impl = getattr(unwrap_causal_lm(model).config, "_attn_implementation", None)
+    if impl not in PADDING_FREE_ATTENTION:
+        raise ValueError(
+            f"padding_free=True packs a batch into one row, which needs attention that follows position_ids "
+            f"({', '.join(PADDING_FREE_ATTENTION)}); this model uses {impl!r}: load it with "
+            "attn_implementation='sdpa' (or flash_attention_2), or set padding_free=False"
+        )
+
+
+SORTING_LOSSES = ("aot", "aot_unpaired")
+SAMPLE_WEIGHTED_OBJECTIVES = ("reweight", "dora", "cvar", "group_dro")
+
+
+def check_sorting_losses(args, datasets_) -> None:
+    """AOT sorts the batch, so its i-th loss is not pair i's: a per-sample weight or group cannot follow it."""
+    sorting = [n for n in args.loss_type if n in SORTING_LOSSES]
+    if not sorting or args.objective not in SAMPLE_WEIGHTED_OBJECTIVES:
+        return
+    weighted = args.objective == "group_dro" or any(
+        ds is not None and len(set(ds["weight"])) > 1 for ds in datasets_
+    )
+    if weighted:
+        raise ValueError(
+            f"loss {sorting} sorts the batch, so a per-sample weight cannot follow its pair under objective "
+            f"{args.objective!r}: use objective 'mean' or 'kl_dro' (what 'dora' computes without weights)"
+        )
+
+
+def vocab(datasets_, columns: tuple[str, ...]) -> dict[str, int]:
+    """Sorted names found in ``columns`` (a column may hold one name per row or a list, as ``sources``)."""
+    names = set()
+    for ds in datasets_:
+        if ds is None:
+            continue
+        for c in columns:
+            if c in ds.column_names:
+                for x in ds[c]:
+                    names.update(str(v) for v in (x if isinstance(x, list) else [x]) if v is not None)
+    return {name: i for i, name in enumerate(sorted(names))}

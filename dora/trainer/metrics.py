@@ -1,0 +1,119 @@
+"""Logged metrics, as TRL names them (``rewards/*``, ``logps/*``) plus DoRA's own (``dora/*``) and per source:
+gathered across processes, summed per logging window, and averaged per sample when logged."""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["ranked", "MetricsMixin"]
+
+
+def ranked(scores: torch.Tensor, *columns):
+    """``columns`` ([B, n] or None) reordered best score first (stable: ties keep their order)."""
+    order = torch.argsort(scores, dim=-1, descending=True, stable=True)
+    return tuple(None if c is None else torch.gather(c, 1, order) for c in columns)
+
+
+class MetricsMixin:
+    """DoRATrainer's metric recording (``self._metrics``, ``self._per_source`` are set up by the trainer)."""
+
+    def _gather(self, t: torch.Tensor) -> torch.Tensor:
+        return self.accelerator.gather_for_metrics(t.detach().contiguous())
+
+    def _record(self, mode, inputs, losses, logps, ref, lengths, out) -> None:
+        args = self.args
+        if ref is not None:
+            rewards = args.beta * (logps.detach() - ref)
+        else:
+            rewards = args.beta * logps.detach() / lengths.clamp(min=1)
+        order = torch.argsort(inputs["scores"], dim=-1, descending=True, stable=True)
+        best = torch.gather(rewards, 1, order[:, :1]).squeeze(1)
+        worst = torch.gather(rewards, 1, order[:, -1:]).squeeze(1)
+        chosen_lp = torch.gather(logps.detach(), 1, order[:, :1]).squeeze(1)
+        rejected_lp = torch.gather(logps.detach(), 1, order[:, -1:]).squeeze(1)
+        g = self._gather(
+            torch.stack(
+                [
+                    best,
+                    worst,
+                    (best > worst).float(),
+                    best - worst,
+                    chosen_lp,
+                    rejected_lp,
+                    losses.detach().float(),
+                    inputs["weights"].float(),
+                    out.sample_weights.float(),
+                ],
+                dim=1,
+            )
+        )
+        m = self._metrics[mode]  # (sum, count) per batch, so the logged value is a per-sample mean
+        n = g.shape[0]
+        for k, name in enumerate(
+            (
+                "rewards/chosen",
+                "rewards/rejected",
+                "rewards/accuracies",
+                "rewards/margins",
+                "logps/chosen",
+                "logps/rejected",
+                "dora/loss_mean",
+                "dora/weight_mean",
+            )
+        ):
+            m[name].append((g[:, k].sum().item(), n))  # columns 0-7 of g, in this order
+        m["dora/weight_max"].append((g[:, 7].max().item(), 1))
+        m["dora/objective_weight_max"].append((g[:, 8].max().item(), 1))
+        m["dora/ess"].append((out.ess, 1))
+        if mode == "train" and self._weight_histogram is not None:
+            self._weight_histogram.add(g[:, 7])
+        if self.source_vocab:
+            self._record_sources(mode, inputs, g[:, 6], g[:, 2])
+
+    def _record_sources(self, mode, inputs, losses, correct) -> None:
+        """Per-source loss and accuracy: each response counts under its own source (a pair of a human and a
+        synthetic response counts once under each); pairs whose two sources differ also count under
+        ``chosen_vs_rejected``. ``losses`` / ``correct`` are the gathered per-sample values."""
+        ids, scores = self._gather(inputs["source_ids"]), self._gather(inputs["scores"])
+        if ids.dim() == 1:
+            ids = ids.unsqueeze(1)
+        (ids,) = ranked(scores, ids)  # best response first
+        names = {i: s for s, i in self.source_vocab.items()}
+        buckets = self._per_source[mode]
+        for sid in ids.unique().tolist():
+            if sid < 0:  # a response without a source name
+                continue
+            per_row = (ids == sid).sum(dim=1).to(losses.dtype)  # responses of this source in each row
+            acc = buckets[names[sid]]
+            acc[0] += (per_row * losses).sum().item()
+            acc[1] += (per_row * correct).sum().item()
+            acc[2] += int(per_row.sum().item())
+        if ids.shape[1] == 2:
+            for a, b in ids[ids[:, 0] != ids[:, 1]].unique(dim=0).tolist():
+                if a < 0 or b < 0:
+                    continue
+                sel = (ids[:, 0] == a) & (ids[:, 1] == b)
+                acc = buckets[(names[a], names[b])]
+                acc[0] += losses[sel].sum().item()
+                acc[1] += correct[sel].sum().item()
+                acc[2] += int(sel.sum().item())
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        mode = "train" if self.model.training else "eval"
+        metrics = {
+            k: sum(x for x, _ in v) / sum(c for _, c in v) for k, v in self._metrics[mode].items() if v
+        }
+        for k in ("dora/weight_max", "dora/objective_weight_max"):
+            if self._metrics[mode].get(k):
+                metrics[k] = max(x for x, _ in self._metrics[mode][k])
+        for name, (loss_sum, acc_sum, count) in self._per_source[mode].items():
+            if count:
+                key = f"source_pair/{name[0]}_vs_{name[1]}" if isinstance(name, tuple) else f"source/{name}"
+                metrics[f"{key}/loss"] = loss_sum / count
+                metrics[f"{key}/accuracy"] = acc_sum / count
+        if mode == "eval":
+            metrics = {f"eval_{k}": v for k, v in metrics.items()}
+        logs.update(metrics)
+        super().log(logs, start_time)
+        self._metrics[mode].clear()
+        self._per_source[mode].clear()

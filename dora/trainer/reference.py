@@ -1,0 +1,129 @@
+"""The reference policy: a trained PEFT adapter as its own frozen reference, the reference log-probs (from a
+separate model, the adapter-disabled or "ref"-adapter policy, or a column computed once), and the reference's
+placement under FSDP2."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+__all__ = ["is_peft", "unwrap_peft", "disable_dropout", "add_reference_adapter", "reference_adapter", "ReferenceMixin"]
+
+
+def is_peft(model) -> bool:
+    return hasattr(model, "peft_config") and hasattr(model, "disable_adapter")
+
+
+def unwrap_peft(model):
+    """The PEFT model inside a DDP / compile wrapper."""
+    while not is_peft(model) and hasattr(model, "module"):
+        model = model.module
+    return model
+
+
+def disable_dropout(model) -> None:
+    """Every dropout of the model, a PEFT adapter's ``lora_dropout`` included, set to p = 0."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.dropout._DropoutNd):
+            m.p = 0.0
+
+
+def add_reference_adapter(model) -> None:
+    """A frozen copy of a PeftModel's trained "default" adapter under the name "ref" (TRL 1.16's reference for a
+    model passed with its adapter): the reference is then the model as given, not the bare base."""
+    if "ref" in model.peft_config:
+        return
+    model.add_adapter("ref", model.peft_config["default"])
+    for name, param in model.named_parameters():
+        if ".default." in name:
+            ref = model.get_parameter(name.replace(".default.", ".ref."))
+            ref.data.copy_(param.data)
+            ref.requires_grad_(False)
+
+
+@contextlib.contextmanager
+def reference_adapter(model):
+    """Inside: the PEFT model computes the reference, with its "ref" adapter, or with adapters disabled."""
+    if "ref" not in model.peft_config:
+        with model.disable_adapter():
+            yield
+        return
+    previous = model.active_adapter
+    model.set_adapter("ref")
+    try:
+        yield
+    finally:
+        model.set_adapter(previous)
+        for name, param in model.named_parameters():  # set_adapter marks the active adapter trainable
+            if ".ref." in name:
+                param.requires_grad_(False)
+
+
+class ReferenceMixin:
+    """DoRATrainer's reference log-probs (``self._token_logps`` / ``self._sequence_logps`` come from the trainer)."""
+
+    @torch.no_grad()
+    def _reference_from_model(self, inputs) -> torch.Tensor:
+        b = inputs["weights"].shape[0]
+        if self.ref_model is not None:
+            tok = self._token_logps(self.ref_model, inputs)
+        elif is_peft(self.model):
+            with reference_adapter(unwrap_peft(self.model)):
+                tok = self._token_logps(self.model, inputs)
+        else:  # precompute from the policy before any step
+            tok = self._token_logps(self.model, inputs)
+        return self._sequence_logps(tok, b).view(-1, b).T.float()
+
+    def _reference(self, inputs) -> torch.Tensor | None:
+        if self.args.reference_free:
+            return None
+        if "ref_logps" in inputs:
+            return inputs["ref_logps"]
+        if self.ref_model is None and not is_peft(self.model):
+            raise ValueError("no reference: pass ref_model, or precompute_ref_log_probs=True before training")
+        return self._reference_from_model(inputs)
+
+    def _precompute_ref(self, dataset, name: str):
+        """Reference log-probs of every row, once, stored as the column ``ref_logps``; batches of
+        ``precompute_ref_batch_size``, else the train / eval batch size (as TRL). Several processes split the rows
+        in equal contiguous shares (the last row repeats to even them out), compute theirs, and gather them."""
+        default = self.args.per_device_train_batch_size if name == "train" else self.args.per_device_eval_batch_size
+        n, world, rank = len(dataset), self.accelerator.num_processes, self.accelerator.process_index
+        share = -(-n // world)
+        mine = dataset
+        if world > 1 and n:
+            mine = dataset.select([min(i, n - 1) for i in range(rank * share, (rank + 1) * share)])
+        loader = DataLoader(
+            mine, batch_size=self.args.precompute_ref_batch_size or default, collate_fn=self.data_collator
+        )
+        rows = []
+        was_training = self.model.training
+        self.model.eval()
+        for batch in tqdm(
+            loader, desc=f"Reference log-probs ({name})", disable=not self.is_local_process_zero()
+        ):
+            batch = {k: v.to(self.accelerator.device) for k, v in batch.items()}
+            rows.extend(self._reference_from_model(batch).cpu().tolist())
+        self.model.train(was_training)
+        if world > 1:
+            from accelerate.utils import gather_object
+
+            rows = gather_object(rows)[:n]
+        return dataset.add_column("ref_logps", rows)
+
+    def _place_reference(self, ref_model):
+        """The frozen reference on the device; under FSDP2, sharded with the policy's plugin (its blocks wrapped as
+        the policy's), so that no process holds a whole copy."""
+        if not self.is_fsdp_enabled:
+            return ref_model.to(self.accelerator.device)
+        if self.accelerator.state.fsdp_plugin.fsdp_version != 2:
+            raise ValueError(
+                "a frozen reference copy under FSDP1 would stay unsharded on every process: use fsdp_version: 2, "
+                "LoRA (peft_config / the recipe's lora), or precompute_ref_log_probs=True"
+            )
+        from accelerate.utils import fsdp2_prepare_model
+
+        return fsdp2_prepare_model(self.accelerator, ref_model).eval()
