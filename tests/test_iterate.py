@@ -124,7 +124,9 @@ def test_two_rounds_grow_the_pool_reweight_and_report(tiny_model_dir, tmp_path, 
     prev = len(pool)
     for r in (1, 2):
         rep, rdir = reports[r], tmp_path / "run" / f"round_{r}"
-        rows = [json.loads(x) for x in (rdir / "pool.jsonl").read_text().splitlines()]
+        written = [json.loads(x) for x in (rdir / "pool.jsonl").read_text().splitlines()]
+        assert all(x["dora_weight"] > 0 for x in written)  # the weights the round trained with
+        rows = [{k: x[k] for k in ("prompt", "chosen", "rejected", "source")} for x in written]
         new = [x for x in rows if x["source"] == f"policy_r{r}"]
         # the pool grows by this round's pairs only, and keeps the earlier rows as they were
         assert len(rows) == prev + rep["new_pairs"]["pairs"] and rows[: len(pool)] == pool
@@ -238,7 +240,8 @@ def test_two_processes_split_the_sampling_and_gather_it_in_prompt_order(tiny_mod
     env = dict(os.environ, OMP_NUM_THREADS="1", TQDM_DISABLE="1")
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-4000:]
-    got = [json.loads(x) for x in (out / "round_1" / "pool.jsonl").read_text().splitlines()][len(rows) :]
+    written = [json.loads(x) for x in (out / "round_1" / "pool.jsonl").read_text().splitlines()][len(rows) :]
+    got = [{k: x[k] for k in ("prompt", "chosen", "rejected", "source")} for x in written]
 
     prompts = list(dict.fromkeys(r["prompt"] for r in rows))
     model, tok = AutoModelForCausalLM.from_pretrained(tiny_model_dir), AutoTokenizer.from_pretrained(tiny_model_dir)

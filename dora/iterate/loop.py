@@ -273,7 +273,9 @@ def iterate(
             reports.append(_read_json(os.path.join(rdir, "report.json")))
             policy = reports[-1]["policy"]
             continue
-        pool_rows = read_jsonl(os.path.join(out, f"round_{r - 1}", "pool.jsonl"))
+        pool_rows = [
+            {c: x[c] for c in POOL_COLUMNS} for x in read_jsonl(os.path.join(out, f"round_{r - 1}", "pool.jsonl"))
+        ]
         if state.is_main_process:
             os.makedirs(rdir, exist_ok=True)
         state.wait_for_everyone()
@@ -320,7 +322,7 @@ def iterate(
             names = list(clock)
             report = round_summary(r, new_policy, weighted, counts, wreport, train_stats, ev, cfg.target_sources)
             report["seconds"] = {b: round(clock[b] - clock[a], 2) for a, b in zip(names, names[1:])}
-            _write_jsonl(os.path.join(rdir, "pool.jsonl"), pool_rows)
+            _write_jsonl(os.path.join(rdir, "pool.jsonl"), weighted)  # the pool with this round's weights
             _write_json(os.path.join(rdir, "report.json"), report)
             logger.info("round %d: %s", r, report["eval"])
         state.wait_for_everyone()
