@@ -117,7 +117,35 @@ def run_seed(cfg: WorldConfig, base: dict, out_dir: str, epochs: int) -> dict:
             config, pool=pool, judge=LengthBiasedJudge(cfg.judge_bias, cfg.seed), prompts=prompts,
             eval_data=test, eval_judge=correctness_judge, eval_fn=task_accuracy,
         )  # fmt: skip
+        for rep in runs[name][1:]:
+            rep["labels"] = label_quality(os.path.join(config.output_dir, f"round_{rep['round']}", "pool.jsonl"))
     return runs
+
+
+def label_quality(pool_path: str) -> dict:
+    """Per source of a round's pool: of the pairs with exactly one correct answer, the share whose chosen
+    answer is the correct one (the judge agrees with the human), and the mean weight of agreeing and of
+    disagreeing pairs."""
+    with open(pool_path) as f:
+        rows = [json.loads(line) for line in f]
+    out = {}
+    for source in sorted({r["source"] for r in rows}):
+        agree, disagree = [], []
+        for r in rows:
+            if r["source"] != source:
+                continue
+            c = answer_of(r["prompt"])
+            good, bad = parse_answer(r["chosen"]) == c, parse_answer(r["rejected"]) == c
+            if good != bad:
+                (agree if good else disagree).append(float(r.get("dora_weight", 1.0)))
+        n = len(agree) + len(disagree)
+        out[source] = {
+            "informative_pairs": n,
+            "judge_agrees": len(agree) / n if n else None,
+            "weight_agree": statistics.fmean(agree) if agree else None,
+            "weight_disagree": statistics.fmean(disagree) if disagree else None,
+        }
+    return out
 
 
 # --------------------------------------------------------------------------- reporting
@@ -181,6 +209,25 @@ def markdown(per_seed: list[dict]) -> str:
             f"| {w('roc_auc'):.3f} | {w('mean_policy_rows'):.3f} | {w('mean_target_rows'):.3f} "
             f"| {100 * w('weight_share_policy_rows'):.1f} | {avg(lambda x: x['train']['ess']):.1f} / "
             f"{reps[0]['train']['batch_size']} |"
+        )
+    lines += ["", "**What the policy's pairs teach** (mean over seeds): of the round's policy-written pairs with one "
+              "right and one wrong answer, the share the judge labels right, and DoRA's mean weight of right- and "
+              "wrong-labelled pairs", "",
+              "| round | informative pairs | judge right (%) | DoRA weight, right-labelled "
+              "| DoRA weight, wrong-labelled | DoRA weight, human pairs |", "|---|---|---|---|---|---|"]  # fmt: skip
+    for r in range(1, rounds):
+        q = [s["DoRA"][r].get("labels", {}).get(f"policy_r{r}") for s in per_seed]
+        if any(x is None for x in q):
+            continue
+        hum = [s["DoRA"][r]["labels"].get("human", {}).get("weight_agree") for s in per_seed]
+
+        def m(key, q=q):
+            vals = [x[key] for x in q if x[key] is not None]
+            return statistics.fmean(vals) if vals else float("nan")
+
+        lines.append(
+            f"| {r} | {m('informative_pairs'):.0f} | {100 * m('judge_agrees'):.1f} | {m('weight_agree'):.3f} "
+            f"| {m('weight_disagree'):.3f} | {statistics.fmean(h for h in hum if h is not None):.3f} |"
         )
     return "\n".join(lines)
 
