@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 COMMANDS = {
@@ -35,6 +36,10 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    debug = command != "train" and "--debug" in argv  # dora train takes --debug itself
+    if debug:
+        argv.remove("--debug")
     parser = build_parser(argv)
     args, extra = parser.parse_known_args(argv)
     if args.command is None:
@@ -45,7 +50,15 @@ def main(argv: list[str] | None = None) -> int:
         if not getattr(module, "ACCEPTS_OVERRIDES", False):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = extra
-    return int(module.run(args) or 0)
+    if args.command == "train":  # dora train handles its own errors (one line, or a traceback with --debug)
+        return int(module.run(args) or 0)
+    try:
+        return int(module.run(args) or 0)
+    except (ValueError, FileNotFoundError) as e:  # bad input: one line naming what is wrong (--debug: traceback)
+        if debug or os.environ.get("DORA_DEBUG"):
+            raise
+        print(f"dora {args.command}: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
