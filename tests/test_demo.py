@@ -22,3 +22,22 @@ def test_quick_demo_runs_every_stage(tmp_path):
     for name in METHODS:
         assert 0.0 <= seed0[name]["preference_accuracy"] <= 1.0
     assert (out / "results.png").stat().st_size > 1000
+
+
+def test_paired_differences_against_a_written_out_t_interval():
+    """Per-seed differences from DPO, their mean, and mean ± t_{0.975, n-1} · sd / sqrt(n) (t from a table)."""
+    import math
+
+    from dora.demo import paired_differences
+
+    acc = {"DPO": [0.57, 0.565, 0.632], "DoRA": [0.552, 0.522, 0.69]}
+    per_seed = [{m: {"preference_accuracy": acc[m][i], "reward_margin": 0.01 * i, "task_accuracy": 0.5}
+                 for m in acc} for i in range(3)]  # fmt: skip
+    got = paired_differences(per_seed, ["DPO", "DoRA"])["DoRA"]["preference_accuracy"]
+    d = [acc["DoRA"][i] - acc["DPO"][i] for i in range(3)]
+    mean = sum(d) / 3
+    sd = math.sqrt(sum((x - mean) ** 2 for x in d) / 2)
+    half = 4.302652729911275 * sd / math.sqrt(3)  # Student t, 2 degrees of freedom, 97.5th percentile
+    assert all(abs(a - b) < 1e-12 for a, b in zip(got["per_seed"], d, strict=True))
+    assert abs(got["mean"] - mean) < 1e-12
+    assert abs(got["ci"][0] - (mean - half)) < 1e-9 and abs(got["ci"][1] - (mean + half)) < 1e-9
