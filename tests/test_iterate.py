@@ -77,6 +77,10 @@ def test_bad_pool_row_is_named_before_any_model_loads(tmp_path):
     path.write_text(json.dumps(pair_rows(1)[0]) + "\n{oops\n")
     with pytest.raises(ValueError, match=r"pool.jsonl, line 2: not JSON"):
         iterate(cfg, pool=str(path), judge=correctness_judge)
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "Q: 1+1=\\nA: "}\n{"text": "no prompt"}\n')
+    with pytest.raises(ValueError, match=r"prompts.jsonl, line 2, field 'prompt': missing"):
+        iterate(cfg, pool=_pool(), prompts=str(prompts), judge={"reward_model": str(tmp_path / "no_rm_here")})
 
 
 # --------------------------------------------------------------------------- runs with a tiny model

@@ -232,8 +232,6 @@ def iterate(
 
     state = process_state()
     cfg, out = config, config.output_dir
-    judge = load_judge(judge)
-    eval_judge = load_judge(eval_judge) if eval_judge is not None else None
     initial = validate_pool(_load_rows(pool, "pool"), "pool")
     eval_rows = _load_rows(eval_data, "eval_data") if eval_data is not None else None
     if eval_rows is not None:
@@ -245,9 +243,15 @@ def iterate(
     if prompts is None:
         prompts = list(dict.fromkeys(r["prompt"] for r in initial))
     elif isinstance(prompts, str):
-        prompts = [r["prompt"] for r in read_jsonl(prompts)]
+        path, prompts = prompts, read_jsonl(prompts)
+        missing = [i for i, r in enumerate(prompts, 1) if not r.get("prompt")]
+        if missing:
+            raise ValueError(f"{path}, line {missing[0]}, field 'prompt': missing or empty")
+        prompts = [r["prompt"] for r in prompts]
     if not prompts:
         raise ValueError("prompts: none to sample from")
+    judge = load_judge(judge)  # a reward model loads here, after the data is checked
+    eval_judge = load_judge(eval_judge) if eval_judge is not None else None
     os.makedirs(out, exist_ok=True)
     if state.is_main_process:
         _check_same_run(out, cfg)
