@@ -278,3 +278,18 @@ def test_demo_table_gives_mean_sd_and_per_seed_numbers():
     assert "| 1 | 55.0 ± 7.1 [50.0, 60.0] | 65.0 ± 7.1 [60.0, 70.0] |" in table
     assert "| 0 | – [–, –] | – [–, –] |" in table
     assert "| 1 | 110 | 20.0 | 0.900 | 0.500 | 2.000 | 5.0 | 8.0 / 32 |" in table
+
+
+@pytest.mark.slow
+def test_demo_iterate_quick_runs_both_runs_from_one_sft(tmp_path, one_thread):
+    out = tmp_path / "demo"
+    assert main(["demo", "--iterate", "--quick", "--output", str(out)]) == 0
+    result = json.loads((out / "iterate.json").read_text())
+    seed0 = result["per_seed"][0]
+    assert [r["round"] for r in seed0["DPO"]] == [r["round"] for r in seed0["DoRA"]] == [0, 1, 2]
+    assert seed0["DPO"][0]["eval"] == seed0["DoRA"][0]["eval"]  # the same SFT model at round 0
+    for rep in seed0["DoRA"][1:]:
+        assert rep["pool"][f"policy_r{rep['round']}"] == rep["new_pairs"]["pairs"] > 0
+        assert 0.5 < rep["weights"]["roc_auc"] <= 1.0  # human text is told apart from the rest
+    assert all(rep["weights"]["max"] == rep["weights"]["min"] == 1.0 for rep in seed0["DPO"][1:])
+    assert "| 2 |" in (out / "iterate.md").read_text() and (out / "iterate.png").stat().st_size > 1000
