@@ -415,7 +415,11 @@ def test_distalign_cli_end_to_end(tmp_path, letter_model):
         assert row["off_option_mass"] == pytest.approx(1 - letters.sum(), abs=1e-5)
 
 
-def test_distalign_cli_rejects_unknown_names(letter_model):
+def test_distalign_cli_rejects_unknown_names(letter_model, capsys):
+    argv = ["eval", "distalign", "--model", letter_model, "--data", os.path.join(FIX, "questions.jsonl"),
+            "--methods", "logits"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("dora eval: error: ") and "unknown method 'logits'" in err
     with pytest.raises(ValueError, match="unknown method 'logits'"):
-        main(["eval", "distalign", "--model", letter_model, "--data", os.path.join(FIX, "questions.jsonl"),
-              "--methods", "logits"])  # fmt: skip
+        main([*argv, "--debug"])

@@ -163,11 +163,14 @@ def test_long_prompts_dropped_without_a_progress_bar(tmp_path, capsys, caplog):
     assert "Dropping long prompts" not in capsys.readouterr().err
 
 
-def test_classify_names_a_missing_local_model(tmp_path):
+def test_classify_names_a_missing_local_model(tmp_path, capsys):
     from dora.cli import main
 
     data = write_jsonl(tmp_path / "d.jsonl", pair_rows(8))
     argv = ["classify", "--dataset", data, "--target-sources", "human", "--backend", "embedding", "--model",
             "./nope", "--output", str(tmp_path / "out")]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("dora classify: error: model './nope' not found: no file or folder /")
     with pytest.raises(FileNotFoundError, match=r"model './nope' not found: no file or folder /"):
-        main(argv)
+        main([*argv, "--debug"])
