@@ -11,7 +11,7 @@ from datasets import Dataset
 from scipy.stats import spearmanr
 
 from dora.classifier import annotate, load_classifier
-from dora.classifier.annotate import cross_calibrate, expected_calibration_error, make_folds
+from dora.classifier.crossfit import cross_calibrate, expected_calibration_error, make_folds
 from dora.cli import main
 
 WORDS = [f"w{i}" for i in range(30)]

@@ -102,7 +102,8 @@ def check_weight_flags(args) -> None:
 
 
 def run(args) -> int:
-    from dora.classifier.annotate import annotate, format_table
+    from dora.classifier.annotate import annotate
+    from dora.classifier.report import format_table
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)

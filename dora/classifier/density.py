@@ -31,16 +31,15 @@ import warnings
 
 import numpy as np
 
-from dora.classifier.annotate import (
+from dora.classifier.annotate import extract_responses, make_classifier
+from dora.classifier.crossfit import (
     cross_calibrate,
     cross_fit,
     expected_calibration_error,
-    extract_responses,
-    make_classifier,
     make_folds,
-    plot_diagnostics,
     reliability_bins,
 )
+from dora.classifier.report import plot_diagnostics
 from dora.classifier.share import estimate_target_share, plot_share
 from dora.ratio import effective_sample_size
 
