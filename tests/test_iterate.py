@@ -12,8 +12,8 @@ import torch
 from conftest import pair_rows
 
 from dora.cli import main
+from dora.demo.iterate import LengthBiasedJudge, correctness_judge
 from dora.iterate import IterateConfig, iterate, load_iterate_recipe, make_pairs, shard_indices, unshard
-from dora.iterate_demo import LengthBiasedJudge, correctness_judge
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 
@@ -191,7 +191,7 @@ def test_recipe_parses_and_cli_runs_a_round(tiny_model_dir, tmp_path, one_thread
     recipe = tmp_path / "r.yaml"
     recipe.write_text(
         f"model: {tiny_model_dir}\noutput_dir: {out}\npool: {pool}\nsamples_per_prompt: 2\nweights: none\n"
-        "judge: {callable: 'dora.iterate_demo:LengthBiasedJudge', kwargs: {bias: 0.8}}\n"
+        "judge: {callable: 'dora.demo.iterate:LengthBiasedJudge', kwargs: {bias: 0.8}}\n"
         "generation: {max_new_tokens: 4}\ntraining: {per_device_train_batch_size: 8, max_steps: 1}\n"
     )
     assert main(["iterate", "--config", str(recipe), "--rounds", "1"]) == 0
@@ -235,7 +235,7 @@ def test_two_processes_split_the_sampling_and_gather_it_in_prompt_order(tiny_mod
     recipe = tmp_path / "r.yaml"
     recipe.write_text(
         f"model: {tiny_model_dir}\noutput_dir: {out}\npool: {pool}\nsamples_per_prompt: 3\nweights: none\n"
-        "judge: {callable: 'dora.iterate_demo:LengthBiasedJudge'}\nrounds: 1\nseed: 3\n"
+        "judge: {callable: 'dora.demo.iterate:LengthBiasedJudge'}\nrounds: 1\nseed: 3\n"
         "generation: {max_new_tokens: 6}\ntraining: {per_device_train_batch_size: 4, max_steps: 1}\n"
     )
     accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
@@ -259,7 +259,7 @@ def test_two_processes_split_the_sampling_and_gather_it_in_prompt_order(tiny_mod
 
 
 def test_demo_table_gives_mean_sd_and_per_seed_numbers():
-    from dora.iterate_demo import markdown
+    from dora.demo.iterate import markdown
 
     def rep(r, acc, share=0.0, w=None):
         out = {"round": r, "eval": {"preference_accuracy": acc, "task_accuracy": 0.5, "win_rate": 0.5}}

@@ -1,0 +1,144 @@
+"""The demo's tables and plot: means and spreads per method, each method's paired difference from DPO per seed
+with a Student-t interval, the no-labels table."""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+NO_LABELS = "DoRA (no labels)"  # DoRA with weights from a trusted sample (`--no-labels`): METHODS["DoRA"]
+
+__all__ = ["NO_LABELS", "summarise", "markdown_table", "no_labels_table", "paired_differences", "paired_table", "plot"]
+
+
+def summarise(per_seed: list[dict], methods: list[str]) -> dict[str, dict[str, tuple[float, float]]]:
+    out = {}
+    for name in ["SFT", *methods]:
+        keys = per_seed[0][name].keys()
+        out[name] = {}
+        for k in keys:
+            xs = [r[name][k] for r in per_seed]
+            out[name][k] = (statistics.fmean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0)
+    return out
+
+
+def markdown_table(summary: dict, n_seeds: int) -> str:
+    def cell(stats, key, pct=True):
+        if key not in stats:
+            return "–"
+        m, s = stats[key]
+        return f"{100 * m:.1f} ± {100 * s:.1f}" if pct else f"{m:.3f} ± {s:.3f}"
+
+    lines = [
+        "| method | preference accuracy (%) | reward margin | task accuracy (%) |",
+        "|---|---|---|---|",
+    ]
+    for name, stats in summary.items():
+        lines.append(
+            f"| {name} | {cell(stats, 'preference_accuracy')} | {cell(stats, 'reward_margin', False)} "
+            f"| {cell(stats, 'task_accuracy')} |"
+        )
+    lines.append(f"\nMean ± standard deviation over {n_seeds} seed(s); held-out human split.")
+    return "\n".join(lines)
+
+
+def no_labels_table(per_seed: list[dict]) -> str:
+    """Per seed: preference accuracy of DPO, DoRA and DoRA (no labels), the share of DoRA's gain over DPO
+    that the unlabelled weights keep, and the target-share estimates (separate and subset trusted sets)."""
+    lines = [
+        "| seed | DPO | DoRA | DoRA (no labels) | α̂, separate trusted set | α̂, trusted subset of the pool | true α |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for i, r in enumerate(per_seed):
+        nl = r["classifier_no_labels"]
+        sub = nl["subset_share"]
+        acc = [f"{100 * r[m]['preference_accuracy']:.1f}" if m in r else "–" for m in ("DPO", "DoRA", NO_LABELS)]
+        lines.append(
+            f"| {i} | {' | '.join(acc)} | {nl['target_share']:.3f} [{nl['target_share_interval'][0]:.3f}, "
+            f"{nl['target_share_interval'][1]:.3f}] | {sub['estimate']:.3f} [{sub['interval'][0]:.3f}, "
+            f"{sub['interval'][1]:.3f}] | {sub['truth']:.3f} |"
+        )
+    if all("DPO" in r and "DoRA" in r for r in per_seed):
+        gain = statistics.fmean(r["DoRA"]["preference_accuracy"] - r["DPO"]["preference_accuracy"] for r in per_seed)
+        kept = statistics.fmean(r[NO_LABELS]["preference_accuracy"] - r["DPO"]["preference_accuracy"] for r in per_seed)
+        share = f"{100 * kept / gain:.0f}%" if gain > 0 else "undefined (DoRA did not beat DPO)"
+        lines.append(
+            f"\nDoRA's mean gain over DPO: {100 * gain:+.1f} points; DoRA (no labels): {100 * kept:+.1f} "
+            f"points, {share} of it kept."
+        )
+    return "\n".join(lines)
+
+
+def paired_differences(per_seed: list[dict], methods: list[str], baseline: str = "DPO") -> dict:
+    """Each method minus the baseline, per seed (same world, SFT model and classifier), with the mean and a
+    95% Student-t interval over the seed differences: {method: {metric: {"per_seed", "mean", "ci"}}}."""
+    from scipy.stats import t
+
+    out = {}
+    for name in methods:
+        if name == baseline or baseline not in per_seed[0]:
+            continue
+        out[name] = {}
+        for key in ("preference_accuracy", "reward_margin", "task_accuracy"):
+            d = [r[name][key] - r[baseline][key] for r in per_seed]
+            m = statistics.fmean(d)
+            if len(d) > 1:
+                half = t.ppf(0.975, len(d) - 1) * statistics.stdev(d) / math.sqrt(len(d))
+                ci = (m - half, m + half)
+            else:
+                ci = None
+            out[name][key] = {"per_seed": d, "mean": m, "ci": ci}
+    return out
+
+
+def paired_table(paired: dict, n_seeds: int, baseline: str = "DPO") -> str:
+    def cell(x, pct=True):
+        f = (lambda v: f"{100 * v:+.1f}") if pct else (lambda v: f"{v:+.4f}")
+        per = ", ".join(f(v) for v in x["per_seed"])
+        ci = f" [{f(x['ci'][0])}, {f(x['ci'][1])}]" if x["ci"] else ""
+        return f"{per} | {f(x['mean'])}{ci}"
+
+    lines = [
+        f"| method − {baseline} | preference accuracy, per seed (points) | mean [95% CI] "
+        "| task accuracy, per seed (points) | mean [95% CI] | reward margin, per seed | mean [95% CI] |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, d in paired.items():
+        lines.append(
+            f"| {name} | {cell(d['preference_accuracy'])} | {cell(d['task_accuracy'])} "
+            f"| {cell(d['reward_margin'], False)} |"
+        )
+    lines.append(
+        f"\nPaired on the seed (same world, SFT model and weights); the interval is a Student-t interval over the "
+        f"{n_seeds} per-seed differences (t with {n_seeds - 1} degrees of freedom)."
+        if n_seeds > 1
+        else "\nPaired on the seed (same world, SFT model and weights); one seed, so no interval (use --seeds 3)."
+    )
+    return "\n".join(lines)
+
+
+def plot(summary: dict, per_seed: list[dict], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    names = [n for n in summary if "preference_accuracy" in summary[n]]
+    means = [100 * summary[n]["preference_accuracy"][0] for n in names]
+    errs = [100 * summary[n]["preference_accuracy"][1] for n in names]
+    ax1.bar(names, means, yerr=errs, capsize=4, color=["#999"] * (len(names) - 1) + ["#c33"])
+    ax1.set_ylabel("preference accuracy on human split (%)")
+    ax1.set_ylim(max(0, min(means) - 15), 100)
+    ax1.tick_params(axis="x", rotation=30)
+    weights = per_seed[0]["weights"]
+    top = max(max(w) for w in weights.values())
+    edges = [top * i / 40 for i in range(41)] if top > 0 else 40
+    for s, w in weights.items():
+        ax2.hist(w, bins=edges, alpha=0.6, label=s)
+    ax2.set_xlabel("dora_weight per pair, as written (seed 0)")
+    ax2.set_ylabel("pairs")
+    ax2.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

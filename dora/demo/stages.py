@@ -1,0 +1,262 @@
+"""The demo's stages, per seed: SFT a tiny Llama on the world's task, score the responses with the source
+classifier (or, without labels, against a trusted sample) into weights, train each method from the same SFT
+checkpoint, and evaluate on the held-out human split."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import replace
+
+from tqdm.auto import tqdm
+
+from dora.demo.report import NO_LABELS, summarise
+from dora.synthetic import (
+    SOURCES,
+    WorldConfig,
+    answer_of,
+    build_model,
+    build_tokenizer,
+    make_pair,
+    make_world,
+    parse_answer,
+)
+
+METHODS: dict[str, dict] = {
+    "DPO": {"loss_type": "sigmoid", "objective": "mean"},
+    "Reweight": {"loss_type": "sigmoid", "objective": "reweight"},
+    "KL-DRO": {"loss_type": "sigmoid", "objective": "kl_dro"},
+    "rDPO": {"loss_type": "robust", "objective": "mean", "label_smoothing": 0.2},
+    "Dr. DPO": {"loss_type": "sigmoid", "objective": "dr_dpo"},
+    "DoRA": {"loss_type": "sigmoid", "objective": "dora"},
+}
+
+
+DEFAULT = {"seeds": 3, "n_train": 1600, "n_test": 400, "sft_epochs": 6, "epochs": 2}
+QUICK = {"seeds": 1, "n_train": 400, "n_test": 100, "sft_epochs": 2, "epochs": 1}
+
+
+def sft(
+    model, tokenizer, rows: list[dict], *, epochs: int, lr: float = 4e-3, batch_size: int = 64, seed: int = 0
+):
+    """Plain supervised fine-tuning on (prompt, completion): loss on the completion tokens and EOS only."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    enc = []
+    for r in rows:
+        p = tokenizer(r["prompt"], add_special_tokens=False)["input_ids"]
+        c = tokenizer(r["completion"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        enc.append((p + c, [-100] * len(p) + c))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    model.train()
+    steps = epochs * math.ceil(len(enc) / batch_size)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 - s / max(1, steps))
+    bar = tqdm(total=steps, desc="SFT", leave=False)
+    for _ in range(epochs):
+        for idx in torch.randperm(len(enc), generator=g).split(batch_size):
+            batch = [enc[i] for i in idx.tolist()]
+            n = max(len(x) for x, _ in batch)
+            ids = torch.tensor([x + [tokenizer.pad_token_id] * (n - len(x)) for x, _ in batch])
+            labels = torch.tensor([y + [-100] * (n - len(y)) for _, y in batch])
+            mask = torch.tensor([[1] * len(x) + [0] * (n - len(x)) for x, _ in batch])
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            loss.backward()
+            opt.step()
+            sched.step()
+            opt.zero_grad()
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    bar.close()
+    model.eval()
+    return model
+
+
+def generation_accuracy(model, tokenizer, prompts: list[str], *, batch_size: int = 128) -> float:
+    """Share of prompts whose greedy answer starts with the correct sum."""
+    import torch
+
+    tokenizer.padding_side = "left"
+    correct = 0
+    model.eval()
+    for i in range(0, len(prompts), batch_size):
+        chunk = prompts[i : i + batch_size]
+        enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
+        with torch.no_grad():
+            out = model.generate(
+                **enc,
+                max_new_tokens=20,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+        texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+        correct += sum(parse_answer(t) == answer_of(p) for p, t in zip(chunk, texts))
+    tokenizer.padding_side = "right"
+    return correct / len(prompts)
+
+
+def classify(train_rows: list[dict], out_dir: str, seed: int) -> tuple[list[dict], dict]:
+    """Cross-fitted tfidf source classifier -> `dora_weight` per row: dQ0/dP with the target share and class
+    imbalance of the data, unnormalised (its mean is about 1 when the classifier is calibrated)."""
+    from datasets import Dataset
+
+    from dora.classifier import annotate
+
+    sources = {r["source"] for r in train_rows}
+    if sources == {"human"}:  # nothing to tell apart: every weight is 1 (DoRA is then KL-DRO)
+        return [dict(r, dora_weight=1.0) for r in train_rows], {"note": "single source: weights set to 1"}
+    annotated, report = annotate(
+        Dataset.from_list(train_rows),
+        target_sources=["human"],
+        backend="tfidf",
+        seed=seed,
+        output_dir=out_dir,
+    )
+    return annotated.to_list(), report
+
+
+def trusted_sample(cfg: WorldConfig, k: int) -> list[dict]:
+    """k human pairs drawn apart from the world (their own random stream): the trusted set of `--no-labels`."""
+    import random
+
+    rng = random.Random(f"trusted-{cfg.seed}")
+    return [make_pair("human", rng, cfg) for _ in range(k)]
+
+
+def classify_no_labels(train_rows: list[dict], cfg: WorldConfig, k: int, out_dir: str) -> tuple[list[dict], dict]:
+    """The source labels hidden: `dora_weight` from k separately drawn human pairs against the pool; and the
+    target-share estimate when the trusted set is instead k of the pool's own human rows (its truth known)."""
+    import random
+
+    from datasets import Dataset
+
+    from dora.classifier import annotate_density_ratio
+
+    def strip(rows):
+        return Dataset.from_list([{c: r[c] for c in ("prompt", "chosen", "rejected")} for r in rows])
+
+    pool = strip(train_rows)
+    annotated, report = annotate_density_ratio(
+        pool, strip(trusted_sample(cfg, k)), seed=cfg.seed, output_dir=out_dir
+    )
+    rows = [dict(r, dora_weight=w) for r, w in zip(train_rows, annotated["dora_weight"])]
+    human = [r for r in train_rows if r["source"] == "human"]
+    subset = random.Random(f"subset-{cfg.seed}").sample(human, min(k, len(human)))
+    _, sub = annotate_density_ratio(pool, strip(subset), trusted_in_pool=True, seed=cfg.seed)
+    report["subset_share"] = {
+        "estimate": sub["target_share"],
+        "interval": sub["target_share_interval"],
+        "truth": len(human) / len(train_rows),
+    }
+    return rows, report
+
+
+def train_method(name: str, sft_dir: str, train_rows, test_rows, out_dir: str, seed: int, epochs: int):
+    from datasets import Dataset
+
+    from dora import DoRAConfig, DoRATrainer
+
+    cols = ("prompt", "chosen", "rejected", "source", "dora_weight")
+    args = DoRAConfig(
+        output_dir=out_dir,
+        beta=0.1,
+        learning_rate=1e-4,
+        lr_scheduler_type="linear",
+        num_train_epochs=epochs,
+        per_device_train_batch_size=32,
+        per_device_eval_batch_size=128,
+        logging_steps=10,
+        save_strategy="no",
+        report_to=[],
+        seed=seed,
+        disable_tqdm=True,
+        **METHODS["DoRA" if name == NO_LABELS else name],
+    )
+    trainer = DoRATrainer(
+        model=sft_dir,
+        args=args,
+        train_dataset=Dataset.from_list([{k: r[k] for k in cols} for r in train_rows]),
+        eval_dataset=Dataset.from_list([{k: r[k] for k in cols if k in r} for r in test_rows]),
+    )
+    trainer.train()
+    metrics = trainer.evaluate()
+    acc = generation_accuracy(trainer.model, trainer.processing_class, [r["prompt"] for r in test_rows])
+    return {
+        "preference_accuracy": metrics["eval_rewards/accuracies"],
+        "reward_margin": metrics["eval_rewards/margins"],
+        "task_accuracy": acc,
+    }
+
+
+def run_seed(
+    cfg: WorldConfig, methods: list[str], out_dir: str, sft_epochs: int, epochs: int, trusted_size: int = 200
+) -> dict:
+    """Every stage for one seed; returns {method: metrics} plus the SFT baseline and weight summaries."""
+    import torch
+
+    torch.manual_seed(cfg.seed)
+    os.makedirs(out_dir, exist_ok=True)
+    world = make_world(cfg)
+    tok_dir = os.path.join(out_dir, "base")
+    tokenizer = build_tokenizer(tok_dir)
+    model = build_model(tok_dir, tokenizer, seed=cfg.seed)
+    sft(model, tokenizer, world["sft"], epochs=sft_epochs, seed=cfg.seed)
+    sft_dir = os.path.join(out_dir, "sft")
+    model.save_pretrained(sft_dir)
+    tokenizer.save_pretrained(sft_dir)
+    results = {
+        "SFT": {"task_accuracy": generation_accuracy(model, tokenizer, [r["prompt"] for r in world["test"]])}
+    }
+    train_rows, report = classify(world["train"], os.path.join(out_dir, "classifier"), cfg.seed)
+    by_source = {s: [r["dora_weight"] for r in train_rows if r["source"] == s] for s in SOURCES}
+    results["weights"] = {s: w for s, w in by_source.items() if w}
+    results["classifier"] = {k: v for k, v in report.items() if isinstance(v, (int, float, str))}
+    rows_for = {}
+    if NO_LABELS in methods:
+        rows_for[NO_LABELS], nl = classify_no_labels(
+            world["train"], cfg, trusted_size, os.path.join(out_dir, "classifier_no_labels")
+        )
+        results["weights_no_labels"] = {
+            s: [r["dora_weight"] for r in rows_for[NO_LABELS] if r["source"] == s] for s in results["weights"]
+        }
+        keep = ("roc_auc", "ess_fraction", "coverage", "target_share", "target_share_interval", "clip", "C",
+                "shift_detected", "warnings", "subset_share")  # fmt: skip
+        results["classifier_no_labels"] = {k: nl[k] for k in keep}
+    for name in tqdm(methods, desc=f"methods (seed {cfg.seed})", leave=False):
+        results[name] = train_method(
+            name,
+            sft_dir,
+            rows_for.get(name, train_rows),
+            world["test"],
+            os.path.join(out_dir, name.replace(" ", "_")),
+            cfg.seed,
+            epochs,
+        )
+    return results
+
+
+def run_demo(
+    cfg: WorldConfig,
+    *,
+    seeds: int,
+    methods: list[str],
+    out_dir: str,
+    sft_epochs: int,
+    epochs: int,
+    trusted_size: int = 200,
+) -> dict:
+    per_seed = []
+    for seed in tqdm(range(seeds), desc="seeds"):
+        per_seed.append(
+            run_seed(
+                replace(cfg, seed=seed),
+                methods,
+                os.path.join(out_dir, f"seed{seed}"),
+                sft_epochs,
+                epochs,
+                trusted_size,
+            )
+        )
+    summary = summarise(per_seed, methods)
+    return {"config": cfg.to_dict(), "per_seed": per_seed, "summary": summary}
