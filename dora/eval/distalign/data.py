@@ -107,6 +107,24 @@ def _iter_json(path: str, max_items: int | None = None):
         raise ValueError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from e
 
 
+def iter_jsonl(path: str):
+    """(``"<path>: line N"``, row) for each non-blank line of a JSONL file, read lazily; a line that is not JSON
+    is an error naming the file and line."""
+    try:
+        f = open(path, encoding="utf-8")
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read ({e.strerror})") from e
+    with f:
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}: line {line_no}"
+            try:
+                yield where, json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{where}: not JSON ({e.msg})") from e
+
+
 def _require(q, key: str, where: str):
     if not isinstance(q, dict) or key not in q:
         raise ValueError(f"{where}: missing field '{key}'")
@@ -298,37 +316,29 @@ def load_jsonl(path: str, *, max_questions: int | None = None, **_) -> list[Item
     if not os.path.isfile(path):
         raise ValueError(f"{path}: no such file")
     items, seen = [], set()
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}: line {line_no}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{where}: not JSON ({e.msg})") from e
-            for key in ("question", "options", "group", "distribution"):
-                _require(row, key, where)
-            qid = str(row.get("qid", row["question"]))
-            if qid not in seen and max_questions is not None and len(seen) >= max_questions:
-                break
-            seen.add(qid)
-            options = _option_list(row["options"], where, "options")
-            if len(set(options)) < len(options):
-                raise ValueError(f"{where}, field 'options': duplicate options {options}")
-            v = _counts_vector(row["distribution"], options, f"{where}, field 'distribution'")
-            if v is None or v.sum() <= 0:
-                raise ValueError(f"{where}, field 'distribution': empty or all zero")
-            ordinals = row.get("ordinals")
-            if ordinals is not None and (not isinstance(ordinals, list) or len(ordinals) != len(options)):
-                raise ValueError(f"{where}, field 'ordinals': need one number (or null) per option")
-            if ordinals is None and row.get("ordinal", False):
-                ordinals = _ordinals(options, None)
-            dataset = str(row.get("dataset", os.path.splitext(os.path.basename(path))[0]))
-            items.append(
-                Item(dataset, qid, str(row["question"]), options, str(row["group"]), v / v.sum(),
-                     ordinals, {"path": path})
-            )  # fmt: skip
+    for where, row in iter_jsonl(path):
+        for key in ("question", "options", "group", "distribution"):
+            _require(row, key, where)
+        qid = str(row.get("qid", row["question"]))
+        if qid not in seen and max_questions is not None and len(seen) >= max_questions:
+            break
+        seen.add(qid)
+        options = _option_list(row["options"], where, "options")
+        if len(set(options)) < len(options):
+            raise ValueError(f"{where}, field 'options': duplicate options {options}")
+        v = _counts_vector(row["distribution"], options, f"{where}, field 'distribution'")
+        if v is None or v.sum() <= 0:
+            raise ValueError(f"{where}, field 'distribution': empty or all zero")
+        ordinals = row.get("ordinals")
+        if ordinals is not None and (not isinstance(ordinals, list) or len(ordinals) != len(options)):
+            raise ValueError(f"{where}, field 'ordinals': need one number (or null) per option")
+        if ordinals is None and row.get("ordinal", False):
+            ordinals = _ordinals(options, None)
+        dataset = str(row.get("dataset", os.path.splitext(os.path.basename(path))[0]))
+        items.append(
+            Item(dataset, qid, str(row["question"]), options, str(row["group"]), v / v.sum(),
+                 ordinals, {"path": path})
+        )  # fmt: skip
     if not items:
         raise ValueError(f"{path}: no rows")
     return items

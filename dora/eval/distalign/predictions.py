@@ -15,13 +15,12 @@ are not scored (group filter, ``--max-questions``) are counted and left out.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 
 import numpy as np
 
-from dora.eval.distalign.data import ALIASES, Item
+from dora.eval.distalign.data import ALIASES, Item, iter_jsonl
 from dora.eval.distalign.parsing import _option_index
 from dora.eval.distalign.scoring import canonical
 
@@ -32,38 +31,26 @@ def read_predictions(path: str, items: list[Item]) -> list[dict]:
     """Predictions for ``items`` from a JSONL file, as ``score_predictions`` takes them."""
     index = {(it.dataset, it.qid, it.group): i for i, it in enumerate(items)}
     out, seen, unmatched = [], set(), 0
-    try:
-        f = open(path, encoding="utf-8")
-    except OSError as e:
-        raise ValueError(f"{path}: cannot read ({e.strerror})") from e
-    with f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}: line {line_no}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{where}: not JSON ({e.msg})") from e
-            if not isinstance(row, dict):
-                raise ValueError(f"{where}: expected a JSON object")
-            for key in ("dataset", "question", "group", "method", "steering", "distribution"):
-                if key not in row:
-                    raise ValueError(f"{where}: missing field '{key}'")
-            try:
-                method, steering = canonical("method", row["method"]), canonical("steering", row["steering"])
-            except ValueError as e:
-                raise ValueError(f"{where}: {e}") from None
-            dataset = ALIASES.get(str(row["dataset"]), str(row["dataset"]))
-            i = index.get((dataset, str(row["question"]), str(row["group"])))
-            if i is None:
-                unmatched += 1
-                continue
-            if (i, method, steering) in seen:
-                raise ValueError(f"{where}: a second prediction for this question, group, method and steering")
-            seen.add((i, method, steering))
-            dist, mass = _distribution(row["distribution"], items[i].options, where)
-            out.append({"item": i, "method": method, "steering": steering, "prediction": dist, "mass": mass})
+    for where, row in iter_jsonl(path):
+        if not isinstance(row, dict):
+            raise ValueError(f"{where}: expected a JSON object")
+        for key in ("dataset", "question", "group", "method", "steering", "distribution"):
+            if key not in row:
+                raise ValueError(f"{where}: missing field '{key}'")
+        try:
+            method, steering = canonical("method", row["method"]), canonical("steering", row["steering"])
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
+        dataset = ALIASES.get(str(row["dataset"]), str(row["dataset"]))
+        i = index.get((dataset, str(row["question"]), str(row["group"])))
+        if i is None:
+            unmatched += 1
+            continue
+        if (i, method, steering) in seen:
+            raise ValueError(f"{where}: a second prediction for this question, group, method and steering")
+        seen.add((i, method, steering))
+        dist, mass = _distribution(row["distribution"], items[i].options, where)
+        out.append({"item": i, "method": method, "steering": steering, "prediction": dist, "mass": mass})
     if unmatched:
         logger.warning("%s: %d rows for questions or groups that are not scored, left out", path, unmatched)
     if not out:
