@@ -173,6 +173,9 @@ def test_loaders_name_the_file_row_and_field(tmp_path):
         D.load_benchmark(str(bad))
     with pytest.raises(ValueError, match=r"nope.json: no such file"):
         D.load_benchmark(str(tmp_path / "nope.json"))
+    bad.write_text(json.dumps({**row, "ordinals": [1, "x"]}))
+    with pytest.raises(ValueError, match=r"bad.jsonl: line 1, field 'ordinals': 'x' is not a number"):
+        D.load_benchmark(str(bad))
     toy = D.load_benchmark(os.path.join(FIX, "questions.jsonl"))
     assert toy[0].dataset == "toy" and toy[0].ordinals is None and toy[1].ordinals == [0.0, 1.0, 2.0]
 

@@ -201,6 +201,10 @@ def test_predictions_errors_name_the_line_and_field(tmp_path):
     _write(preds, [{**good, "group": "Mars"}])
     with pytest.raises(ValueError, match="no prediction matches"):
         D.read_predictions(str(preds), items)
+    # the --methods / --steering filter leaves nothing: an error, not an empty leaderboard
+    _write(preds, [good])
+    with pytest.raises(ValueError, match=r"p.jsonl: no prediction for --methods sequence and --steering"):
+        main(["eval", "distalign", "--predictions", str(preds), "--data", GV, "--methods", "sequence", "--debug"])
     # letters index the loader's option order
     _write(preds, [{**good, "distribution": {"B": 3, "A": 1}}])
     (row,) = D.read_predictions(str(preds), items)

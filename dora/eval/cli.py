@@ -227,6 +227,9 @@ def run_distalign(args) -> int:
             for p in D.read_predictions(args.predictions, items)
             if p["method"] in methods and p["steering"] in steerings
         ]
+        if not preds:
+            raise ValueError(f"{args.predictions}: no prediction for --methods {args.methods} "
+                             f"and --steering {args.steering}")  # fmt: skip
         report, rows = D.score_predictions(
             items, preds, failed=args.failed_parse, renormalize=not args.no_renormalize, samples=args.samples,
             bootstrap=args.bootstrap, seed=args.seed,

@@ -15,6 +15,7 @@ import ast
 import csv
 import json
 import logging
+import math
 import os
 import re
 from collections import Counter
@@ -332,6 +333,12 @@ def load_jsonl(path: str, *, max_questions: int | None = None, **_) -> list[Item
         ordinals = row.get("ordinals")
         if ordinals is not None and (not isinstance(ordinals, list) or len(ordinals) != len(options)):
             raise ValueError(f"{where}, field 'ordinals': need one number (or null) per option")
+        if ordinals is not None:
+            bad = [o for o in ordinals if o is not None and (isinstance(o, bool) or not isinstance(o, (int, float))
+                                                             or not math.isfinite(o))]  # fmt: skip
+            if bad:
+                raise ValueError(f"{where}, field 'ordinals': {bad[0]!r} is not a number (or null)")
+            ordinals = [None if o is None else float(o) for o in ordinals]
         if ordinals is None and row.get("ordinal", False):
             ordinals = _ordinals(options, None)
         dataset = str(row.get("dataset", os.path.splitext(os.path.basename(path))[0]))
