@@ -83,6 +83,17 @@ def test_bad_pool_row_is_named_before_any_model_loads(tmp_path):
         iterate(cfg, pool=_pool(), prompts=str(prompts), judge={"reward_model": str(tmp_path / "no_rm_here")})
 
 
+def test_resume_accepts_the_same_settings_given_as_tuples(tmp_path):
+    from dora.iterate.loop import _check_same_run
+
+    cfg = IterateConfig(model="m", output_dir=str(tmp_path), target_sources=("human",),
+                        lora={"target_modules": ("q_proj", "v_proj")})  # fmt: skip
+    _check_same_run(str(tmp_path), cfg)  # the first run writes iterate_config.json
+    _check_same_run(str(tmp_path), cfg)  # the resumed run reads it back: the same settings
+    with pytest.raises(ValueError, match=r"other settings \(\['target_sources'\]\)"):
+        _check_same_run(str(tmp_path), IterateConfig(**{**cfg.__dict__, "target_sources": ["synthetic"]}))
+
+
 # --------------------------------------------------------------------------- runs with a tiny model
 
 

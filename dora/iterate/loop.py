@@ -89,7 +89,8 @@ def _done(out: str, r: int) -> bool:
 
 def _check_same_run(out: str, cfg: IterateConfig) -> None:
     path = os.path.join(out, "iterate_config.json")
-    now = {k: v for k, v in asdict(cfg).items() if k != "rounds"}
+    # as JSON holds it (tuples become lists), so the same settings compare equal when a run resumes
+    now = json.loads(json.dumps({k: v for k, v in asdict(cfg).items() if k != "rounds"}))
     if os.path.isfile(path):
         with open(path) as f:
             before = json.load(f)
