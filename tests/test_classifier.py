@@ -386,6 +386,16 @@ def test_identical_responses_get_identical_weights_whatever_their_label():
     np.testing.assert_array_equal(w[:100], w[600:])
 
 
+def test_no_prompt_column():
+    """The prompt is optional: without one the tfidf backend uses the responses only, and the weights still
+    follow the source's marker as with prompts."""
+    rows = [{k: r[k] for k in ("response", "source")} for r in style_rows(1000, 0.9, 0.2)]
+    ds, report = annotate(Dataset.from_list(rows), target_sources=["human"])
+    w, has_foo = np.array(ds["dora_weight"]), np.array(["foo" in r["response"] for r in rows])
+    assert report["roc_auc"] == pytest.approx(bayes_auc(0.9, 0.2), abs=0.05)
+    assert w[has_foo].mean() > 2 * w[~has_foo].mean()
+
+
 # --------------------------------------------------------------------------- folds and honest diagnostics
 
 

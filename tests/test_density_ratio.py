@@ -141,6 +141,21 @@ def test_ess_warning_when_a_few_rows_carry_the_weight():
     assert report["ess_fraction"] < 0.1
 
 
+def test_no_prompt_column_and_a_rerun_on_its_own_output():
+    """The prompt column is optional (tfidf then reads the responses only); run again on its own output, the
+    written columns are replaced by the same values, not duplicated."""
+    pool, kinds = rows(600, 23, draw(600, {"foo": 0.3, "": 0.7}, 24))
+    trusted, _ = rows(150, 25, ["foo"] * 150)
+    strip = [{"response": r["response"]} for r in pool], [{"response": r["response"]} for r in trusted]
+    ds, report = annotate_density_ratio(Dataset.from_list(strip[0]), Dataset.from_list(strip[1]), bootstrap=20)
+    w = np.array(ds["dora_weight"])
+    assert report["shift_detected"] and w[kinds == "foo"].mean() > 2 * w[kinds == ""].mean()
+    again, _ = annotate_density_ratio(ds, Dataset.from_list(strip[1]), bootstrap=20)
+    assert again.column_names == ds.column_names
+    np.testing.assert_allclose(again["dora_weight"], w)
+    np.testing.assert_allclose(again["trusted_prob"], ds["trusted_prob"])
+
+
 @pytest.fixture(scope="module")
 def tiny_encoder(tmp_path_factory):
     """A tiny BERT and a word-level tokenizer over the test's words, saved like a Hub checkpoint."""

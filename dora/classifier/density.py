@@ -217,6 +217,8 @@ def annotate_density_ratio(
         h = h / h.mean()
 
     c2 = c_pool.reshape(-1, n)
+    written = ["chosen_trusted_prob", "rejected_trusted_prob", "trusted_probs", "trusted_prob", "dora_weight"]
+    dataset = dataset.remove_columns([c for c in written if c in dataset.column_names])  # a re-run replaces them
     if kind == "pairwise":
         out = dataset.add_column("chosen_trusted_prob", c2[:, 0].tolist())
         out = out.add_column("rejected_trusted_prob", c2[:, 1].tolist())
@@ -224,8 +226,6 @@ def annotate_density_ratio(
         out = dataset.add_column("trusted_probs", c2.tolist())
     else:
         out = dataset.add_column("trusted_prob", c2[:, 0].tolist())
-    if "dora_weight" in out.column_names:
-        out = out.remove_columns("dora_weight")
     out = out.add_column("dora_weight", h.astype(float).tolist())
 
     report = _diagnostics(probs, labels, h, raw_w, share, len(tr.texts) // n)

@@ -48,6 +48,8 @@ class TfidfClassifier(SourceClassifier):
     def _features(self, prompts, responses, fit: bool = False):
         f = self.response_vec.fit_transform if fit else self.response_vec.transform
         x = f(responses)
+        if fit and self.use_prompt and not any(str(p).strip() for p in prompts):
+            self.use_prompt = False  # no prompt text at all (the column is optional): nothing to learn from it
         if self.use_prompt:
             g = self.prompt_vec.fit_transform if fit else self.prompt_vec.transform
             x = sp.hstack([x, g(prompts)], format="csr")
