@@ -477,3 +477,21 @@ def test_bad_weight_flags_fail_before_the_data_loads(tmp_path, flags, match):
     args = ["classify", "--dataset", missing, "--target-sources", "human", "--output", str(tmp_path), *flags]
     with pytest.raises(SystemExit, match=match):
         main(args)
+
+
+def test_cli_error_names_the_file_line_and_column(tmp_path, capsys):
+    """Labelled mode, as no-label mode: a bad row of a jsonl file is named by the file and its 1-based line."""
+    rows = style_rows(20, 0.9, 0.2)
+    rows[3]["response"] = "  "  # line 4 of the file
+    rows[6]["source"] = None
+    data = tmp_path / "mix.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    argv = ["classify", "--dataset", str(data), "--target-sources", "human", "--output", str(tmp_path / "out")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == f"dora classify: error: {data}, line 4, column 'response': empty response"
+    rows[3]["response"] = "fine"
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == f"dora classify: error: {data}, line 7, column 'source': no source for response 'response'"

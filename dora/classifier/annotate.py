@@ -51,8 +51,17 @@ def _text(x) -> str:
     return "" if x is None else str(x)
 
 
-def extract_responses(dataset, source_column: str = "source") -> Responses:
+def extract_responses(
+    dataset, source_column: str = "source", name: str | None = None, line_offset: int | None = None
+) -> Responses:
+    """The responses and their sources. Errors name row i (0-based), or, with ``name`` (a file), the file and
+    row i, or line i + ``line_offset`` of a text file (jsonl: 1)."""
     cols = set(dataset.column_names)
+    file = f"{name}: " if name else ""
+
+    def where(i: int) -> str:
+        return (f"{name}, " if name else "") + (f"line {i + line_offset}" if line_offset is not None else f"row {i}")
+
     if "responses" in cols:
         kind, resp_cols = "listwise", ["responses"]
     elif {"chosen", "rejected"} <= cols:
@@ -61,12 +70,12 @@ def extract_responses(dataset, source_column: str = "source") -> Responses:
         kind, resp_cols = "single", ["response" if "response" in cols else "completion"]
     else:
         raise ValueError(
-            f"no response columns: expected chosen/rejected, responses, or response; got {sorted(cols)}"
+            f"{file}no response columns: expected chosen/rejected, responses, or response; got {sorted(cols)}"
         )
     has_own = {"chosen_source", "rejected_source"} <= cols or "sources" in cols
     if source_column not in cols and not has_own:
         raise ValueError(
-            f"missing column '{source_column}' (the source of each row); the dataset has {sorted(cols)}"
+            f"{file}missing column '{source_column}' (the source of each row); the dataset has {sorted(cols)}"
         )
     # plain Python lists, read once: indexing a dataset column row by row goes through Arrow each time
     keep = {*resp_cols, "prompt", source_column, "chosen_source", "rejected_source", "sources"}
@@ -82,7 +91,7 @@ def extract_responses(dataset, source_column: str = "source") -> Responses:
             own = data.get("sources", none)[i] or [row_source] * len(items)
             names = [f"responses[{k}]" for k in range(len(items))]
             if len(own) != len(items):
-                raise ValueError(f"row {i}, column 'sources': {len(own)} sources for {len(items)} responses")
+                raise ValueError(f"{where(i)}, column 'sources': {len(own)} sources for {len(items)} responses")
         elif kind == "pairwise":
             items = [data["chosen"][i], data["rejected"][i]]
             own = [
@@ -95,13 +104,13 @@ def extract_responses(dataset, source_column: str = "source") -> Responses:
         if n is None:
             n = len(items)
         elif len(items) != n:
-            raise ValueError(f"row {i}, column 'responses': {len(items)} responses, the first row has {n}")
-        for item, src, name in zip(items, own, names):
+            raise ValueError(f"{where(i)}, column 'responses': {len(items)} responses, the first row has {n}")
+        for item, src, col in zip(items, own, names):
             text = _text(item)
             if not text.strip():
-                raise ValueError(f"row {i}, column '{name}': empty response")
+                raise ValueError(f"{where(i)}, column '{col}': empty response")
             if src is None or str(src) == "":
-                raise ValueError(f"row {i}, column '{source_column}': no source for response '{name}'")
+                raise ValueError(f"{where(i)}, column '{source_column}': no source for response '{col}'")
             prompts.append(_text(prompt_col[i]))
             texts.append(text)
             sources.append(str(src))
@@ -134,6 +143,8 @@ def annotate(
     seed: int = 0,
     output_dir: str | None = None,
     return_classifier: bool = False,
+    name: str | None = None,
+    line_offset: int | None = None,
     **backend_kwargs,
 ):
     """Score every response with a cross-fitted, calibrated source classifier and add the columns
@@ -143,8 +154,9 @@ def annotate(
     gamma = N_other / N_target of the classifier's training set (this dataset), s = ``stabilizer`` (default
     a); ``preset="authors"`` gives w = n c instead. Returns (annotated dataset, report dict), plus the final
     classifier with ``return_classifier``. With ``output_dir``, also saves the classifier (fit on all rows),
-    report.json / report.md and two plots."""
-    resp = extract_responses(dataset, source_column)
+    report.json / report.md and two plots. ``name`` / ``line_offset`` name the input in errors
+    (``extract_responses``)."""
+    resp = extract_responses(dataset, source_column, name, line_offset)
     known = sorted(set(resp.sources))
     targets = list(target_sources)
     unknown = [t for t in targets if t not in known]

@@ -142,6 +142,8 @@ def run(args) -> int:
         eps=args.eps,
         seed=args.seed,
         output_dir=args.output,
+        name=args.dataset,
+        line_offset=_line_offset(args.dataset),
         **backend_kwargs,
     )
     path = save_like_input(annotated, args.dataset, args.output)
