@@ -333,6 +333,23 @@ def test_precomputed_reference_matches_live_reference(tmp_path, tiny_model_dir, 
             assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6)
 
 
+@pytest.mark.parametrize("precompute", [False, True])
+def test_bf16_reference_scores_under_the_policy_autocast(tmp_path, tiny_model_dir, precompute):
+    """bf16 mixed precision: the frozen copy (live or precomputed) runs under accelerate's autocast as the policy
+    does, so at step 1 policy == reference: rewards exactly 0 and the loss log 2, as TRL's DPOTrainer logs."""
+    import math
+
+    t = DoRATrainer(
+        model=tiny_model_dir,
+        args=config(tmp_path, objective="mean", bf16=True, use_cpu=True, precompute_ref_log_probs=precompute),
+        train_dataset=Dataset.from_list(pair_rows(8)),
+    )
+    t.train()
+    log = t.state.log_history[0]
+    assert log["rewards/chosen"] == 0.0 and log["rewards/rejected"] == 0.0 and log["rewards/margins"] == 0.0
+    assert log["loss"] == pytest.approx(math.log(2), abs=1e-7)
+
+
 @pytest.mark.parametrize(
     "patch,match",
     [

@@ -67,14 +67,17 @@ class ReferenceMixin:
 
     @torch.no_grad()
     def _reference_from_model(self, inputs) -> torch.Tensor:
+        """Under the policy's mixed precision (accelerate's autocast, as TRL prepares its reference): with bf16 the
+        frozen copy, the sharded copy and the precomputed column score exactly as the unchanged policy does."""
         b = inputs["weights"].shape[0]
-        if self.ref_model is not None:
-            tok = self._token_logps(self.ref_model, inputs)
-        elif is_peft(self.model):
-            with reference_adapter(unwrap_peft(self.model)):
+        with self.accelerator.autocast():
+            if self.ref_model is not None:
+                tok = self._token_logps(self.ref_model, inputs)
+            elif is_peft(self.model):
+                with reference_adapter(unwrap_peft(self.model)):
+                    tok = self._token_logps(self.model, inputs)
+            else:  # precompute from the policy before any step
                 tok = self._token_logps(self.model, inputs)
-        else:  # precompute from the policy before any step
-            tok = self._token_logps(self.model, inputs)
         return self._sequence_logps(tok, b).view(-1, b).T.float()
 
     def _reference(self, inputs) -> torch.Tensor | None:
