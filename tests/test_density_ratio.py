@@ -156,6 +156,22 @@ def test_no_prompt_column_and_a_rerun_on_its_own_output():
     np.testing.assert_allclose(again["trusted_prob"], ds["trusted_prob"])
 
 
+def test_source_columns_of_the_pool_are_ignored():
+    """A stale labels column (listwise ``sources``, wrong lengths and nulls included) changes nothing."""
+    rng = np.random.default_rng(26)
+    resp = [[" ".join(rng.choice(VOCAB, 3)) + (" foo" if rng.random() < 0.3 else "") for _ in range(3)]
+            for _ in range(300)]  # fmt: skip
+    plain = [{"prompt": "q", "responses": r} for r in resp]
+    labelled = [dict(row, sources=["a", "b", "c"]) for row in plain]
+    labelled[5]["sources"], labelled[7]["sources"] = ["a"], None
+    trusted = [{"prompt": "q", "responses": [" ".join(rng.choice(VOCAB, 3)) + " foo" for _ in range(3)]}
+               for _ in range(80)]  # fmt: skip
+    a, _ = annotate_density_ratio(Dataset.from_list(plain), Dataset.from_list(trusted), folds=3, bootstrap=10)
+    b, _ = annotate_density_ratio(Dataset.from_list(labelled), Dataset.from_list(trusted), folds=3, bootstrap=10)
+    np.testing.assert_allclose(b["dora_weight"], a["dora_weight"])
+    assert b["sources"][5] == ["a"]  # the column itself is kept as it was
+
+
 @pytest.fixture(scope="module")
 def tiny_encoder(tmp_path_factory):
     """A tiny BERT and a word-level tokenizer over the test's words, saved like a Hub checkpoint."""

@@ -109,7 +109,9 @@ def check_rows(dataset, name: str, line_offset: int | None = None) -> str:
 
 def _responses(dataset):
     """Flattened responses of a checked dataset; any source columns are ignored."""
-    return extract_responses(dataset.add_column("__dora_pool__", ["pool"] * len(dataset)), "__dora_pool__")
+    labels = [c for c in ("sources", "chosen_source", "rejected_source") if c in dataset.column_names]
+    plain = dataset.remove_columns(labels)  # extract_responses would read (and check) them
+    return extract_responses(plain.add_column("__dora_pool__", ["pool"] * len(dataset)), "__dora_pool__")
 
 
 def _match_subset(pool, trusted, names, line_offset) -> np.ndarray:
