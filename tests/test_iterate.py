@@ -230,7 +230,8 @@ def test_density_weights_never_read_the_pool_sources(tmp_path):
 @pytest.mark.slow
 def test_two_processes_split_the_sampling_and_gather_it_in_prompt_order(tiny_model_dir, tmp_path, one_thread):
     """`accelerate launch` (two CPU processes) runs a round; its policy-written pairs are exactly the pairs
-    made from rank 0 sampling prompts 0, 2, 4, ... (seed s) and rank 1 prompts 1, 3, ... (seed s + 1)."""
+    made from rank 0 sampling and judging prompts 0, 2, 4, ... (seed s) and rank 1 prompts 1, 3, ... (seed
+    s + 1)."""
     import shutil
     import subprocess
     import sys
@@ -263,8 +264,12 @@ def test_two_processes_split_the_sampling_and_gather_it_in_prompt_order(tiny_mod
     seed = 3 * 1000 + 1  # the round's sampling seed
     shards = [sample_responses(model, tok, prompts[rank::2], 3, max_new_tokens=6, seed=seed + rank) for rank in (0, 1)]
     samples = unshard(shards, len(prompts))
-    expected, _ = make_pairs(prompts, samples, LengthBiasedJudge()(prompts, samples), "policy_r1")
+    # each rank judges its own shard once (a judge called on every rank with every prompt could give each
+    # rank another pool); this judge's verdicts depend on the call, so the two ways give other pairs here
+    scores = unshard([LengthBiasedJudge()(prompts[rank::2], shards[rank]) for rank in (0, 1)], len(prompts))
+    expected, _ = make_pairs(prompts, samples, scores, "policy_r1")
     assert got == expected and len(got) > 0
+    assert expected != make_pairs(prompts, samples, LengthBiasedJudge()(prompts, samples), "policy_r1")[0]
     report = json.loads((out / "round_1" / "report.json").read_text())
     assert report["train"]["batch_size"] == 8  # 4 per process x 2 processes
 

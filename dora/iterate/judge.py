@@ -1,9 +1,10 @@
 """Step (2) of a round: a judge scores each prompt's k responses; the best and the worst make a pair.
 
 A judge is any callable ``judge(prompts, responses) -> scores`` with ``responses[i]`` the k responses to
-``prompts[i]`` and ``scores[i]`` their k scores (higher is preferred). ``RewardModelJudge`` wraps a reward
-model (``AutoModelForSequenceClassification``, one or two labels). In a recipe: ``judge: {reward_model:
-PATH}`` or ``judge: {callable: "package.module:name", kwargs: {...}}`` (a class is instantiated with kwargs).
+``prompts[i]`` and ``scores[i]`` their k scores (higher is preferred); under ``accelerate launch`` each
+process judges its shard of the prompts. ``RewardModelJudge`` wraps a reward model
+(``AutoModelForSequenceClassification``, one or two labels). In a recipe: ``judge: {reward_model: PATH}``
+or ``judge: {callable: "package.module:name", kwargs: {...}}`` (a class is instantiated with kwargs).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import importlib
 import math
 from collections.abc import Callable
 
-__all__ = ["RewardModelJudge", "load_judge", "make_pairs"]
+__all__ = ["RewardModelJudge", "load_judge", "judge_distributed", "make_pairs"]
 
 
 class RewardModelJudge:
@@ -55,6 +56,24 @@ def load_judge(spec) -> Callable:
     if spec:
         raise ValueError(f"judge: unknown key(s) {sorted(spec)} next to callable")
     return obj(**kwargs) if isinstance(obj, type) else obj
+
+
+def judge_distributed(judge: Callable, prompts: list, responses: list[list[str]]) -> list[list[float]]:
+    """``judge(prompts, responses)`` with the prompts split across the processes of ``accelerate launch`` as
+    the sampling splits them (one process: the same call): each prompt is judged once, by one process, and
+    every process gets all the scores, in prompt order, so every process builds the same pool."""
+    from accelerate.utils import gather_object
+
+    from dora.iterate.generate import process_state, shard_indices, unshard
+
+    state = process_state()
+    if state.num_processes == 1:
+        return judge(prompts, responses)
+    idx = shard_indices(len(prompts), state.process_index, state.num_processes)
+    mine = judge([prompts[i] for i in idx], [responses[i] for i in idx]) if idx else []
+    mine = [[float(s) for s in ss] for ss in mine]
+    parts = dict(gather_object([(state.process_index, mine)]))  # one (rank, scores) entry per process
+    return unshard([parts[r] for r in range(state.num_processes)], len(prompts))
 
 
 def make_pairs(prompts: list, responses: list[list[str]], scores: list[list[float]], source: str):

@@ -23,7 +23,7 @@ from dataclasses import asdict
 
 from dora.iterate.config import IterateConfig
 from dora.iterate.generate import process_state, sample_responses, sample_responses_distributed
-from dora.iterate.judge import load_judge, make_pairs
+from dora.iterate.judge import judge_distributed, load_judge, make_pairs
 from dora.iterate.report import round_summary, write_run_report
 from dora.iterate.weights import fit_weights
 
@@ -304,7 +304,7 @@ def iterate(
         del model
         clock["sample"] = time.perf_counter()
         # (2) judge, (3) grow the pool
-        scores = judge(round_prompts, samples)
+        scores = judge_distributed(judge, round_prompts, samples)  # each prompt judged once, by one process
         new_rows, counts = make_pairs(round_prompts, samples, scores, f"policy_r{r}")
         pool_rows = pool_rows + new_rows
         clock["judge"] = time.perf_counter()
