@@ -140,6 +140,13 @@ def test_bad_input(rows, match):
         annotate(Dataset.from_list(rows), target_sources=["human"])
 
 
+def test_no_target_source_is_named():
+    """`--target-sources ","` gives an empty list: a clear error, not a one-class fold or a division by zero."""
+    rows = style_rows(40, 0.9, 0.2)
+    with pytest.raises(ValueError, match=r"^no target source given; the dataset's sources are \['gpt', 'human'\]$"):
+        annotate(Dataset.from_list(rows), target_sources=[])
+
+
 def test_tfidf_persistence_round_trip(tmp_path):
     """annotate's classifier, saved and reloaded, gives the fitted in-memory classifier's probabilities."""
     rows = style_rows(600, 0.9, 0.2)

@@ -159,6 +159,8 @@ def annotate(
     resp = extract_responses(dataset, source_column, name, line_offset)
     known = sorted(set(resp.sources))
     targets = list(target_sources)
+    if not targets:
+        raise ValueError(f"no target source given; the dataset's sources are {known}")
     unknown = [t for t in targets if t not in known]
     if unknown:
         raise ValueError(f"unknown target source(s) {unknown}; the dataset's sources are {known}")
