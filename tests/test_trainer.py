@@ -350,6 +350,17 @@ def test_bf16_reference_scores_under_the_policy_autocast(tmp_path, tiny_model_di
     assert log["loss"] == pytest.approx(math.log(2), abs=1e-7)
 
 
+def test_startup_summary_names_the_precomputed_reference(tmp_path, tiny_model_dir, ref_dir):
+    rows = Dataset.from_list(pair_rows(8))
+    given = DoRATrainer(model=tiny_model_dir, ref_model=ref_dir, train_dataset=rows,
+                        args=config(tmp_path, precompute_ref_log_probs=True, objective="cvar", cvar_alpha=1.0))
+    text = given.startup_summary()
+    assert f"reference    log-probs of {ref_dir} (ref_model), precomputed" in text
+    assert "importance-weighted mean of the losses: cvar_alpha 1" in text  # the rows' weights differ
+    copy = DoRATrainer(model=tiny_model_dir, args=config(tmp_path, precompute_ref_log_probs=True), train_dataset=rows)
+    assert "reference    log-probs of the initial policy, precomputed" in copy.startup_summary()
+
+
 @pytest.mark.parametrize(
     "patch,match",
     [

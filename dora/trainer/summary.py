@@ -31,7 +31,9 @@ def startup_summary(trainer) -> str:
     if args.reference_free:
         ref = f"none: loss_type {args.loss_type} needs no reference"
     elif "ref_logps" in columns:
-        ref = "log-probs of the initial policy, precomputed (precompute_ref_log_probs)"
+        src = f"{unwrap_causal_lm(trainer.ref_model).config._name_or_path} (ref_model)" if trainer._ref_given \
+            else "the initial policy"
+        ref = f"log-probs of {src}, precomputed (precompute_ref_log_probs)"
     elif trainer._ref_given:
         ref = f"{unwrap_causal_lm(trainer.ref_model).config._name_or_path} (ref_model, as given)"
     elif peft and "ref" in unwrap_peft(model).peft_config:
@@ -59,7 +61,9 @@ def startup_summary(trainer) -> str:
         else "importance-weighted mean of the losses",
         "mean": f"{base_loss} (ERM)" + ("" if uniform else f"; the '{wc}' weights are not used"),
         "kl_dro": "KL-DRO" + ("" if uniform else f"; the '{wc}' weights are not used (objective dora uses them)"),
-        "cvar": f"{base_loss} (ERM): cvar_alpha 1 keeps every sample" if args.cvar_alpha >= 1 else "CVaR",
+        "cvar": "CVaR" if args.cvar_alpha < 1
+        else f"{base_loss} (ERM): cvar_alpha 1 keeps every sample" if uniform
+        else "importance-weighted mean of the losses: cvar_alpha 1 keeps every sample",
         "group_dro": f"{base_loss} (ERM): one group" if len(trainer.group_vocab) <= 1 else "group DRO",
     }.get(args.objective, args.objective)  # fmt: skip
     lines.append(f"objective    {args.objective} -> {reduces}")
