@@ -49,7 +49,7 @@ if args.distalign_data:
         first = set(list(dict.fromkeys(it.qid for it in loaded))[:20])
         items += [it for it in loaded if it.qid in first]
     runner = distalign.ModelRunner(args.model, batch_size=8)
-    report, _ = distalign.evaluate(runner, items, methods=["logp", "verbalize"], steerings=["persona"])
+    report, _ = distalign.evaluate(runner, items, methods=["logprobs", "verbalize"], steerings=["persona"])
     print(distalign.markdown(report))
     with open("distalign.json", "w") as f:
         json.dump(report, f, indent=1)
