@@ -94,6 +94,24 @@ def test_resume_accepts_the_same_settings_given_as_tuples(tmp_path):
         _check_same_run(str(tmp_path), IterateConfig(**{**cfg.__dict__, "target_sources": ["synthetic"]}))
 
 
+def test_resume_refuses_another_pool_or_judge(tmp_path):
+    """A run's folder records its data and judge; a later run with others stops instead of resuming."""
+    cfg = IterateConfig(model=str(tmp_path / "no_model_here"), output_dir=str(tmp_path / "out"), rounds=1)
+    pool = _pool()
+
+    def start(**kw):  # round 0 needs no model; round 1 stops where the policy would load
+        with pytest.raises(Exception) as e:
+            iterate(cfg, **{"pool": pool, "judge": LengthBiasedJudge(0.8, seed=0), **kw})
+        return str(e.value)
+
+    assert "other settings" not in start()
+    assert "other settings" not in start()  # the same pool and judge: resumes
+    assert "other settings (['data.judge'])" in start(judge=LengthBiasedJudge(0.6, seed=0))
+    assert "other settings (['data.judge'])" in start(judge=correctness_judge)
+    assert "'data.pool'" in start(pool=pool[:-1])
+    assert "other settings (['data.prompts'])" in start(prompts=[pool[0]["prompt"]])
+
+
 # --------------------------------------------------------------------------- runs with a tiny model
 
 

@@ -12,12 +12,14 @@ that was never stopped (each stage seeds itself from ``seed`` and the round numb
 from __future__ import annotations
 
 import gc
+import hashlib
 import json
 import logging
 import os
 import random
 import shutil
 import time
+import types
 from collections import Counter
 from dataclasses import asdict
 
@@ -87,14 +89,38 @@ def _done(out: str, r: int) -> bool:
     return os.path.isfile(os.path.join(out, f"round_{r}", "report.json"))
 
 
-def _check_same_run(out: str, cfg: IterateConfig) -> None:
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _describe_judge(spec):
+    """What identifies a judge across runs: a recipe value as given; a function or class by its name; an
+    instance by its class and its attributes (objects among them by their type)."""
+    if spec is None or isinstance(spec, (str, dict)):
+        return spec
+    if isinstance(spec, (types.FunctionType, types.MethodType, types.BuiltinFunctionType, type)):
+        return f"{spec.__module__}:{spec.__qualname__}"
+    kind = type(spec)
+    state = json.dumps(getattr(spec, "__dict__", {}), sort_keys=True, default=lambda o: type(o).__qualname__)
+    return {"callable": f"{kind.__module__}:{kind.__qualname__}", "state": _digest(state)}
+
+
+def _check_same_run(out: str, cfg: IterateConfig, data: dict | None = None) -> None:
+    """Refuses an ``output_dir`` that holds a run with other settings or data (anything but ``rounds``)."""
     path = os.path.join(out, "iterate_config.json")
     # as JSON holds it (tuples become lists), so the same settings compare equal when a run resumes
     now = json.loads(json.dumps({k: v for k, v in asdict(cfg).items() if k != "rounds"}))
+    if data is not None:
+        now["data"] = json.loads(json.dumps(data))
     if os.path.isfile(path):
         with open(path) as f:
             before = json.load(f)
-        changed = sorted(k for k in set(now) | set(before) if now.get(k) != before.get(k))
+        if "data" in now and "data" in before:
+            keys = set(now["data"]) | set(before["data"])
+            changed = sorted(f"data.{k}" for k in keys if now["data"].get(k) != before["data"].get(k))
+        else:
+            changed = []
+        changed += sorted(k for k in set(now) | set(before) if k != "data" and now.get(k) != before.get(k))
         if changed:
             raise ValueError(f"{out} holds a run with other settings ({changed}); use a new output_dir")
         return
@@ -251,11 +277,15 @@ def iterate(
         prompts = [r["prompt"] for r in prompts]
     if not prompts:
         raise ValueError("prompts: none to sample from")
+    data = {
+        "pool": _digest(initial), "prompts": _digest(prompts), "trusted": _digest(trusted),
+        "eval_data": _digest(eval_rows), "judge": _describe_judge(judge), "eval_judge": _describe_judge(eval_judge),
+    }  # fmt: skip
     judge = load_judge(judge)  # a reward model loads here, after the data is checked
     eval_judge = load_judge(eval_judge) if eval_judge is not None else None
     os.makedirs(out, exist_ok=True)
     if state.is_main_process:
-        _check_same_run(out, cfg)
+        _check_same_run(out, cfg, data)
     state.wait_for_everyone()
 
     reports = []
