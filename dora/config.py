@@ -218,6 +218,7 @@ class DoRAConfig(TrainingArguments):
             raise ValueError(f"rrhf_sft must be 'best' or 'authors', got {self.rrhf_sft!r}")
         if self.dro_lambda <= 0:
             raise ValueError(f"dro_lambda must be > 0, got {self.dro_lambda}")
+        self._check_ranges()
         if not torch.accelerator.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
             self.use_cpu = True  # several processes on a CPU-only machine: gloo (MULTI_CPU)
         cuda = torch.cuda.is_available() and not self.use_cpu
@@ -227,6 +228,20 @@ class DoRAConfig(TrainingArguments):
             self.gradient_checkpointing = cuda
         super().__post_init__()
         check_trackers(self.report_to)
+
+    def _check_ranges(self) -> None:
+        """Values that would otherwise fail at the first step, after the model loads, or give NaN losses."""
+        for name in ("dr_dpo_beta", "kldpo_tau", "lire_temperature"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not 0.0 < self.cvar_alpha <= 1.0:
+            raise ValueError(f"cvar_alpha must be in (0, 1], got {self.cvar_alpha}")
+        top = 0.5 if "robust" in self.loss_type else 1.0
+        if not 0.0 <= self.label_smoothing < top:
+            raise ValueError(
+                f"label_smoothing must be in [0, {top})" + (" with loss 'robust'" if top < 1 else "")
+                + f", got {self.label_smoothing}"
+            )
 
     def _check_trl_features(self) -> None:
         if self.truncation_mode not in ("keep_start", "keep_end"):

@@ -121,3 +121,23 @@ def test_missing_tracker_named_with_pip_line(tmp_path, monkeypatch, tracker, pac
 def test_model_init_kwargs_from_json_text(tmp_path):
     args = DoRAConfig(output_dir=str(tmp_path), report_to="none", model_init_kwargs=json.dumps({"revision": "v1"}))
     assert args.model_init_kwargs == {"revision": "v1"}
+
+
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        (dict(loss_type="robust", label_smoothing=0.5), r"label_smoothing must be in \[0, 0.5\) with loss 'robust'"),
+        (dict(loss_type="cdpo", label_smoothing=1.0), r"label_smoothing must be in \[0, 1.0\), got 1.0"),
+        (dict(objective="cvar", cvar_alpha=0.0), r"cvar_alpha must be in \(0, 1\]"),
+        (dict(objective="kldpo", kldpo_tau=0.0), "kldpo_tau must be > 0"),
+        (dict(objective="dr_dpo", dr_dpo_beta=-1.0), "dr_dpo_beta must be > 0"),
+        (dict(loss_type="lire", lire_temperature=0.0), "lire_temperature must be > 0"),
+    ],
+)
+def test_out_of_range_values_fail_in_the_config(tmp_path, kw, match):
+    """Before any model loads: otherwise the first step fails (robust, cvar) or the losses are NaN (a zero
+    temperature divides by 0)."""
+    with pytest.raises(ValueError, match=match):
+        DoRAConfig(output_dir=str(tmp_path), report_to="none", **kw)
+    inside = dict(label_smoothing=0.49, cvar_alpha=1.0, kldpo_tau=0.1, dr_dpo_beta=0.1, lire_temperature=0.1)
+    DoRAConfig(output_dir=str(tmp_path), report_to="none", **{**kw, **{k: v for k, v in inside.items() if k in kw}})
