@@ -71,6 +71,8 @@ def _weights64(probs, target_share, imbalance, stabilizer, preset, clip, eps) ->
     if p.dim() not in (1, 2):
         raise ValueError(f"probs must have shape [B] or [B, n], got {tuple(p.shape)}")
     check_probabilities(p)
+    if not 0.0 <= float(eps) < 0.5:
+        raise ValueError(f"eps must be in [0, 0.5), got {eps!r}")
     n = 1 if p.dim() == 1 else p.shape[-1]
     s, other, gamma = _constants(n, target_share, imbalance, stabilizer, preset)
     c = p.clamp(eps, 1.0 - eps)

@@ -478,6 +478,7 @@ def test_report_and_plots_share_one_scale(tmp_path):
     (["--target-share", "1.3"], r"--target-share must be in \(0, 1\], got 1.3"),
     (["--stabilizer", "-1"], "--stabilizer must be >= 0"),
     (["--clip", "0"], "--clip must be > 0"),
+    (["--eps", "0.5"], r"--eps must be in \(0, 0.5\), got 0.5"),
 ])  # fmt: skip
 def test_bad_weight_flags_fail_before_the_data_loads(tmp_path, flags, match):
     missing = str(tmp_path / "not_there.jsonl")  # never read: the flags are checked first

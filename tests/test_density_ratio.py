@@ -156,6 +156,13 @@ def test_no_prompt_column_and_a_rerun_on_its_own_output():
     np.testing.assert_allclose(again["trusted_prob"], ds["trusted_prob"])
 
 
+def test_eps_zero_is_refused():
+    """c = 1 would make the separate-sample odds c/(1 - c) infinite."""
+    pool, _ = rows(50, 27)
+    with pytest.raises(ValueError, match=r"eps must be in \(0, 0.5\), got 0"):
+        annotate_density_ratio(Dataset.from_list(pool), Dataset.from_list(pool[:10]), eps=0)
+
+
 def test_source_columns_of_the_pool_are_ignored():
     """A stale labels column (listwise ``sources``, wrong lengths and nulls included) changes nothing."""
     rng = np.random.default_rng(26)

@@ -86,6 +86,8 @@ def test_missing_target_share_and_bad_options():
         calibration_weights(torch.rand(3), target_share=0.5, clip=0.0)
     with pytest.raises(ValueError, match="shape"):
         calibration_weights(torch.rand(2, 2, 2), target_share=0.5)
+    with pytest.raises(ValueError, match=r"eps must be in \[0, 0.5\), got 0.7"):  # clamp(0.7, 0.3) is silent
+        calibration_weights(torch.rand(3), target_share=0.5, eps=0.7)
 
 
 @pytest.mark.parametrize(

@@ -99,6 +99,8 @@ def check_weight_flags(args) -> None:
         raise SystemExit(f"dora classify: --stabilizer must be >= 0, got {args.stabilizer}")
     if args.clip is not None and not float(args.clip) > 0.0:
         raise SystemExit(f"dora classify: --clip must be > 0, got {args.clip}")
+    if not 0.0 < float(args.eps) < 0.5:
+        raise SystemExit(f"dora classify: --eps must be in (0, 0.5), got {args.eps}")
 
 
 def run(args) -> int:

@@ -163,6 +163,8 @@ def annotate_density_ratio(
     the estimated target share's interval, see ``estimate_target_share``), a number caps it there, None
     leaves it. ``normalize`` rescales the sample weights to mean 1 over the pool. ``names`` /
     ``line_offsets`` name the inputs in error messages."""
+    if not 0.0 < float(eps) < 0.5:  # a probability of 1 would make the odds infinite
+        raise ValueError(f"eps must be in (0, 0.5), got {eps!r}")
     kind = check_rows(dataset, names[0], line_offsets[0])
     kind_t = check_rows(trusted, names[1], line_offsets[1])
     pool, tr = _responses(dataset), _responses(trusted)
