@@ -134,6 +134,12 @@ def test_pairwise_and_listwise_columns(tmp_path):
       for i in range(10)],
      "row 3, column 'response': empty response"),
     ([{"prompt": "p", "response": "x", "origin": "human"}] * 10, "missing column 'source'"),
+    ([{"prompt": "p", "responses": "abc" if i != 2 else None, "source": "human" if i % 2 else "gpt"}
+      for i in range(10)],
+     "row 0, column 'responses': needs a non-empty list of responses"),
+    ([{"prompt": "p", "responses": ["a", "b"] if i != 2 else None, "source": "human" if i % 2 else "gpt"}
+      for i in range(10)],
+     "row 2, column 'responses': needs a non-empty list of responses"),
 ])  # fmt: skip
 def test_bad_input(rows, match):
     with pytest.raises(ValueError, match=match):

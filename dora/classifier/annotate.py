@@ -88,6 +88,8 @@ def extract_responses(
         row_source = data.get(source_column, none)[i]
         if kind == "listwise":
             items = data["responses"][i]
+            if not isinstance(items, list) or not items:  # a string would be read one character a response
+                raise ValueError(f"{where(i)}, column 'responses': needs a non-empty list of responses")
             own = data.get("sources", none)[i] or [row_source] * len(items)
             names = [f"responses[{k}]" for k in range(len(items))]
             if len(own) != len(items):
