@@ -361,6 +361,30 @@ def test_startup_summary_names_the_precomputed_reference(tmp_path, tiny_model_di
     assert "reference    log-probs of the initial policy, precomputed" in copy.startup_summary()
 
 
+def test_evaluate_prepares_the_rows_it_is_given(tmp_path, tiny_model_dir, ref_dir):
+    """As TRL's evaluate(eval_dataset=...): raw rows are checked, tokenised and (precompute_ref_log_probs) given their
+    reference column, and score as the same rows given at construction; new source names get their metrics."""
+    held_out = pair_rows(6, seed=5, sources=("human", "claude"))
+    for pre in (False, True):
+        kw = dict(precompute_ref_log_probs=pre, per_device_eval_batch_size=3)
+        at_init = DoRATrainer(model=tiny_model_dir, ref_model=ref_dir, args=config(tmp_path, **kw),
+                              train_dataset=Dataset.from_list(pair_rows(8)), eval_dataset=Dataset.from_list(held_out))
+        later = DoRATrainer(model=tiny_model_dir, ref_model=ref_dir, args=config(tmp_path, **kw),
+                            train_dataset=Dataset.from_list(pair_rows(8)))
+        a, b = at_init.evaluate(), later.evaluate(eval_dataset=Dataset.from_list(held_out))
+        for key in ("eval_loss", "eval_rewards/margins", "eval_logps/chosen", "eval_source/claude/loss"):
+            assert b[key] == pytest.approx(a[key], rel=1e-6), key
+        assert b["eval_rewards/margins"] != 0.0  # the reference is the other model
+    bad = [dict(r, dora_weight=-1.0) if i == 2 else r for i, r in enumerate(held_out)]
+    with pytest.raises(ValueError, match="row 3, column 'dora_weight'"):
+        later.evaluate(eval_dataset={"test": Dataset.from_list(bad)})
+    copy = DoRATrainer(model=tiny_model_dir, args=config(tmp_path, precompute_ref_log_probs=True),
+                       train_dataset=Dataset.from_list(pair_rows(8)))
+    copy.train()
+    with pytest.raises(ValueError, match="after training started, with precompute_ref_log_probs=True and no ref_model"):
+        copy.evaluate(eval_dataset=Dataset.from_list(held_out))
+
+
 @pytest.mark.parametrize(
     "patch,match",
     [

@@ -142,7 +142,7 @@ class DoRATrainer(ReferenceMixin, MetricsMixin, Trainer):
         ]
         self.source_vocab = vocab(datasets_, (args.source_column, "chosen_source", "rejected_source", "sources"))
         self.group_vocab = vocab(datasets_, (args.group_column,)) if args.group_column else {}
-        prep = dict(
+        self._prep = prep = dict(
             weight_column=args.weight_column,
             source_column=args.source_column,
             group_column=args.group_column,
@@ -370,6 +370,35 @@ class DoRATrainer(ReferenceMixin, MetricsMixin, Trainer):
         with torch.no_grad(), self.compute_loss_context_manager():
             loss = self.compute_loss(model, inputs)
         return loss.detach(), None, None
+
+    # ------------------------------------------------------------------ evaluation
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
+        """As TRL's: rows passed here (a dataset or a dict of them) are checked, tokenised and, with
+        ``precompute_ref_log_probs``, given their reference column, as an ``eval_dataset`` given to ``__init__``."""
+        if isinstance(eval_dataset, dict):
+            eval_dataset = {k: self._prepare_eval(v, k) for k, v in eval_dataset.items()}
+        elif eval_dataset is not None and not isinstance(eval_dataset, str):
+            eval_dataset = self._prepare_eval(eval_dataset)
+        return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+
+    def _prepare_eval(self, dataset, key: str | None = None):
+        args = self.args
+        name = "eval" if key is None else f"eval ({key})"
+        if "completion_ids" not in dataset.column_names:  # rows, not yet tokenised
+            check_data(args, None, dataset if key is None else {key: dataset})
+            for source in vocab([dataset], (args.source_column, "chosen_source", "rejected_source", "sources")):
+                self.source_vocab.setdefault(source, len(self.source_vocab))  # the collator's vocabulary too
+            dataset = prepare_dataset(dataset, self.processing_class, desc=name, **self._prep)
+        if args.precompute_ref_log_probs and not args.reference_free and "ref_logps" not in dataset.column_names:
+            if self.ref_model is None and not is_peft(self.model) and self.state.global_step > 0:
+                raise ValueError(
+                    f"{name} dataset passed to evaluate() after training started, with precompute_ref_log_probs=True "
+                    "and no ref_model: the reference (the initial policy) is gone. Pass it as eval_dataset when the "
+                    "trainer is built, pass a ref_model, or set precompute_ref_log_probs=False"
+                )
+            dataset = self._precompute_ref(dataset, name)
+        return dataset
 
     # ------------------------------------------------------------------ checkpoints
 
