@@ -88,9 +88,11 @@ with open(preds, "w", encoding="utf-8") as f:
         f.write(json.dumps(r) + "\n")
 print(f"{len(rows)} predictions from {results} -> {preds}")
 
-main(["eval", "distalign", "--predictions", preds, "--data", *oqa_files.values(), nyt_file, gv_file,
+rc = main(["eval", "distalign", "--predictions", preds, "--data", *oqa_files.values(), nyt_file, gv_file,
       "--groups", "paper", "--failed-parse", "zero", "--output", args.output,
       *(["--no-renormalize"] if args.as_given else [])])  # fmt: skip
+if rc:  # the CLI has printed its one-line error
+    raise SystemExit(rc)
 board = json.load(open(os.path.join(args.output, "leaderboard.json")))
 ok = True
 for method, expected in paper.items():
