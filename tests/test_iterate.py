@@ -94,6 +94,14 @@ def test_resume_accepts_the_same_settings_given_as_tuples(tmp_path):
         _check_same_run(str(tmp_path), IterateConfig(**{**cfg.__dict__, "target_sources": ["synthetic"]}))
 
 
+def test_a_training_output_dir_is_refused_not_deleted(tmp_path):
+    # each round's trainer folder is removed after the round: a folder of the user's must never be that one
+    with pytest.raises(ValueError, match=r"training.output_dir: each round trains in output_dir/round_<r>/trainer"):
+        IterateConfig(model="m", output_dir=str(tmp_path / "out"), training={"output_dir": str(tmp_path)})
+    with pytest.raises(SystemExit, match=r"training.output_dir"):
+        load_iterate_recipe(None, {"model": "m", "pool": "p", "judge": "j", "training": {"output_dir": "x"}})
+
+
 def test_resume_refuses_another_pool_or_judge(tmp_path):
     """A run's folder records its data and judge; a later run with others stops instead of resuming."""
     cfg = IterateConfig(model=str(tmp_path / "no_model_here"), output_dir=str(tmp_path / "out"), rounds=1)

@@ -43,6 +43,9 @@ class IterateConfig:
             raise ValueError("target_sources must name at least one source")
         if isinstance(self.target_sources, str):
             self.target_sources = [self.target_sources]
+        if "output_dir" in (self.training or {}):
+            raise ValueError("training.output_dir: each round trains in output_dir/round_<r>/trainer (removed after "
+                             "the round); set the top-level output_dir instead")  # fmt: skip
 
 
 # keys of a recipe that are not IterateConfig fields: where the data and the judge come from
