@@ -189,6 +189,19 @@ def test_gradient_accumulation_full_equals_big_batch(tmp_path, tiny_model_dir, r
     assert micro_loss != pytest.approx(big_loss, rel=1e-4)
 
 
+def test_metrics_count_every_row_of_the_last_accumulation(tmp_path, tiny_model_dir):
+    """14 rows, micro-batches of 4, 2 accumulation steps: step 2 runs micro-batches of 4 and 2 rows, both fetched
+    before either runs. Its logged means cover those 6 rows (not the last batch's 2 rows twice)."""
+    rows = pair_rows(14)
+    t = DoRATrainer(model=tiny_model_dir, train_dataset=Dataset.from_list(rows), args=config(
+        tmp_path, per_device_train_batch_size=4, gradient_accumulation_steps=2, max_steps=-1, num_train_epochs=1,
+        objective="mean", learning_rate=1e-6))  # fmt: skip
+    t.train()
+    first, second = [h for h in t.state.log_history if "loss" in h]
+    total = sum(r["dora_weight"] for r in rows)
+    assert 8 * first["dora/weight_mean"] + 6 * second["dora/weight_mean"] == pytest.approx(total, rel=1e-6)
+
+
 def test_lora_trains_adapter_with_disabled_adapter_reference(tmp_path, tiny_model_dir):
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM

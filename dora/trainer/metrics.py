@@ -18,7 +18,13 @@ class MetricsMixin:
     """DoRATrainer's metric recording (``self._metrics``, ``self._per_source`` are set up by the trainer)."""
 
     def _gather(self, t: torch.Tensor) -> torch.Tensor:
-        return self.accelerator.gather_for_metrics(t.detach().contiguous())
+        """All processes' rows. ``gather_for_metrics`` drops the padding rows of a dataloader's last batch; the
+        Trainer fetches an accumulation's micro-batches before running them, so in training it is used only for
+        the accumulation's last micro-batch (``_micro_batches_left`` is kept by the trainer)."""
+        t = t.detach().contiguous()
+        if self.model.training and getattr(self, "_micro_batches_left", 0) > 0:
+            return self.accelerator.gather(t)
+        return self.accelerator.gather_for_metrics(t)
 
     def _record(self, mode, inputs, losses, logps, ref, lengths, out) -> None:
         args = self.args

@@ -324,6 +324,7 @@ class DoRATrainer(ReferenceMixin, MetricsMixin, Trainer):
         objective's weights over the whole global batch before the micro-batches' backward passes."""
         batches, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
         self._plan = None
+        self._micro_batches_left = len(batches)  # for the metrics' gather (MetricsMixin._gather)
         if self.args.dro_accumulation == "full" and len(batches) > 1:
             self._plan = self._accumulation_plan(batches)
         return batches, num_items
@@ -355,6 +356,8 @@ class DoRATrainer(ReferenceMixin, MetricsMixin, Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if model.training else "eval"
+        if mode == "train":
+            self._micro_batches_left = getattr(self, "_micro_batches_left", 1) - 1
         losses, logps, ref, lengths = self._batch_losses(model, inputs)
         out = self._objective(losses, inputs, mode)
         self._record(mode, inputs, losses, logps, ref, lengths, out)
