@@ -21,9 +21,14 @@ COMMANDS = {
 }
 
 
+ONE_LINE_ERRORS = ("classify", "eval")  # bad input is one line and exit status 2; --debug gives the traceback
+
+
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="dora", description="Distribution-aware robust preference alignment."
+        prog="dora",
+        description="Distribution-aware robust preference alignment.",
+        epilog="Bad input to a command is one line naming the file, row or flag; add --debug for the traceback.",
     )
     sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(COMMANDS) + "}")
     wanted = next((a for a in argv if not a.startswith("-")), None)
@@ -50,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         if not getattr(module, "ACCEPTS_OVERRIDES", False):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = extra
-    if args.command == "train":  # dora train handles its own errors (one line, or a traceback with --debug)
+    if args.command not in ONE_LINE_ERRORS:  # dora train handles its own errors; demo, bench, iterate train models
         return int(module.run(args) or 0)
     try:
         return int(module.run(args) or 0)

@@ -1,7 +1,7 @@
 """Iterative DoRA: rounds of generate -> judge -> re-weight -> train, anchored to the target distribution.
 
 ``iterate(config, pool=..., judge=...)`` runs or resumes the rounds; ``dora iterate --config recipe.yaml``
-is the same from a YAML recipe (docs/iterate.md).
+is the same from a YAML recipe (docs/howto/iterate.md).
 """
 
 from dora.iterate.config import IterateConfig, load_iterate_recipe

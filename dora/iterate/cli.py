@@ -15,7 +15,7 @@ ACCEPTS_OVERRIDES = True
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, help="YAML recipe (docs/iterate.md lists the keys)")
+    p.add_argument("--config", required=True, help="YAML recipe (docs/howto/iterate.md lists the keys)")
     p.set_defaults(overrides=[])
     p.epilog = "Any other --key value pair overrides the recipe key of that name (e.g. --rounds 2)."
 

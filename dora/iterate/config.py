@@ -1,4 +1,4 @@
-"""IterateConfig: what one iterative run needs, read from a YAML recipe (docs/iterate.md lists every key)."""
+"""IterateConfig: what one iterative run needs, read from a YAML recipe (docs/howto/iterate.md lists every key)."""
 
 from __future__ import annotations
 
