@@ -47,12 +47,14 @@ def run_sweep(args, cfg: WorldConfig, seeds: int, base: dict, t0: float) -> int:
     """DPO vs DoRA (or --methods) across synthetic shares: where does DoRA help, and where not?"""
     methods = [m for m in args.methods.split(",") if m in METHODS] if args.methods != ",".join(METHODS) else [
         "DPO", "DoRA"]
+    if getattr(args, "no_labels", False):
+        methods.append(NO_LABELS)
     shares = [float(x) for x in args.sweep.split(",")]
     rows, out = [], {}
     for share in shares:
         res = run_demo(replace(cfg, synthetic_share=share), seeds=seeds, methods=methods,
                        out_dir=os.path.join(args.output, f"share{share:g}"), sft_epochs=base["sft_epochs"],
-                       epochs=args.epochs or base["epochs"])
+                       epochs=args.epochs or base["epochs"], trusted_size=getattr(args, "trusted_size", 200))
         out[share] = res["summary"]
         for name in methods:
             st = res["summary"][name]
