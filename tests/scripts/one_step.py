@@ -32,3 +32,6 @@ if trainer.accelerator.is_main_process:
         k: v.detach().cpu() for k, v in trainer.accelerator.unwrap_model(trainer.model).state_dict().items()
     }
     torch.save({"params": state, "loss": trainer.state.log_history[0]["loss"]}, out_file)
+trainer.accelerator.wait_for_everyone()
+if torch.distributed.is_initialized():  # a clean gloo teardown: no process aborts at exit
+    torch.distributed.destroy_process_group()
