@@ -78,3 +78,6 @@ if world > 1:  # checkpoint and resume under FSDP2 (AdamW: the optimizer state i
 
 if results:
     torch.save(results, os.path.join(out_dir, "results.pt"))
+if torch.distributed.is_initialized():  # a clean gloo teardown: no process aborts at exit
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
