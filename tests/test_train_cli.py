@@ -259,7 +259,7 @@ def test_trl_dpo_commands_run_unchanged(tmp_path, tiny_model_dir, command, capsy
 def test_jsonl_with_peft_flags_and_relative_adapter_base(
     tmp_path, tiny_model_dir, data, capsys, monkeypatch, one_thread
 ):
-    """The brief's command on a jsonl file; then the adapter it wrote, with its base written relative to the
+    """trl dpo's LoRA flags on a jsonl file; then the adapter it wrote, with its base written relative to the
     adapter's folder, trained again from another working directory."""
     out = tmp_path / "first"
     argv = ["--model_name_or_path", tiny_model_dir, "--dataset_name", data, "--use_peft", "--lora_r", "8",
