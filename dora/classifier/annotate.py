@@ -22,7 +22,7 @@ from dora.classifier.crossfit import cross_calibrate, cross_fit, make_folds
 from dora.classifier.report import diagnostics, plot_diagnostics, write_report
 from dora.ratio import calibration_weights
 
-__all__ = ["annotate", "make_classifier", "Responses", "extract_responses"]
+__all__ = ["annotate", "make_classifier", "Responses", "extract_responses", "response_columns"]
 
 
 def make_classifier(backend: str = "tfidf", **kwargs) -> SourceClassifier:
@@ -51,6 +51,26 @@ def _text(x) -> str:
     return "" if x is None else str(x)
 
 
+def response_columns(cols, name: str | None = None) -> tuple[str, list[str]]:
+    """(kind, the columns holding the responses) of a dataset: listwise ``responses``, pairwise
+    ``chosen``/``rejected`` (both needed), or one ``response`` / ``completion`` per row."""
+    file = f"{name}: " if name else ""
+    if "responses" in cols:
+        kind, resp = "listwise", ["responses"]
+    elif "chosen" in cols or "rejected" in cols:
+        kind, resp = "pairwise", ["chosen", "rejected"]
+    elif "response" in cols or "completion" in cols:
+        kind, resp = "single", ["response" if "response" in cols else "completion"]
+    else:
+        raise ValueError(
+            f"{file}no response columns (expected chosen/rejected, responses, or response); has {sorted(cols)}"
+        )
+    for c in resp:
+        if c not in cols:
+            raise ValueError(f"{file}missing column '{c}'; the dataset has {sorted(cols)}")
+    return kind, resp
+
+
 def extract_responses(
     dataset, source_column: str = "source", name: str | None = None, line_offset: int | None = None
 ) -> Responses:
@@ -62,16 +82,7 @@ def extract_responses(
     def where(i: int) -> str:
         return (f"{name}, " if name else "") + (f"line {i + line_offset}" if line_offset is not None else f"row {i}")
 
-    if "responses" in cols:
-        kind, resp_cols = "listwise", ["responses"]
-    elif {"chosen", "rejected"} <= cols:
-        kind, resp_cols = "pairwise", ["chosen", "rejected"]
-    elif "response" in cols or "completion" in cols:
-        kind, resp_cols = "single", ["response" if "response" in cols else "completion"]
-    else:
-        raise ValueError(
-            f"{file}no response columns: expected chosen/rejected, responses, or response; got {sorted(cols)}"
-        )
+    kind, resp_cols = response_columns(cols, name)
     has_own = {"chosen_source", "rejected_source"} <= cols or "sources" in cols
     if source_column not in cols and not has_own:
         raise ValueError(

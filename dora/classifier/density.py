@@ -31,7 +31,7 @@ import warnings
 
 import numpy as np
 
-from dora.classifier.annotate import extract_responses, make_classifier
+from dora.classifier.annotate import extract_responses, make_classifier, response_columns
 from dora.classifier.crossfit import (
     cross_calibrate,
     cross_fit,
@@ -77,19 +77,7 @@ def check_rows(dataset, name: str, line_offset: int | None = None) -> str:
     if len(dataset) == 0:
         raise ValueError(f"{name}: empty, no rows")
     cols = set(dataset.column_names)
-    if "responses" in cols:
-        kind, resp = "listwise", ["responses"]
-    elif "chosen" in cols or "rejected" in cols:
-        kind, resp = "pairwise", ["chosen", "rejected"]
-    elif "response" in cols or "completion" in cols:
-        kind, resp = "single", ["response" if "response" in cols else "completion"]
-    else:
-        raise ValueError(
-            f"{name}: no response columns (expected chosen/rejected, responses, or response); has {sorted(cols)}"
-        )
-    for c in resp:  # the prompt is optional, as in labelled mode (an implicit prompt reads as "")
-        if c not in cols:
-            raise ValueError(f"{name}: missing column '{c}'; the dataset has {sorted(cols)}")
+    kind, resp = response_columns(cols, name)  # the prompt is optional, as in labelled mode
     data = dataset.select_columns(resp).to_dict()
     width = None
     for i in range(len(dataset)):
