@@ -34,6 +34,20 @@ def tiny_model_dir(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="session")
+def ref_dir(tmp_path_factory, tiny_model_dir):
+    """The tiny model with another seed (same tokenizer): a reference, so that policy != reference at step 1."""
+    from transformers import AutoTokenizer
+
+    from dora.synthetic import build_model
+
+    path = str(tmp_path_factory.mktemp("tiny_ref"))
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tok.save_pretrained(path)
+    build_model(path, tok, hidden=32, layers=2, seed=1)
+    return path
+
+
 def pair_rows(n: int = 8, seed: int = 0, sources=("human", "gpt")) -> list[dict]:
     """Small pairwise rows with sources and weights."""
     import random

@@ -34,20 +34,6 @@ def config(tmp_path, **kw):
     return DoRAConfig(**base)
 
 
-@pytest.fixture(scope="module")
-def ref_dir(tmp_path_factory, tiny_model_dir):
-    """A second tiny model (other seed) as the reference, so policy != reference at step 1."""
-    from transformers import AutoTokenizer
-
-    from dora.synthetic import build_model
-
-    path = str(tmp_path_factory.mktemp("tiny_ref"))
-    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    tok.save_pretrained(path)
-    build_model(path, tok, hidden=32, layers=2, seed=1)
-    return path
-
-
 @pytest.mark.parametrize("loss_type,eps", [("sigmoid", 0.0), ("ipo", 0.0), ("robust", 0.1)])
 def test_first_step_equals_trl(tmp_path, tiny_model_dir, ref_dir, loss_type, eps):
     from transformers import AutoModelForCausalLM

@@ -198,20 +198,6 @@ def test_config_refusals():
 # ----------------------------------------------------------------------------- part 2: first steps of the trainers
 
 
-@pytest.fixture(scope="module")
-def other_dir(tmp_path_factory, tiny_model_dir):
-    """The tiny model with another seed: the reference, so that policy != reference at step 1."""
-    from transformers import AutoTokenizer
-
-    from dora.synthetic import build_model
-
-    path = str(tmp_path_factory.mktemp("tiny_other"))
-    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    tok.save_pretrained(path)
-    build_model(path, tok, hidden=32, layers=2, seed=1)
-    return path
-
-
 COMMON = dict(
     per_device_train_batch_size=8, logging_steps=1, report_to=[], save_strategy="no", disable_tqdm=True,
     learning_rate=1e-3, seed=0, beta=0.1,
@@ -263,29 +249,29 @@ FEATURES = {
 
 
 @pytest.mark.parametrize("feature", sorted(FEATURES))
-def test_first_steps_equal_trl(tmp_path, tiny_model_dir, other_dir, one_thread, feature):
+def test_first_steps_equal_trl(tmp_path, tiny_model_dir, ref_dir, one_thread, feature):
     trl_kw, ours_kw, step = FEATURES[feature]
     trl_kw = {"max_steps": step, **trl_kw}
     ours_kw = {**trl_kw, **(ours_kw or {})}
     if "rpo_alpha" in ours_kw:
         del ours_kw["loss_type"], ours_kw["loss_weights"]
     rows = pair_rows(8)
-    a = _trl_logs(tmp_path, tiny_model_dir, other_dir, rows, **trl_kw)[step - 1]
-    b = _dora_logs(tmp_path, tiny_model_dir, other_dir, rows, **ours_kw)[step - 1]
+    a = _trl_logs(tmp_path, tiny_model_dir, ref_dir, rows, **trl_kw)[step - 1]
+    b = _dora_logs(tmp_path, tiny_model_dir, ref_dir, rows, **ours_kw)[step - 1]
     assert a["step"] == b["step"] == step
     for key in KEYS:
         assert b[key] == pytest.approx(a[key], abs=1e-5, rel=1e-5), key
 
 
-def test_sync_ref_model_moves_the_reference(tmp_path, tiny_model_dir, other_dir, one_thread):
+def test_sync_ref_model_moves_the_reference(tmp_path, tiny_model_dir, ref_dir, one_thread):
     """After one synced step the reference is 0.5 policy + 0.5 old reference, parameter by parameter."""
     from transformers import AutoModelForCausalLM
 
     args = DoRAConfig(output_dir=str(tmp_path / "d"), objective="mean", max_steps=1, sync_ref_model=True,
                       ref_model_sync_steps=1, ref_model_mixup_alpha=0.5, **COMMON)  # fmt: skip
-    t = DoRATrainer(model=tiny_model_dir, ref_model=other_dir, args=args, train_dataset=Dataset.from_list(pair_rows(8)))
+    t = DoRATrainer(model=tiny_model_dir, ref_model=ref_dir, args=args, train_dataset=Dataset.from_list(pair_rows(8)))
     t.train()
-    old = dict(AutoModelForCausalLM.from_pretrained(other_dir).named_parameters())
+    old = dict(AutoModelForCausalLM.from_pretrained(ref_dir).named_parameters())
     policy = dict(t.model.named_parameters())
     for name, p in t.ref_model.named_parameters():
         torch.testing.assert_close(p, 0.5 * policy[name].detach() + 0.5 * old[name].detach())
@@ -331,7 +317,7 @@ def test_trainer_refusals(tmp_path, tiny_model_dir):
                     train_dataset=rows, peft_config=LoraConfig(r=2, target_modules=["q_proj"]))  # fmt: skip
 
 
-def test_precompute_ref_batch_size_and_pad_token(tmp_path, tiny_model_dir, other_dir, monkeypatch):
+def test_precompute_ref_batch_size_and_pad_token(tmp_path, tiny_model_dir, ref_dir, monkeypatch):
     from transformers import AutoTokenizer
 
     sizes = []
@@ -346,6 +332,6 @@ def test_precompute_ref_batch_size_and_pad_token(tmp_path, tiny_model_dir, other
     pad = next(t for t in tok.get_vocab() if t not in (tok.pad_token, tok.eos_token))
     args = DoRAConfig(output_dir=str(tmp_path), report_to=[], precompute_ref_log_probs=True,
                       precompute_ref_batch_size=3, pad_token=pad)  # fmt: skip
-    t = DoRATrainer(model=tiny_model_dir, ref_model=other_dir, args=args, train_dataset=Dataset.from_list(pair_rows(8)))
+    t = DoRATrainer(model=tiny_model_dir, ref_model=ref_dir, args=args, train_dataset=Dataset.from_list(pair_rows(8)))
     assert sizes == [3, 3, 2]
     assert t.data_collator.pad_token_id == tok.convert_tokens_to_ids(pad) == t.processing_class.pad_token_id
