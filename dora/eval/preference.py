@@ -259,12 +259,19 @@ def generate(
     temperature: float = 0.7,
     top_p: float = 0.9,
     seed: int = 0,
+    num_return_sequences: int = 1,
 ) -> list[str]:
-    """Batched (left-padded) generation; chat prompts go through the tokenizer's chat template."""
+    """Batched (left-padded) generation in eval mode; chat prompts go through the tokenizer's chat template.
+    ``num_return_sequences`` > 1 (sampling): that many responses per prompt, prompt-major in one flat list."""
     torch.manual_seed(seed)
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
     kw = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if do_sample else dict(do_sample=False)
+    if num_return_sequences > 1:
+        kw["num_return_sequences"] = num_return_sequences
     device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    was_training = model.training
+    model.eval()
     out = []
     try:
         for i in tqdm(range(0, len(prompts), batch_size), desc="generating", leave=False):
@@ -275,11 +282,11 @@ def generate(
                 for p in chunk
             ]
             enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not chat).to(device)
-            pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
             gen = model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=pad, **kw)
             out += tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
     finally:
         tokenizer.padding_side = side
+        model.train(was_training)
     return out
 
 

@@ -8,7 +8,8 @@ the prompts (every ``world``-th prompt from its rank on) and the shards are gath
 from __future__ import annotations
 
 import torch
-from tqdm.auto import tqdm
+
+from dora.eval.preference import generate
 
 __all__ = ["shard_indices", "unshard", "sample_responses", "sample_responses_distributed", "process_state"]
 
@@ -44,14 +45,6 @@ def unshard(parts: list[list], n: int) -> list:
     return out
 
 
-def _texts(tokenizer, prompts: list) -> tuple[list[str], bool]:
-    chat = isinstance(prompts[0], list)
-    if chat:
-        return [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts], True
-    return [str(p) for p in prompts], False
-
-
-@torch.no_grad()
 def sample_responses(
     model,
     tokenizer,
@@ -75,27 +68,11 @@ def sample_responses(
         k = 1
     if backend != "hf":
         raise ValueError(f"generation backend must be 'hf' or 'vllm', got {backend!r}")
-    torch.manual_seed(seed)
-    side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    out: list[list[str]] = []
-    try:
-        for i in tqdm(range(0, len(prompts), batch_size), desc="sampling", leave=False):
-            texts, chat = _texts(tokenizer, prompts[i : i + batch_size])
-            enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not chat).to(device)
-            sampling = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0, num_return_sequences=k)
-            gen = model.generate(
-                **enc, max_new_tokens=max_new_tokens, pad_token_id=pad, **({"do_sample": False} if greedy else sampling)
-            )
-            flat = tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
-            out += [flat[j * k : (j + 1) * k] for j in range(len(texts))]
-    finally:
-        tokenizer.padding_side = side
-        model.train(was_training)
-    return out
+    flat = generate(
+        model, tokenizer, prompts, batch_size=batch_size, max_new_tokens=max_new_tokens, do_sample=not greedy,
+        temperature=temperature, top_p=top_p, seed=seed, num_return_sequences=k,
+    )  # fmt: skip
+    return [flat[j * k : (j + 1) * k] for j in range(len(prompts))]
 
 
 def _sample_vllm(model_path, prompts, k, max_new_tokens, temperature, top_p, seed) -> list[list[str]]:
