@@ -57,17 +57,20 @@ def prepare_dataset(
     num_proc: int | None = None,
     desc: str = "train",
     truncation_mode: str = "keep_start",
+    validated: bool = False,
 ):
     """Validate, tokenise and attach the columns the collator reads: ``prompt_ids``, ``completion_ids``
     (a list: [chosen, rejected] or the n responses), ``scores``, ``weight``, ``source``, ``group``.
     Rows whose prompt alone exceeds ``max_prompt_length`` (or fills ``max_length``) are dropped, with a
     warning that counts them; with ``truncation_mode="keep_end"`` a long prompt keeps its end, so only
-    ``max_prompt_length`` drops rows (as TRL)."""
+    ``max_prompt_length`` drops rows (as TRL). ``validated``: the rows were checked already (the trainer checks
+    every dataset before any model loads), so they are not checked twice."""
     dataset = add_implicit_prompt(dataset)
-    validate_rows(dataset, weight_column=weight_column, name=desc)
     cols = set(dataset.column_names)
+    if not validated:
+        validate_rows(dataset, weight_column=weight_column, name=desc)
+        check_weight_columns(cols, weight_column, desc)
     listwise = is_listwise(cols)
-    check_weight_columns(cols, weight_column, desc)
     if weight_column not in cols:
         logger.warning("no '%s' column in the %s dataset: every weight is 1", weight_column, desc)
 

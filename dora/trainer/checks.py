@@ -9,21 +9,25 @@ from dora.logprobs import PADDING_FREE_ATTENTION, unwrap_causal_lm
 __all__ = ["check_data", "set_pad_token", "router_aux_loss", "check_padding_free", "check_sorting_losses", "vocab"]
 
 
-def check_data(args, train_dataset, eval_dataset) -> None:
-    """Every row of every dataset, and whether the loss fits the data, checked before a model loads."""
-    named = [("train", train_dataset)]
-    if isinstance(eval_dataset, dict):
-        named += [(f"eval ({k})", v) for k, v in eval_dataset.items()]
-    else:
-        named.append(("eval", eval_dataset))
-    group = args.group_column if args.objective == "group_dro" else None
-    for name, ds in named:
+def check_data(args, train_dataset, eval_dataset):
+    """Every row of every dataset, and whether the loss fits the data, checked before a model loads. Returns
+    (train, eval) as checked: rows whose prompt is the dialogue's shared start get their ``prompt`` column."""
+
+    def check(name, ds):
         if ds is None or not hasattr(ds, "column_names"):
-            continue
+            return ds
         ds = add_implicit_prompt(ds)
         validate_rows(ds, weight_column=args.weight_column, name=name, group_column=group)
         check_weight_columns(ds.column_names, args.weight_column, name)
         check_loss_fits_data(ds, args.loss_type, args.listwise, f"{name} dataset")
+        return ds
+
+    group = args.group_column if args.objective == "group_dro" else None
+    if isinstance(eval_dataset, dict):
+        eval_dataset = {k: check(f"eval ({k})", v) for k, v in eval_dataset.items()}
+    else:
+        eval_dataset = check("eval", eval_dataset)
+    return check("train", train_dataset), eval_dataset
 
 
 def set_pad_token(tokenizer, pad_token: str | None) -> None:

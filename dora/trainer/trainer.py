@@ -86,7 +86,7 @@ class DoRATrainer(ReferenceMixin, MetricsMixin, Trainer):
         if args.trust_remote_code:
             model_init_kwargs["trust_remote_code"] = True
         self._ref_given = ref_model is not None  # for the start-up summary
-        check_data(args, train_dataset, eval_dataset)  # before any model loads
+        train_dataset, eval_dataset = check_data(args, train_dataset, eval_dataset)  # before any model loads
         if isinstance(model, str):
             model = AutoModelForCausalLM.from_pretrained(model, **model_init_kwargs)
         if processing_class is None:
@@ -142,7 +142,8 @@ class DoRATrainer(ReferenceMixin, MetricsMixin, Trainer):
         ]
         self.source_vocab = vocab(datasets_, (args.source_column, "chosen_source", "rejected_source", "sources"))
         self.group_vocab = vocab(datasets_, (args.group_column,)) if args.group_column else {}
-        self._prep = prep = dict(
+        self._prep = prep = dict(  # every dataset reaching prepare_dataset went through check_data
+            validated=True,
             weight_column=args.weight_column,
             source_column=args.source_column,
             group_column=args.group_column,
@@ -389,7 +390,8 @@ class DoRATrainer(ReferenceMixin, MetricsMixin, Trainer):
         args = self.args
         name = "eval" if key is None else f"eval ({key})"
         if "completion_ids" not in dataset.column_names:  # rows, not yet tokenised
-            check_data(args, None, dataset if key is None else {key: dataset})
+            _, checked = check_data(args, None, dataset if key is None else {key: dataset})
+            dataset = checked if key is None else checked[key]
             for source in vocab([dataset], (args.source_column, "chosen_source", "rejected_source", "sources")):
                 self.source_vocab.setdefault(source, len(self.source_vocab))  # the collator's vocabulary too
             dataset = prepare_dataset(dataset, self.processing_class, desc=name, **self._prep)
