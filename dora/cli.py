@@ -39,6 +39,16 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     return parser
 
 
+def _finish(code: int) -> int:
+    """Under `accelerate launch`, tear the process group down before exit: a gloo group left to the interpreter's
+    shutdown can abort a process ("terminate called without an active exception") after a run that succeeded."""
+    dist = getattr(sys.modules.get("torch"), "distributed", None)
+    if code == 0 and dist is not None and dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
@@ -56,9 +66,9 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = extra
     if args.command not in ONE_LINE_ERRORS:  # dora train handles its own errors; demo, bench, iterate train models
-        return int(module.run(args) or 0)
+        return _finish(int(module.run(args) or 0))
     try:
-        return int(module.run(args) or 0)
+        return _finish(int(module.run(args) or 0))
     except (ValueError, FileNotFoundError) as e:  # bad input: one line naming what is wrong (--debug: traceback)
         if debug or os.environ.get("DORA_DEBUG"):
             raise
