@@ -257,7 +257,7 @@ def test_density_weights_never_read_the_pool_sources(tmp_path):
 def test_two_processes_split_the_sampling_and_gather_it_in_prompt_order(tiny_model_dir, tmp_path, one_thread):
     """`accelerate launch` (two CPU processes) runs a round; its policy-written pairs are exactly the pairs
     made from rank 0 sampling and judging prompts 0, 2, 4, ... (seed s) and rank 1 prompts 1, 3, ... (seed
-    s + 1)."""
+    s + 1000003); the weights are fitted once, by rank 0, and every process trains on them."""
     import shutil
     import subprocess
     import sys
@@ -277,8 +277,9 @@ def test_two_processes_split_the_sampling_and_gather_it_in_prompt_order(tiny_mod
         "generation: {max_new_tokens: 6}\ntraining: {per_device_train_batch_size: 4, max_steps: 1}\n"
     )
     accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
+    calls = tmp_path / "calls.txt"
     cmd = [accelerate, "launch", "--config_file", os.path.join(ROOT, "recipes", "accelerate_configs", "cpu2.yaml"),
-           "-m", "dora", "iterate", "--config", str(recipe)]  # fmt: skip
+           os.path.join(ROOT, "tests", "scripts", "iterate_round.py"), str(recipe), str(calls)]  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS="1", TQDM_DISABLE="1")
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-4000:]
@@ -288,7 +289,10 @@ def test_two_processes_split_the_sampling_and_gather_it_in_prompt_order(tiny_mod
     prompts = list(dict.fromkeys(r["prompt"] for r in rows))
     model, tok = AutoModelForCausalLM.from_pretrained(tiny_model_dir), AutoTokenizer.from_pretrained(tiny_model_dir)
     seed = 3 * 1000 + 1  # the round's sampling seed
-    shards = [sample_responses(model, tok, prompts[rank::2], 3, max_new_tokens=6, seed=seed + rank) for rank in (0, 1)]
+    shards = [
+        sample_responses(model, tok, prompts[rank::2], 3, max_new_tokens=6, seed=seed + 1_000_003 * rank)
+        for rank in (0, 1)
+    ]
     samples = unshard(shards, len(prompts))
     # each rank judges its own shard once (a judge called on every rank with every prompt could give each
     # rank another pool); this judge's verdicts depend on the call, so the two ways give other pairs here
@@ -298,6 +302,9 @@ def test_two_processes_split_the_sampling_and_gather_it_in_prompt_order(tiny_mod
     assert expected != make_pairs(prompts, samples, LengthBiasedJudge()(prompts, samples), "policy_r1")[0]
     report = json.loads((out / "round_1" / "report.json").read_text())
     assert report["train"]["batch_size"] == 8  # 4 per process x 2 processes
+    # the weights function ran once, on rank 0 (rank 1 would have given 2.0), and that is what was trained on
+    assert calls.read_text() == "0\n"
+    assert {x["dora_weight"] for x in written} == {1.0}
 
 
 def test_demo_table_gives_mean_sd_and_per_seed_numbers():

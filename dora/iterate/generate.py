@@ -95,15 +95,17 @@ def _sample_vllm(model_path, prompts, k, max_new_tokens, temperature, top_p, see
 
 def sample_responses_distributed(model, tokenizer, prompts: list, k: int, *, seed: int = 0, **kwargs):
     """``sample_responses`` with the prompts split across the processes of ``accelerate launch`` (one
-    process: the same call). Process ``rank`` samples with seed ``seed + rank``; every process gets all
-    results, in prompt order."""
+    process: the same call). Process ``rank`` samples with seed ``seed + 1_000_003 * rank`` (rank 0: ``seed``;
+    callers step ``seed`` by one per round, so no two processes or rounds share a stream); every process gets
+    all results, in prompt order."""
     from accelerate.utils import gather_object
 
     state = process_state()
     if state.num_processes == 1:
         return sample_responses(model, tokenizer, prompts, k, seed=seed, **kwargs)
     idx = shard_indices(len(prompts), state.process_index, state.num_processes)
-    mine = sample_responses(model, tokenizer, [prompts[i] for i in idx], k, seed=seed + state.process_index, **kwargs)
+    rank_seed = seed + 1_000_003 * state.process_index
+    mine = sample_responses(model, tokenizer, [prompts[i] for i in idx], k, seed=rank_seed, **kwargs)
     gathered = gather_object([(state.process_index, mine)])  # one (rank, results) entry per process
     parts = dict(gathered)
     return unshard([parts[r] for r in range(state.num_processes)], len(prompts))

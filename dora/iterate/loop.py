@@ -339,11 +339,20 @@ def iterate(
         pool_rows = pool_rows + new_rows
         clock["judge"] = time.perf_counter()
         # (4) weights on the grown pool
-        wdir = os.path.join(rdir, "weights") if state.is_main_process else None
-        weighted, wreport = fit_weights(
-            pool_rows, weights_fn or cfg.weights, target_sources=cfg.target_sources,
-            classifier=cfg.classifier, seed=cfg.seed + r, output_dir=wdir, trusted=trusted,
-        )  # fmt: skip
+        # fit once, on the main process, and send the weights to the others: a transformer or embedding
+        # classifier need not be bit-identical across processes, and every process must train on one set
+        fitted = [None]
+        if state.is_main_process:
+            fitted = [fit_weights(
+                pool_rows, weights_fn or cfg.weights, target_sources=cfg.target_sources,
+                classifier=cfg.classifier, seed=cfg.seed + r, output_dir=os.path.join(rdir, "weights"),
+                trusted=trusted,
+            )]  # fmt: skip
+        if state.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+
+            fitted = broadcast_object_list(fitted, from_process=0)
+        weighted, wreport = fitted[0]
         clock["weights"] = time.perf_counter()
         # (5) train one round
         # fixed: the round-0 policy; previous: None, i.e. a frozen copy of the starting policy (with LoRA,
