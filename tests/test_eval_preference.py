@@ -147,7 +147,7 @@ def test_win_rate_bootstrap_matches_numpy():
         assert r[f"{k}_ci95"][0] <= r[k] <= r[f"{k}_ci95"][1]
 
 
-def test_preference_cli_end_to_end(tmp_path, models):
+def test_preference_cli_end_to_end(tmp_path, models, capsys):
     policy_dir, ref_dir, rm_dir = models
     data = tmp_path / "heldout.jsonl"
     rows = pair_rows(8, seed=1)
@@ -170,11 +170,12 @@ def test_preference_cli_end_to_end(tmp_path, models):
     assert scores == pytest.approx([ex["policy_score"], ex["reference_score"]], abs=1e-4)
     assert "win rate (tie = ½)" in (out / "results.md").read_text()
 
-    with pytest.raises(SystemExit, match="nothing to evaluate"):
-        main(["eval", "preference", "--model", policy_dir, "--dataset", str(data)])
-    with pytest.raises(SystemExit, match="--win-rate needs"):
-        main(["eval", "preference", "--model", policy_dir, "--ref-model", ref_dir, "--dataset", str(data),
-              "--win-rate"])  # fmt: skip
+    capsys.readouterr()
+    assert main(["eval", "preference", "--model", policy_dir, "--dataset", str(data)]) == 2
+    assert capsys.readouterr().err.startswith("dora eval: error: nothing to evaluate")
+    assert main(["eval", "preference", "--model", policy_dir, "--ref-model", ref_dir, "--dataset", str(data),
+                 "--win-rate"]) == 2  # fmt: skip
+    assert capsys.readouterr().err == "dora eval: error: --win-rate needs --reward-model and --ref-model\n"
 
 
 def test_default_reference_is_the_adapter_base(tmp_path):

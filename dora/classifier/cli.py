@@ -78,7 +78,7 @@ def apply_config(args, defaults: dict) -> None:
         for key, value in cfg.items():
             key = key.replace("-", "_")
             if key not in defaults:
-                raise SystemExit(f"dora classify: unknown key {key!r} in {args.config}")
+                raise ValueError(f"unknown key {key!r} in {args.config}")
             if getattr(args, key) == defaults[key]:
                 if key == "target_sources" and isinstance(value, list):
                     value = ",".join(value)
@@ -86,21 +86,21 @@ def apply_config(args, defaults: dict) -> None:
     required = ("dataset", "output") if args.target_dataset else ("dataset", "target_sources", "output")
     missing = [f"--{k.replace('_', '-')}" for k in required if not getattr(args, k)]
     if missing:
-        raise SystemExit(f"dora classify: missing {', '.join(missing)} (as flags or in --config)")
+        raise ValueError(f"missing {', '.join(missing)} (as flags or in --config)")
 
 
 def check_weight_flags(args) -> None:
     """The weight formula's flags, checked before any data or model loads (one line each)."""
     if args.preset and (args.target_share is not None or args.stabilizer is not None):
-        raise SystemExit("dora classify: --preset authors fixes the constants; drop --target-share / --stabilizer")
+        raise ValueError("--preset authors fixes the constants; drop --target-share / --stabilizer")
     if args.target_share is not None and not 0.0 < float(args.target_share) <= 1.0:
-        raise SystemExit(f"dora classify: --target-share must be in (0, 1], got {args.target_share}")
+        raise ValueError(f"--target-share must be in (0, 1], got {args.target_share}")
     if args.stabilizer is not None and not float(args.stabilizer) >= 0.0:
-        raise SystemExit(f"dora classify: --stabilizer must be >= 0, got {args.stabilizer}")
+        raise ValueError(f"--stabilizer must be >= 0, got {args.stabilizer}")
     if args.clip is not None and not float(args.clip) > 0.0:
-        raise SystemExit(f"dora classify: --clip must be > 0, got {args.clip}")
+        raise ValueError(f"--clip must be > 0, got {args.clip}")
     if not 0.0 < float(args.eps) < 0.5:
-        raise SystemExit(f"dora classify: --eps must be in (0, 0.5), got {args.eps}")
+        raise ValueError(f"--eps must be in (0, 0.5), got {args.eps}")
 
 
 def run(args) -> int:
@@ -165,12 +165,12 @@ def check_no_labels_flags(args) -> None:
     given = [f for f, v in (("--target-sources", args.target_sources), ("--target-share", args.target_share),
                             ("--stabilizer", args.stabilizer), ("--preset", args.preset)) if v is not None]
     if given:
-        raise SystemExit(f"dora classify: {', '.join(given)} belong to labelled mode, not to --target-dataset")
+        raise ValueError(f"{', '.join(given)} belong to labelled mode, not to --target-dataset")
     for path in (args.dataset, args.target_dataset):
         if os.path.isfile(path):
             with open(path, "rb") as f:
                 if not f.read(1 << 16).strip():
-                    raise SystemExit(f"{path}: empty file, no rows")
+                    raise ValueError(f"{path}: empty file, no rows")
 
 
 def run_no_labels(args, dataset, backend_kwargs) -> int:
@@ -178,25 +178,22 @@ def run_no_labels(args, dataset, backend_kwargs) -> int:
     from dora.classifier.density import annotate_density_ratio, format_table
 
     trusted = load_rows(args.target_dataset, args.target_split)
-    try:
-        annotated, report = annotate_density_ratio(
-            dataset,
-            trusted,
-            trusted_in_pool=args.trusted_in_pool,
-            backend=args.backend,
-            folds=args.folds,
-            calibration=args.calibration,
-            clip="auto" if args.clip is None else args.clip,
-            eps=args.eps,
-            bootstrap=args.share_bootstrap,
-            seed=args.seed,
-            output_dir=args.output,
-            names=(args.dataset, args.target_dataset),
-            line_offsets=(_line_offset(args.dataset), _line_offset(args.target_dataset)),
-            **backend_kwargs,
-        )
-    except ValueError as e:
-        raise SystemExit(str(e)) from None
+    annotated, report = annotate_density_ratio(
+        dataset,
+        trusted,
+        trusted_in_pool=args.trusted_in_pool,
+        backend=args.backend,
+        folds=args.folds,
+        calibration=args.calibration,
+        clip="auto" if args.clip is None else args.clip,
+        eps=args.eps,
+        bootstrap=args.share_bootstrap,
+        seed=args.seed,
+        output_dir=args.output,
+        names=(args.dataset, args.target_dataset),
+        line_offsets=(_line_offset(args.dataset), _line_offset(args.target_dataset)),
+        **backend_kwargs,
+    )
     path = save_like_input(annotated, args.dataset, args.output)
     print(format_table(report))
     for message in report["warnings"]:

@@ -151,10 +151,10 @@ def run_preference(args) -> int:
     targets = None if args.target_sources.strip().lower() == "all" else _csv(args.target_sources)
     ref_path = args.ref_model or P.default_reference(args.model)
     if args.win_rate and (args.reward_model is None or ref_path is None):
-        raise SystemExit("--win-rate needs --reward-model and --ref-model")
+        raise ValueError("--win-rate needs --reward-model and --ref-model")
     implicit = not args.no_implicit and (ref_path is not None or args.reference_free)
     if not implicit and args.reward_model is None:
-        raise SystemExit("nothing to evaluate: give --ref-model (or --reference-free) and/or --reward-model")
+        raise ValueError("nothing to evaluate: give --ref-model (or --reference-free) and/or --reward-model")
 
     data = add_implicit_prompt(load_rows(args.dataset, args.split))
     tok = AutoTokenizer.from_pretrained(args.model)
