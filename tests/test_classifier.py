@@ -133,14 +133,14 @@ def test_pairwise_and_listwise_columns(tmp_path):
      r"unknown target source\(s\) \['human'\]"),
     ([{"prompt": "p", "response": "x" if i != 3 else " ", "source": "human" if i % 2 else "gpt"}
       for i in range(10)],
-     "row 3, column 'response': empty response"),
+     "row 4, column 'response': empty response"),
     ([{"prompt": "p", "response": "x", "origin": "human"}] * 10, "missing column 'source'"),
     ([{"prompt": "p", "responses": "abc" if i != 2 else None, "source": "human" if i % 2 else "gpt"}
       for i in range(10)],
-     "row 0, column 'responses': needs a non-empty list of responses"),
+     "row 1, column 'responses': needs a non-empty list of responses"),
     ([{"prompt": "p", "responses": ["a", "b"] if i != 2 else None, "source": "human" if i % 2 else "gpt"}
       for i in range(10)],
-     "row 2, column 'responses': needs a non-empty list of responses"),
+     "row 3, column 'responses': needs a non-empty list of responses"),
 ])  # fmt: skip
 def test_bad_input(rows, match):
     with pytest.raises(ValueError, match=match):
@@ -291,7 +291,7 @@ def test_listwise_sources_must_match_responses():
     rows = [{"prompt": f"q{i}", "responses": ["a", "b b", "c c c"], "sources": ["human", "gpt", "gpt"]}
             for i in range(10)]
     rows[4]["sources"] = ["human", "gpt"]
-    with pytest.raises(ValueError, match=r"row 4, column 'sources': 2 sources for 3 responses"):
+    with pytest.raises(ValueError, match=r"row 5, column 'sources': 2 sources for 3 responses"):
         annotate(Dataset.from_list(rows), target_sources=["human"], folds=2)
 
 

@@ -74,13 +74,14 @@ def response_columns(cols, name: str | None = None) -> tuple[str, list[str]]:
 def extract_responses(
     dataset, source_column: str = "source", name: str | None = None, line_offset: int | None = None
 ) -> Responses:
-    """The responses and their sources. Errors name row i (0-based), or, with ``name`` (a file), the file and
-    row i, or line i + ``line_offset`` of a text file (jsonl: 1)."""
+    """The responses and their sources. Errors name row k (1-based, as ``dora.data`` does), with ``name`` the
+    file too, or, with ``line_offset``, line i + ``line_offset`` of a text file (jsonl: 1)."""
     cols = set(dataset.column_names)
     file = f"{name}: " if name else ""
 
     def where(i: int) -> str:
-        return (f"{name}, " if name else "") + (f"line {i + line_offset}" if line_offset is not None else f"row {i}")
+        at = f"line {i + line_offset}" if line_offset is not None else f"row {i + 1}"
+        return (f"{name}, " if name else "") + at
 
     kind, resp_cols = response_columns(cols, name)
     has_own = {"chosen_source", "rejected_source"} <= cols or "sources" in cols

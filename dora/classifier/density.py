@@ -63,8 +63,9 @@ def _empty(x) -> bool:
 
 
 def _where(name: str, line_offset: int | None, i: int) -> str:
-    """``name, row i`` or, for files (``line_offset`` given), ``name, line i + offset``."""
-    return f"{name}, " + (f"line {i + line_offset}" if line_offset is not None else f"row {i}")
+    """``name, row i + 1`` (1-based, as ``dora.data``) or, for text files (``line_offset`` given), ``name, line
+    i + offset``."""
+    return f"{name}, " + (f"line {i + line_offset}" if line_offset is not None else f"row {i + 1}")
 
 
 def check_rows(dataset, name: str, line_offset: int | None = None) -> str:
