@@ -124,6 +124,22 @@ def test_share_estimator_finds_the_anchor_or_the_upper_bound():
     assert a["interval"][0] <= a["share"] <= a["interval"][1]
 
 
+def test_share_interval_resamples_rows_not_responses():
+    """A row's two responses with one score are one draw, not two: resampling rows widens the interval by
+    about sqrt(2) over resampling the responses as if independent."""
+    rng = np.random.default_rng(1)
+    q0 = rng.random(1000)
+    pool = np.where(rng.random(4000) < 0.3, rng.random(4000), 0.5 * rng.random(4000))
+    two = lambda x: np.repeat(x, 2)  # noqa: E731  (each row's responses share the row's score)
+    rows_ = estimate_target_share(two(q0), two(pool), per_row=2, bootstrap=300, seed=0)
+    responses = estimate_target_share(two(q0), two(pool), per_row=1, bootstrap=300, seed=0)
+    width = lambda r: r["interval"][1] - r["interval"][0]  # noqa: E731
+    assert rows_["share"] == responses["share"]
+    assert 1.2 < width(rows_) / width(responses) < 2.5
+    with pytest.raises(ValueError, match="per_row=2 does not divide"):
+        estimate_target_share(q0[:5], pool, per_row=2)
+
+
 def test_support_warning_on_disjoint_vocabularies():
     pool, _ = rows(800, 13)
     trusted, _ = rows(200, 14, vocab=[f"v{i}" for i in range(10)])

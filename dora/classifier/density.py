@@ -193,7 +193,7 @@ def annotate_density_ratio(
     shift_z = _auc_z(labels, probs)
     shift = shift_z >= SHIFT_Z
 
-    share = estimate_target_share(c_trusted, c_pool, bootstrap=bootstrap, seed=seed)
+    share = estimate_target_share(c_trusted, c_pool, per_row=n, bootstrap=bootstrap, seed=seed)
     if not shift:
         raw_w = np.ones_like(raw_w)
     if clip == "auto":  # 1 / (a lower confidence bound of alpha*): above it a weight is estimation noise

@@ -36,17 +36,25 @@ def _best_bin(trusted: np.ndarray, pool: np.ndarray, delta: float = 0.1, gamma: 
 
 
 def estimate_target_share(
-    trusted_scores, pool_scores, *, bootstrap: int = 200, level: float = 0.95, seed: int = 0
+    trusted_scores, pool_scores, *, per_row: int = 1, bootstrap: int = 200, level: float = 0.95, seed: int = 0
 ) -> dict:
     """The largest share α* of the pool that the trusted distribution can make up (= 1 / sup dQ₀/dP), from
     out-of-fold classifier scores of trusted and pool responses, with a percentile-bootstrap interval
-    (scores resampled; the classifier is held fixed). α* bounds the true share from above and equals it when
-    the target has an anchor set (a region the other sources never reach)."""
+    (rows resampled, the classifier held fixed). ``per_row``: responses per row, the scores in row order
+    (row r's responses at r·per_row ...), so a row's responses are resampled together. α* bounds the true
+    share from above and equals it when the target has an anchor set (a region the other sources never reach)."""
     t = np.asarray(trusted_scores, dtype=np.float64)
     p = np.asarray(pool_scores, dtype=np.float64)
+    if len(t) % per_row or len(p) % per_row:
+        raise ValueError(f"per_row={per_row} does not divide the {len(t)} trusted and {len(p)} pool scores")
     share, mass, threshold = _best_bin(t, p)
+    rows_t, rows_p = t.reshape(-1, per_row), p.reshape(-1, per_row)
     rng = np.random.default_rng(seed)
-    boots = [_best_bin(rng.choice(t, len(t)), rng.choice(p, len(p)))[0] for _ in range(bootstrap)]
+
+    def resample(rows: np.ndarray) -> np.ndarray:
+        return rows[rng.integers(0, len(rows), len(rows))].ravel()
+
+    boots = [_best_bin(resample(rows_t), resample(rows_p))[0] for _ in range(bootstrap)]
     lo, hi = (np.quantile(boots, [(1 - level) / 2, (1 + level) / 2]).tolist() if boots else (share, share))
     return {"share": share, "interval": [lo, hi], "level": level, "bin_trusted_mass": mass, "threshold": threshold}
 
