@@ -81,7 +81,7 @@ def test_written_weights_follow_the_formula(subset):
         Dataset.from_list(pool), Dataset.from_list(trusted), trusted_in_pool=subset, bootstrap=20
     )
     c = np.array(ds["trusted_prob"], dtype=np.float64)
-    assert report["clip"] == pytest.approx(1 / report["target_share_interval"][0])
+    assert report["clip"] == pytest.approx(1 / report["response_share_interval"][0])
     expected = _expected_weights(c, 1500, 200, report["clip"], subset)
     np.testing.assert_allclose(ds["dora_weight"], expected, rtol=1e-6)
 
@@ -105,6 +105,29 @@ def test_target_share_of_a_subset_trusted_sample():
     assert lo <= report["target_share"] <= hi and hi - lo < 0.15
     w = np.array(ds["dora_weight"])
     assert w[kinds == "T"].mean() > 2 * w[kinds == "O"].mean()
+
+
+def test_target_share_counts_rows_and_sees_pairs_whole():
+    """Target pairs: both responses carry "foo"; the other pairs: one "foo" response and one "bar", so each
+    "foo" response alone could be target text but no other pair is. Over rows the share 0.25 is identified;
+    over responses only its bound 0.25 + 0.75 / 2 = 0.625 is, and that bound sets the per-response clip."""
+    alpha, n = 0.25, 3000
+    kinds = draw(n, {"T": alpha, "O": 1 - alpha}, 20)
+    rng = np.random.default_rng(21)
+    words = lambda: " ".join(rng.choice(VOCAB, 3))  # noqa: E731
+    pool = []
+    for k in kinds:
+        a, b = f"{words()} foo", f"{words()} {'foo' if k == 'T' else 'bar'}"
+        pool.append({"prompt": f"q {rng.integers(20)}", "chosen": a, "rejected": b} if rng.random() < 0.5 else
+                    {"prompt": f"q {rng.integers(20)}", "chosen": b, "rejected": a})  # fmt: skip
+    trusted = [pool[i] for i in rng.choice(np.nonzero(kinds == "T")[0], 300, replace=False)]
+    _, report = annotate_density_ratio(
+        Dataset.from_list(pool), Dataset.from_list(trusted), trusted_in_pool=True, bootstrap=50
+    )
+    truth = (kinds == "T").mean()  # the drawn share (0.265)
+    assert report["target_share"] == pytest.approx(truth, abs=0.02)
+    assert report["response_share"] == pytest.approx(truth + (1 - truth) / 2, abs=0.03)
+    assert report["clip"] == pytest.approx(1 / report["response_share_interval"][0])
 
 
 def test_share_estimator_finds_the_anchor_or_the_upper_bound():

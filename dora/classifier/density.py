@@ -193,11 +193,17 @@ def annotate_density_ratio(
     shift_z = _auc_z(labels, probs)
     shift = shift_z >= SHIFT_Z
 
-    share = estimate_target_share(c_trusted, c_pool, per_row=n, bootstrap=bootstrap, seed=seed)
+    # The pool's target share is a share of rows: scored by the row's summed log-odds, a pair whose two
+    # responses each could be human text but not both together is told apart, so the row-level bound is at
+    # least as tight as the response-level one. The response-level bound caps the response weights.
+    share = estimate_target_share(_row_scores(c_trusted, n), _row_scores(c_pool, n), bootstrap=bootstrap, seed=seed)
+    response_share = share if n == 1 else estimate_target_share(
+        c_trusted, c_pool, per_row=n, bootstrap=bootstrap, seed=seed
+    )  # fmt: skip
     if not shift:
         raw_w = np.ones_like(raw_w)
-    if clip == "auto":  # 1 / (a lower confidence bound of alpha*): above it a weight is estimation noise
-        clip_value = 1.0 / max(share["interval"][0], 1.0 / n_p)
+    if clip == "auto":  # 1 / (a lower confidence bound of sup dQ0/dP's inverse): above it a weight is noise
+        clip_value = 1.0 / max(response_share["interval"][0], 1.0 / n_p)
     elif clip is None:
         clip_value = None
     else:
@@ -224,6 +230,8 @@ def annotate_density_ratio(
     report = _diagnostics(probs, labels, h, raw_w, share, len(tr.texts) // n)
     report.update(
         {
+            "response_share": response_share["share"],
+            "response_share_interval": response_share["interval"],
             "mode": "no_labels",
             "trusted_in_pool": trusted_in_pool,
             "backend": backend,
@@ -247,8 +255,14 @@ def annotate_density_ratio(
         row_src = ["pool"] * n_rows
         if trusted_in_pool:
             row_src = np.where(labels.reshape(-1, n)[:, 0] == 1, "pool, trusted rows", "pool, other rows").tolist()
-        _write_outputs(output_dir, final, report, h, row_src, c_trusted, c_pool, share)
+        scores = (_row_scores(c_trusted, n), _row_scores(c_pool, n))
+        _write_outputs(output_dir, final, report, h, row_src, *scores, share)
     return out, report
+
+
+def _row_scores(c: np.ndarray, n: int) -> np.ndarray:
+    """A row's score: the sum of its responses' log-odds log(c / (1 - c)), responses in row order."""
+    return (np.log(c) - np.log1p(-c)).reshape(-1, n).sum(axis=1)
 
 
 def _fit_scores(prompts, texts, labels, rows, backend, calibration, folds, seed, backend_kwargs):
@@ -281,7 +295,7 @@ def _fit_scores(prompts, texts, labels, rows, backend, calibration, folds, seed,
     return probs, final, chosen_c, grouping
 
 
-def _write_outputs(output_dir, final, report, h, row_src, c_trusted, c_pool, share) -> None:
+def _write_outputs(output_dir, final, report, h, row_src, trusted_scores, pool_scores, share) -> None:
     """classifier/, report.json, report.md and the three plots."""
     os.makedirs(output_dir, exist_ok=True)
     final.save_pretrained(os.path.join(output_dir, "classifier"))
@@ -294,7 +308,7 @@ def _write_outputs(output_dir, final, report, h, row_src, c_trusted, c_pool, sha
             + "![reliability](reliability.png)\n![weights](weights.png)\n![share](share.png)\n"
         )
     plot_diagnostics(report, h, row_src, output_dir)
-    plot_share(c_trusted, c_pool, share, os.path.join(output_dir, "share.png"))
+    plot_share(trusted_scores, pool_scores, share, os.path.join(output_dir, "share.png"))
 
 
 def _auc_z(labels, scores) -> float:
@@ -350,11 +364,13 @@ def _diagnostics(probs, labels, h, raw_w, share, n_trusted_rows) -> dict:
 
 def format_table(report: dict) -> str:
     lo, hi = report["target_share_interval"]
+    rlo, rhi = report["response_share_interval"]
     rows = [
         ("ROC-AUC, trusted vs pool", f"{report['roc_auc']:.3f}"),
         ("Brier score", f"{report['brier']:.4f}"),
         ("expected calibration error", f"{report['ece']:.4f}"),
-        ("estimated target share α̂ (upper bound)", f"{report['target_share']:.3f} [{lo:.3f}, {hi:.3f}]"),
+        ("estimated target share of the rows α̂ (upper bound)", f"{report['target_share']:.3f} [{lo:.3f}, {hi:.3f}]"),
+        ("the same over responses (sets the clip)", f"{report['response_share']:.3f} [{rlo:.3f}, {rhi:.3f}]"),
         ("clip (per response)", "none" if report["clip"] is None else f"{report['clip']:.3f}"),
         ("coverage of the trusted distribution", f"{report['coverage']:.3f}"),
         (

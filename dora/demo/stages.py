@@ -147,6 +147,7 @@ def classify_no_labels(train_rows: list[dict], cfg: WorldConfig, k: int, out_dir
     report["subset_share"] = {
         "estimate": sub["target_share"],
         "interval": sub["target_share_interval"],
+        "response_estimate": sub["response_share"],
         "truth": len(human) / len(train_rows),
     }
     return rows, report
@@ -220,8 +221,8 @@ def run_seed(
         results["weights_no_labels"] = {
             s: [r["dora_weight"] for r in rows_for[NO_LABELS] if r["source"] == s] for s in results["weights"]
         }
-        keep = ("roc_auc", "ess_fraction", "coverage", "target_share", "target_share_interval", "clip", "C",
-                "shift_detected", "warnings", "subset_share")  # fmt: skip
+        keep = ("roc_auc", "ess_fraction", "coverage", "target_share", "target_share_interval", "response_share",
+                "response_share_interval", "clip", "C", "shift_detected", "warnings", "subset_share")  # fmt: skip
         results["classifier_no_labels"] = {k: nl[k] for k in keep}
     for name in tqdm(methods, desc=f"methods (seed {cfg.seed})", leave=False):
         results[name] = train_method(
