@@ -2,8 +2,10 @@
 
 Field names follow TRL's DPOConfig where TRL has the field, so a TRL user moves over by renaming a class.
 Device-aware defaults: ``bf16`` and ``gradient_checkpointing`` left unset (None) become True on a CUDA
-machine (bf16 where supported) and False on a CPU; several processes on a machine with no accelerator
-(``accelerate launch`` with recipes/accelerate_configs/cpu2.yaml) run on the CPU with gloo.
+machine (bf16 where supported) and False on a CPU (checkpointing set through transformers' current name,
+``activation_checkpointing``); with no accelerator the dataloaders do not pin memory; several processes on a
+machine with no accelerator (``accelerate launch`` with recipes/accelerate_configs/cpu2.yaml) run on the CPU
+with gloo.
 """
 
 from __future__ import annotations
@@ -224,8 +226,10 @@ class DoRAConfig(TrainingArguments):
         cuda = torch.cuda.is_available() and not self.use_cpu
         if self.bf16 is None:
             self.bf16 = bool(cuda and torch.cuda.is_bf16_supported()) and not self.fp16
-        if self.gradient_checkpointing is None:
-            self.gradient_checkpointing = cuda
+        if not torch.accelerator.is_available():
+            self.dataloader_pin_memory = False  # nothing to pin for; torch warns at every dataloader otherwise
+        if self.gradient_checkpointing is None and self.activation_checkpointing is None:
+            self.activation_checkpointing = cuda  # transformers' current name: its deprecated alias would warn
         super().__post_init__()
         check_trackers(self.report_to)
 

@@ -141,3 +141,19 @@ def test_out_of_range_values_fail_in_the_config(tmp_path, kw, match):
         DoRAConfig(output_dir=str(tmp_path), report_to="none", **kw)
     inside = dict(label_smoothing=0.49, cvar_alpha=1.0, kldpo_tau=0.1, dr_dpo_beta=0.1, lire_temperature=0.1)
     DoRAConfig(output_dir=str(tmp_path), report_to="none", **{**kw, **{k: v for k, v in inside.items() if k in kw}})
+
+
+def test_cpu_defaults_warn_about_nothing(tmp_path):
+    """On this CPU machine the device-aware defaults leave checkpointing and pinned memory off, set through
+    transformers' current names: no FutureWarning for `gradient_checkpointing`, no pin_memory warning later."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        args = DoRAConfig(output_dir=str(tmp_path))
+    assert [str(w.message) for w in caught if "checkpointing" in str(w.message)] == []
+    assert args.activation_checkpointing is False and args.gradient_checkpointing is False
+    assert args.dataloader_pin_memory is False
+    with pytest.warns(FutureWarning, match="gradient_checkpointing"):  # a user's explicit old name: theirs to see
+        explicit = DoRAConfig(output_dir=str(tmp_path), gradient_checkpointing=True)
+    assert explicit.activation_checkpointing is True
