@@ -202,7 +202,7 @@ def annotate_density_ratio(
     )  # fmt: skip
     if not shift:
         raw_w = np.ones_like(raw_w)
-    if clip == "auto":  # 1 / (a lower confidence bound of sup dQ0/dP's inverse): above it a weight is noise
+    if clip == "auto":  # 1 / (the lower end of α*_resp = 1 / sup dQ0/dP): above it a weight is estimation noise
         clip_value = 1.0 / max(response_share["interval"][0], 1.0 / n_p)
     elif clip is None:
         clip_value = None

@@ -1,10 +1,10 @@
 """The target share of the pool: the largest share α* of the pool the trusted distribution can make up.
 
-α* = inf over x of p(x)/q₀(x) = 1 / sup dQ₀/dP, estimated from classifier scores of trusted and pool responses
-by mixture-proportion estimation over the top-score sets (the "best bin" estimator of Garg et al. 2021,
-arXiv 2111.00980), with a percentile-bootstrap interval. α* bounds the pool's true target share from above
-and equals it when the target has an anchor set: a region of response space no other source reaches
-(Blanchard et al. 2010; Scott 2015). Otherwise the true share is not identifiable from any data.
+α* = inf over x of p(x)/q₀(x) = 1 / sup dQ₀/dP, estimated from classifier scores of trusted and pool items
+(whole rows, or single responses) by mixture-proportion estimation over the top-score sets (the "best bin"
+estimator of Garg et al. 2021, arXiv 2111.00980), with a percentile-bootstrap interval. α* bounds the pool's
+true target share from above and equals it when the target has an anchor set: a region no other source
+reaches (Blanchard et al. 2010; Scott 2015). Otherwise the true share is not identifiable from any data.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def estimate_target_share(
     trusted_scores, pool_scores, *, per_row: int = 1, bootstrap: int = 200, level: float = 0.95, seed: int = 0
 ) -> dict:
     """The largest share α* of the pool that the trusted distribution can make up (= 1 / sup dQ₀/dP), from
-    out-of-fold classifier scores of trusted and pool responses, with a percentile-bootstrap interval
+    out-of-fold classifier scores of trusted and pool items, with a percentile-bootstrap interval
     (rows resampled, the classifier held fixed). ``per_row``: responses per row, the scores in row order
     (row r's responses at r·per_row ...), so a row's responses are resampled together. α* bounds the true
     share from above and equals it when the target has an anchor set (a region the other sources never reach)."""
