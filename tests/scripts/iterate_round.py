@@ -18,3 +18,9 @@ def weights(rows, output_dir):
 
 cfg, data = load_iterate_recipe(recipe)
 iterate(cfg, pool=data["pool"], judge=data["judge"], weights_fn=weights)
+
+import torch  # noqa: E402
+
+if torch.distributed.is_initialized():  # a clean gloo teardown: no process aborts at exit
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
