@@ -4,6 +4,8 @@ which process called it and gives each process other weights (as a non-determini
 import os
 import sys
 
+import torch
+
 from dora.iterate import iterate, load_iterate_recipe
 
 recipe, calls_file = sys.argv[1:3]
@@ -18,9 +20,6 @@ def weights(rows, output_dir):
 
 cfg, data = load_iterate_recipe(recipe)
 iterate(cfg, pool=data["pool"], judge=data["judge"], weights_fn=weights)
-
-import torch  # noqa: E402
-
 if torch.distributed.is_initialized():  # a clean gloo teardown: no process aborts at exit
     torch.distributed.barrier()
     torch.distributed.destroy_process_group()
