@@ -60,7 +60,7 @@ def estimate_target_share(
 
 
 def plot_share(trusted_scores, pool_scores, share: dict, path: str) -> None:
-    """P(S_t)/Q(S_t) against the trusted mass Q(S_t) of the top-score sets: its minimum is α̂."""
+    """P(S_t)/Q(S_t) against the trusted mass Q(S_t) of the top-score sets of rows: its minimum is α̂."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -68,7 +68,7 @@ def plot_share(trusted_scores, pool_scores, share: dict, path: str) -> None:
 
     _, q_t, q_p = top_set_masses(np.asarray(trusted_scores), np.asarray(pool_scores))
     fig, ax = plt.subplots(figsize=(5, 4))
-    ax.plot(q_t, q_p / q_t, "-", color="#36c", label="P(S) / Q₀(S), top-score sets S")
+    ax.plot(q_t, q_p / q_t, "-", color="#36c", label="P(S) / Q₀(S), top-score sets S of rows")
     ax.axhline(share["share"], color="#c33", ls="--", label=f"α̂ = {share['share']:.3f}")
     ax.axhspan(*share["interval"], color="#c33", alpha=0.15, label=f"{100 * share['level']:.0f}% interval")
     ax.set_xlabel("trusted mass Q₀(S)")
