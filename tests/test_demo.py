@@ -51,3 +51,21 @@ def test_sweep_keeps_no_labels_and_its_trusted_size(tmp_path):
     assert "| 80% | DoRA (no labels) |" in (out / "sweep.md").read_text()
     report = json.loads((out / "share0.8" / "seed0" / "classifier_no_labels" / "report.json").read_text())
     assert report["n_trusted_rows"] == 40
+
+
+def test_no_labels_table_gives_the_share_of_the_gain_kept():
+    from dora.demo.report import no_labels_table
+
+    def seed(dpo, dora, nl):
+        share = {"estimate": 0.22, "interval": [0.2, 0.24], "truth": 0.2}
+        return {"DPO": {"preference_accuracy": dpo}, "DoRA": {"preference_accuracy": dora},
+                "DoRA (no labels)": {"preference_accuracy": nl},
+                "classifier_no_labels": {"target_share": 0.21, "target_share_interval": [0.19, 0.23],
+                                         "subset_share": share}}  # fmt: skip
+
+    # gains over DPO: DoRA (0.10 + 0.06) / 2 = 8 points, no labels (0.07 + 0.05) / 2 = 6 points: 75% kept
+    table = no_labels_table([seed(0.50, 0.60, 0.57), seed(0.55, 0.61, 0.60)])
+    assert "| 0 | 50.0 | 60.0 | 57.0 | 0.210 [0.190, 0.230] | 0.220 [0.200, 0.240] | 0.200 |" in table
+    assert "DoRA's mean gain over DPO: +8.0 points; DoRA (no labels): +6.0 points; 75% of it kept." in table
+    table = no_labels_table([seed(0.50, 0.49, 0.52)])
+    assert "+2.0 points; the share of the gain kept is undefined (DoRA did not beat DPO)." in table

@@ -61,10 +61,11 @@ def no_labels_table(per_seed: list[dict]) -> str:
     if all("DPO" in r and "DoRA" in r for r in per_seed):
         gain = statistics.fmean(r["DoRA"]["preference_accuracy"] - r["DPO"]["preference_accuracy"] for r in per_seed)
         kept = statistics.fmean(r[NO_LABELS]["preference_accuracy"] - r["DPO"]["preference_accuracy"] for r in per_seed)
-        share = f"{100 * kept / gain:.0f}%" if gain > 0 else "undefined (DoRA did not beat DPO)"
+        share = (f"{100 * kept / gain:.0f}% of it kept" if gain > 0
+                 else "the share of the gain kept is undefined (DoRA did not beat DPO)")  # fmt: skip
         lines.append(
             f"\nDoRA's mean gain over DPO: {100 * gain:+.1f} points; DoRA (no labels): {100 * kept:+.1f} "
-            f"points, {share} of it kept."
+            f"points; {share}."
         )
     return "\n".join(lines)
 
