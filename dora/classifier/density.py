@@ -196,7 +196,8 @@ def annotate_density_ratio(
     # The pool's target share is a share of rows: scored by the row's summed log-odds, a pair whose two
     # responses each could be human text but not both together is told apart, so the row-level bound is at
     # least as tight as the response-level one. The response-level bound caps the response weights.
-    share = estimate_target_share(_row_scores(c_trusted, n), _row_scores(c_pool, n), bootstrap=bootstrap, seed=seed)
+    row_scores = (_row_scores(c_trusted, n), _row_scores(c_pool, n))
+    share = estimate_target_share(*row_scores, bootstrap=bootstrap, seed=seed)
     response_share = share if n == 1 else estimate_target_share(
         c_trusted, c_pool, per_row=n, bootstrap=bootstrap, seed=seed
     )  # fmt: skip
@@ -255,8 +256,7 @@ def annotate_density_ratio(
         row_src = ["pool"] * n_rows
         if trusted_in_pool:
             row_src = np.where(labels.reshape(-1, n)[:, 0] == 1, "pool, trusted rows", "pool, other rows").tolist()
-        scores = (_row_scores(c_trusted, n), _row_scores(c_pool, n))
-        _write_outputs(output_dir, final, report, h, row_src, *scores, share)
+        _write_outputs(output_dir, final, report, h, row_src, *row_scores, share)
     return out, report
 
 
