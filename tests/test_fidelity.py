@@ -114,6 +114,35 @@ def test_trained_adapter_is_its_own_reference(tmp_path, tiny_model_dir, one_thre
     assert trainable and all(".default." in n for n in trainable)
 
 
+def test_frozen_reference_copy_scores_as_the_reference_adapter(tmp_path, tiny_model_dir, one_thread):
+    """The copy that scores the precomputed reference under FSDP (the "ref" adapter merged into the base, or the
+    bare base) gives the log-probs the policy gives inside ``reference_adapter``, and is a separate model."""
+    from dora.logprobs import add_logprob_head
+    from dora.trainer.reference import frozen_reference_copy, reference_adapter
+
+    t = DoRATrainer(model=_trained_adapter(tiny_model_dir), args=config(tmp_path),
+                    train_dataset=Dataset.from_list(pair_rows(8)))  # fmt: skip
+    batch = t._prepare_inputs(t.data_collator([t.train_dataset[i] for i in range(8)]))
+    copy = frozen_reference_copy(t.model)
+    add_logprob_head(copy)
+    with torch.no_grad():
+        with reference_adapter(t.model):
+            ref, _ = t._logps(t.model, batch)
+        copied, _ = t._logps(copy, batch)
+        with t.model.disable_adapter():
+            base, _ = t._logps(t.model, batch)
+    torch.testing.assert_close(copied, ref, rtol=1e-5, atol=1e-5)
+    assert (copied - base).abs().max() > 1e-2  # the "ref" adapter is in the copy
+    assert not any(p.requires_grad for p in copy.parameters())
+    assert {"default", "ref"} == set(t.model.peft_config)  # the policy keeps both adapters
+    plain = _trained_adapter(tiny_model_dir)  # no "ref" adapter: the reference is the bare base
+    assert set(plain.peft_config) == {"default"}
+    bare = frozen_reference_copy(plain)
+    add_logprob_head(bare)
+    with torch.no_grad():
+        torch.testing.assert_close(t._logps(bare, batch)[0], base, rtol=1e-5, atol=1e-5)
+
+
 def test_peft_config_with_a_peft_model_is_an_error(tmp_path, tiny_model_dir):
     from peft import LoraConfig
 

@@ -83,6 +83,9 @@ def test_fsdp2_precomputed_reference_split_across_processes(runs):
     _, one, two = runs
     assert one["precompute"].shape == (7, 2)  # 7 rows: shares of 4 and 3 (+1 repeated) on two processes
     torch.testing.assert_close(two["precompute"], one["precompute"], rtol=1e-6, atol=1e-5)
+    # with LoRA: one process scores with the adapter disabled, FSDP2 with a sharded copy of the base
+    torch.testing.assert_close(two["precompute_lora"], one["precompute_lora"], rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(two["precompute_lora"], two["precompute"], rtol=1e-6, atol=1e-5)
 
 
 @pytest.mark.slow

@@ -5,10 +5,13 @@ placement under FSDP2."""
 from __future__ import annotations
 
 import contextlib
+import copy
 
 import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
+
+from dora.logprobs import add_logprob_head
 
 __all__ = ["is_peft", "unwrap_peft", "disable_dropout", "add_reference_adapter", "reference_adapter", "ReferenceMixin"]
 
@@ -62,6 +65,26 @@ def reference_adapter(model):
                 param.requires_grad_(False)
 
 
+def is_sharded(model) -> bool:
+    """Whether FSDP2 has sharded the model's parameters (DTensors)."""
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) for p in model.parameters())
+
+
+def frozen_reference_copy(model):
+    """A frozen copy of what the policy scores as its reference before any step: the model itself, or for a PeftModel
+    its base with the "ref" adapter merged in (or no adapter at all)."""
+    ref = copy.deepcopy(unwrap_peft(model))
+    if is_peft(ref):
+        if "ref" in ref.peft_config:
+            ref.set_adapter("ref")
+            ref = ref.merge_and_unload(adapter_names=["ref"])
+        else:
+            ref = ref.unload()
+    return ref.eval().requires_grad_(False)
+
+
 class ReferenceMixin:
     """DoRATrainer's reference log-probs (``self._token_logps`` / ``self._sequence_logps`` come from the trainer)."""
 
@@ -92,7 +115,9 @@ class ReferenceMixin:
     def _precompute_ref(self, dataset, name: str):
         """Reference log-probs of every row, once, stored as the column ``ref_logps``; batches of
         ``precompute_ref_batch_size``, else the train / eval batch size (as TRL). Several processes split the rows
-        in equal contiguous shares (the last row repeats to even them out), compute theirs, and gather them."""
+        in equal contiguous shares (the last row repeats to even them out), compute theirs, and gather them. Under
+        FSDP with no ``ref_model`` the policy is neither sharded nor on the device before ``train()``: a frozen copy,
+        sharded as a reference is, scores the rows and is freed."""
         default = self.args.per_device_train_batch_size if name == "train" else self.args.per_device_eval_batch_size
         n, world, rank = len(dataset), self.accelerator.num_processes, self.accelerator.process_index
         share = -(-n // world)
@@ -105,12 +130,20 @@ class ReferenceMixin:
         rows = []
         was_training = self.model.training
         self.model.eval()
-        for batch in tqdm(
-            loader, desc=f"Reference log-probs ({name})", disable=not self.is_local_process_zero()
-        ):
-            batch = {k: v.to(self.accelerator.device) for k, v in batch.items()}
-            rows.extend(self._reference_from_model(batch).cpu().tolist())
-        self.model.train(was_training)
+        kept_ref = self.ref_model
+        if kept_ref is None and self.is_fsdp_enabled and not is_sharded(self.model):
+            ref = frozen_reference_copy(self.model)
+            add_logprob_head(ref, self.args.logprob_chunk_tokens)  # the copy must not call the policy's forward
+            self.ref_model = self._place_reference(ref)
+        try:
+            for batch in tqdm(
+                loader, desc=f"Reference log-probs ({name})", disable=not self.is_local_process_zero()
+            ):
+                batch = {k: v.to(self.accelerator.device) for k, v in batch.items()}
+                rows.extend(self._reference_from_model(batch).cpu().tolist())
+        finally:
+            self.ref_model = kept_ref
+            self.model.train(was_training)
         if world > 1:
             from accelerate.utils import gather_object
 
@@ -119,7 +152,12 @@ class ReferenceMixin:
 
     def _place_reference(self, ref_model):
         """The frozen reference on the device; under FSDP2, sharded with the policy's plugin (its blocks wrapped as
-        the policy's), so that no process holds a whole copy."""
+        the policy's), so that no process holds a whole copy; under DeepSpeed, an inference engine built by TRL's
+        ``prepare_deepspeed`` (sharded under ZeRO-3, a whole copy per process under ZeRO-1/2)."""
+        if self.is_deepspeed_enabled:
+            from trl.models.utils import prepare_deepspeed
+
+            return prepare_deepspeed(ref_model, self.accelerator)
         if not self.is_fsdp_enabled:
             return ref_model.to(self.accelerator.device)
         if self.accelerator.state.fsdp_plugin.fsdp_version != 2:

@@ -64,6 +64,10 @@ t = DoRATrainer(model=model_dir, args=config("pre", precompute_ref_log_probs=Tru
                 train_dataset=Dataset.from_list(rows[:7]))  # fmt: skip
 if t.accelerator.is_main_process:
     results["precompute"] = torch.tensor(t.train_dataset["ref_logps"])
+t = DoRATrainer(model=model_dir, args=config("pre_lora", precompute_ref_log_probs=True, objective="mean"),
+                train_dataset=Dataset.from_list(rows[:7]), peft_config=lora)  # fmt: skip
+if t.accelerator.is_main_process:
+    results["precompute_lora"] = torch.tensor(t.train_dataset["ref_logps"])
 
 if world > 1:  # checkpoint and resume under FSDP2 (AdamW: the optimizer state is sharded too), trackers on
     kw = dict(optim="adamw_torch", learning_rate=1e-2, save_strategy="steps", save_steps=1, report_to=["tensorboard"])
