@@ -317,6 +317,95 @@ def test_cli_bad_input(tmp_path, capsys):
     assert error(base + [outside, "--trusted-in-pool"]).startswith(f"{outside}, line 1: not found in {pool}")
 
 
+def test_cli_more_bad_input(tmp_path, capsys):
+    """Inputs of different shapes, flags out of range, non-text responses, blank lines in a file, a missing
+    trusted file: one line, exit status 2, nothing written."""
+    pool = _write(tmp_path / "pool.jsonl", _pairs(40, "terse", 0))
+    out = tmp_path / "out"
+
+    def error(*extra) -> str:
+        assert main(["classify", "--dataset", pool, "--output", str(out), *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert err.startswith("dora classify: error: "), err
+        return err[len("dora classify: error: ") :]
+
+    rows_ = _pairs(10, "terse", 1)
+    no_prompt = _write(tmp_path / "noprompt.jsonl", [{k: r[k] for k in ("chosen", "rejected")} for r in rows_])
+    assert error("--target-dataset", no_prompt) == (
+        f"{no_prompt}: no 'prompt' column, {pool} has one (the two inputs must have the same columns)"
+    )
+    chat = [dict(r, chosen=[{"role": "assistant", "content": r["chosen"]}]) for r in rows_]
+    chat_file = _write(tmp_path / "chat.jsonl", chat)
+    assert error("--target-dataset", chat_file) == (
+        f"{chat_file}, column 'chosen': chat messages, {pool} has plain text (the two inputs must have the same format)"
+    )
+    numbers = [dict(r) for r in rows_]
+    numbers[4]["chosen"] = 123
+    num_file = _write(tmp_path / "numbers.jsonl", numbers)
+    # datasets reads a column of mixed types as strings or fails; either way the row must not pass as text "123"
+    msg = error("--target-dataset", num_file)
+    assert num_file in msg
+    blank = tmp_path / "blank.jsonl"  # the bad row is on line 9, after two blank lines
+    lines = [json.dumps(r) for r in rows_[:6]]
+    bad = dict(rows_[6], rejected="")
+    text = [lines[0], "", *lines[1:4], "", *lines[4:], json.dumps(bad)]
+    blank.write_text("\n".join(text) + "\n")
+    assert error("--target-dataset", str(blank)) == f"{blank}, line 9, column 'rejected': missing or empty response"
+    trusted = _write(tmp_path / "trusted.jsonl", rows_)
+    assert error("--target-dataset", trusted, "--folds", "1") == (
+        "--folds must be >= 2 with --target-dataset (cross-fitted scores), got 1"
+    )
+    assert error("--target-dataset", trusted, "--share-bootstrap", "-5") == "--share-bootstrap must be >= 0, got -5"
+    assert error("--target-dataset", trusted, "--source-column", "origin") == (
+        "--source-column belong to labelled mode, not to --target-dataset"
+    )
+    assert error("--target-sources", "x", "--folds", "0") == "--folds must be >= 1, got 0"
+    assert not out.exists()  # no folder left behind by a failed run
+    lone = tmp_path / "lone"  # the output folder named like the missing file must not become the hint
+    lone.mkdir()
+    argv = ["classify", "--dataset", pool, "--target-dataset", str(lone / "trusted_v2.jsonl"), "--output",
+            str(lone / "trusted_v2")]  # fmt: skip
+    assert main(argv) == 2
+    missing = capsys.readouterr().err.strip().splitlines()[-1]
+    assert missing.startswith("dora classify: error: --target-dataset ") and "not found" in missing, missing
+    assert "did you mean" not in missing and not (lone / "trusted_v2").exists()
+
+
+def test_cli_prints_each_warning_once(tmp_path, capsys):
+    """The support warning on disjoint vocabularies: one "warning:" line on stdout, no Python warning on stderr."""
+    pool = _write(tmp_path / "pool.jsonl", rows(300, 13)[0])
+    trusted = _write(tmp_path / "trusted.jsonl", rows(100, 14, vocab=[f"v{i}" for i in range(10)])[0])
+    argv = ["classify", "--dataset", pool, "--target-dataset", trusted, "--output", str(tmp_path / "out"),
+            "--share-bootstrap", "10"]  # fmt: skip
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert captured.out.count("off-distribution") == 1
+    assert "warning: the trusted set is off-distribution" in captured.out
+    assert "off-distribution" not in captured.err
+
+
+def test_python_inputs_and_the_two_ess_warnings():
+    """Lists of dicts and DataFrames are read as datasets (same weights); other objects are a one-line
+    TypeError. A trusted sample larger than the weights' effective sample size gets its own warning, not the
+    collapse warning."""
+    import pandas as pd
+
+    pool, kinds = rows(400, 30, draw(400, {"foo": 0.3, "": 0.7}, 31))
+    trusted, _ = rows(300, 32, ["foo"] * 300)
+    with pytest.warns(UserWarning) as caught:
+        a, report = annotate_density_ratio(pool, trusted, folds=3, bootstrap=10)
+    messages = [str(w.message) for w in caught]
+    assert any("below the trusted sample's own 300 rows" in m for m in messages), messages
+    assert not any("collapsed" in m for m in messages)
+    assert report["ess"] < 300 and report["ess_fraction"] > 0.1
+    b, _ = annotate_density_ratio(pd.DataFrame(pool), pd.DataFrame(trusted), folds=3, bootstrap=10)
+    np.testing.assert_allclose(b["dora_weight"], a["dora_weight"])
+    with pytest.raises(TypeError, match="trusted: expected a datasets.Dataset, a list of row dicts or a pandas"):
+        annotate_density_ratio(pool, "trusted.jsonl")
+    with pytest.raises(ValueError, match="folds must be >= 2 without source labels"):
+        annotate_density_ratio(pool, trusted, folds=1)
+
+
 @pytest.mark.slow
 def test_demo_no_labels_row(tmp_path):
     out = tmp_path / "demo"

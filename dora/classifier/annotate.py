@@ -22,7 +22,7 @@ from dora.classifier.crossfit import cross_calibrate, cross_fit, make_folds
 from dora.classifier.report import diagnostics, plot_diagnostics, write_report
 from dora.ratio import calibration_weights
 
-__all__ = ["annotate", "make_classifier", "Responses", "extract_responses", "response_columns"]
+__all__ = ["annotate", "make_classifier", "Responses", "extract_responses", "response_columns", "as_dataset"]
 
 
 def make_classifier(backend: str = "tfidf", **kwargs) -> SourceClassifier:
@@ -51,6 +51,32 @@ def _text(x) -> str:
     return "" if x is None else str(x)
 
 
+def as_dataset(rows, name: str | None = None):
+    """A ``datasets.Dataset`` from a Dataset, a list of row dicts or a pandas DataFrame; else a one-line
+    TypeError."""
+    from datasets import Dataset
+
+    if isinstance(rows, Dataset):
+        return rows
+    if isinstance(rows, list) and all(isinstance(r, dict) for r in rows):
+        return Dataset.from_list(rows)
+    if type(rows).__name__ == "DataFrame" and hasattr(rows, "to_dict"):
+        return Dataset.from_pandas(rows, preserve_index=False)
+    raise TypeError(
+        f"{name or 'dataset'}: expected a datasets.Dataset, a list of row dicts or a pandas DataFrame, got "
+        f"{type(rows).__name__}"
+    )
+
+
+def bad_response(x) -> str | None:
+    """Why ``x`` is not a response (a string, or a list of chat messages with string contents), or None."""
+    if isinstance(x, str):
+        return None
+    if isinstance(x, list) and all(isinstance(m, dict) and isinstance(m.get("content"), str) for m in x):
+        return None
+    return f"a response is a string or a list of chat messages, got {type(x).__name__} {str(x)[:40]!r}"
+
+
 def response_columns(cols, name: str | None = None) -> tuple[str, list[str]]:
     """(kind, the columns holding the responses) of a dataset: listwise ``responses``, pairwise
     ``chosen``/``rejected`` (both needed), or one ``response`` / ``completion`` per row."""
@@ -72,15 +98,19 @@ def response_columns(cols, name: str | None = None) -> tuple[str, list[str]]:
 
 
 def extract_responses(
-    dataset, source_column: str = "source", name: str | None = None, line_offset: int | None = None
+    dataset, source_column: str = "source", name: str | None = None, line_offset: int | list[str] | None = None
 ) -> Responses:
     """The responses and their sources. Errors name row k (1-based, as ``dora.data`` does), with ``name`` the
-    file too, or, with ``line_offset``, line i + ``line_offset`` of a text file (jsonl: 1)."""
+    file too, or, with ``line_offset``, line i + ``line_offset`` of a text file (jsonl: 1) or, a list, each row's
+    own label (``dora.data.row_labels``)."""
     cols = set(dataset.column_names)
     file = f"{name}: " if name else ""
 
     def where(i: int) -> str:
-        at = f"line {i + line_offset}" if line_offset is not None else f"row {i + 1}"
+        if isinstance(line_offset, (list, tuple)):  # each row's own label (dora.data.row_labels)
+            at = line_offset[i]
+        else:
+            at = f"line {i + line_offset}" if line_offset is not None else f"row {i + 1}"
         return (f"{name}, " if name else "") + at
 
     kind, resp_cols = response_columns(cols, name)
@@ -123,6 +153,8 @@ def extract_responses(
             text = _text(item)
             if not text.strip():
                 raise ValueError(f"{where(i)}, column '{col}': empty response")
+            if bad_response(item):
+                raise ValueError(f"{where(i)}, column '{col}': {bad_response(item)}")
             if src is None or str(src) == "":
                 raise ValueError(f"{where(i)}, column '{source_column}': no source for response '{col}'")
             prompts.append(_text(prompt_col[i]))
@@ -158,7 +190,7 @@ def annotate(
     output_dir: str | None = None,
     return_classifier: bool = False,
     name: str | None = None,
-    line_offset: int | None = None,
+    line_offset: int | list[str] | None = None,
     **backend_kwargs,
 ):
     """Score every response with a cross-fitted, calibrated source classifier and add the columns
@@ -170,6 +202,7 @@ def annotate(
     classifier with ``return_classifier``. With ``output_dir``, also saves the classifier (fit on all rows),
     report.json / report.md and two plots. ``name`` / ``line_offset`` name the input in errors
     (``extract_responses``)."""
+    dataset = as_dataset(dataset, name)
     resp = extract_responses(dataset, source_column, name, line_offset)
     known = sorted(set(resp.sources))
     targets = list(target_sources)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import warnings
 
 from dora.data import check_local_path, load_rows
 
@@ -17,7 +18,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target-sources", default=None, help="comma-separated target (human) sources, e.g. human")
     p.add_argument("--backend", default="tfidf", choices=["tfidf", "embedding", "transformer"])
     p.add_argument("--model", default=None, help="encoder / classifier checkpoint for embedding and transformer")
-    p.add_argument("--folds", type=int, default=5, help="cross-fitting folds (1 = no cross-fitting)")
+    p.add_argument(
+        "--folds", type=int, default=5, help="cross-fitting folds (1 = no cross-fitting; >= 2 with --target-dataset)"
+    )
     p.add_argument("--calibration", default="platt", choices=["platt", "isotonic", "none"])
     p.add_argument(
         "--target-share",
@@ -27,10 +30,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--stabilizer", type=float, default=None, help="s of the weight formula (default α)")
     p.add_argument("--preset", default=None, choices=["authors"], help="authors: the released code's w = n·c")
-    p.add_argument("--clip", type=float, default=None, help="cap on each response weight")
-    p.add_argument("--normalize", action="store_true", help="rescale weights to mean 1 (default: written as is)")
+    p.add_argument(
+        "--clip", type=float, default=None,
+        help="cap on each response's weight (the ratio, before --normalize); with --target-dataset: from the data",
+    )  # fmt: skip
+    p.add_argument(
+        "--normalize", action="store_true",
+        help="rescale the row weights to mean 1 (default: written as is; always on with --target-dataset)",
+    )  # fmt: skip
     p.add_argument("--eps", type=float, default=1e-4, help="probabilities are clamped to [eps, 1 - eps]")
     p.add_argument("--epochs", type=float, default=1.0, help="transformer backend: fine-tuning epochs")
+    p.add_argument("--learning-rate", type=float, default=2e-5, help="transformer backend: fine-tuning learning rate")
     p.add_argument("--batch-size", type=int, default=16, help="transformer / embedding batch size")
     p.add_argument("--max-length", type=int, default=256, help="transformer / embedding max tokens")
     p.add_argument("--seed", type=int, default=0)
@@ -44,7 +54,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--trusted-in-pool", action="store_true", help="the --target-dataset rows are rows of --dataset (a subset)"
     )
-    p.add_argument("--share-bootstrap", type=int, default=200, help="bootstrap resamples for the target share")
+    p.add_argument(
+        "--share-bootstrap", type=int, default=200, help="bootstrap resamples for the target share (0: no interval)"
+    )
+    p.add_argument("--debug", action="store_true", help="on an error, the full traceback instead of one line")
 
 
 def save_like_input(dataset, source: str, output: str) -> str:
@@ -101,6 +114,8 @@ def check_weight_flags(args) -> None:
         raise ValueError(f"--clip must be > 0, got {args.clip}")
     if not 0.0 < float(args.eps) < 0.5:
         raise ValueError(f"--eps must be in (0, 0.5), got {args.eps}")
+    if int(args.folds) < 1:
+        raise ValueError(f"--folds must be >= 1, got {args.folds}")
 
 
 def run(args) -> int:
@@ -116,6 +131,8 @@ def run(args) -> int:
     check_weight_flags(args)
     if args.model:  # a mistyped local path is named, not looked up on the Hub
         check_local_path(args.model, "model")
+    if args.target_dataset:
+        check_local_path(args.target_dataset, "--target-dataset")
     dataset = load_rows(args.dataset, args.split)
     backend_kwargs = {}
     if args.backend in ("embedding", "transformer"):
@@ -126,7 +143,7 @@ def run(args) -> int:
         }
         if args.backend == "transformer":
             backend_kwargs["epochs"] = args.epochs
-    os.makedirs(args.output, exist_ok=True)
+            backend_kwargs["learning_rate"] = args.learning_rate
     if args.target_dataset:
         return run_no_labels(args, dataset, backend_kwargs)
     annotated, report = annotate(
@@ -145,7 +162,7 @@ def run(args) -> int:
         seed=args.seed,
         output_dir=args.output,
         name=args.dataset,
-        line_offset=_line_offset(args.dataset),
+        line_offset=_row_names(args.dataset, len(dataset)),
         **backend_kwargs,
     )
     path = save_like_input(annotated, args.dataset, args.output)
@@ -154,18 +171,29 @@ def run(args) -> int:
     return 0
 
 
-def _line_offset(path: str) -> int | None:
-    """Row i of a jsonl file is on line i + 1, of a csv file on line i + 2; other inputs are named by row."""
+def _row_names(path: str, n: int) -> list[str] | int | None:
+    """How errors name row i: its line in a jsonl file (blank lines skipped, ``dora.data.row_labels``), line
+    i + 2 of a csv file; other inputs by row number."""
+    from dora.data import row_labels
+
     ext = path.rsplit(".", 1)[-1].lower() if os.path.isfile(path) else ""
-    return {"jsonl": 1, "csv": 2}.get(ext)
+    if ext == "jsonl":
+        return row_labels(path, n)
+    return 2 if ext == "csv" else None
 
 
 def check_no_labels_flags(args) -> None:
     """With --target-dataset: refuse the labelled mode's flags, and an empty trusted file, before any loading."""
     given = [f for f, v in (("--target-sources", args.target_sources), ("--target-share", args.target_share),
                             ("--stabilizer", args.stabilizer), ("--preset", args.preset)) if v is not None]
+    if args.source_column != "source":
+        given.append("--source-column")
     if given:
         raise ValueError(f"{', '.join(given)} belong to labelled mode, not to --target-dataset")
+    if int(args.folds) < 2:
+        raise ValueError(f"--folds must be >= 2 with --target-dataset (cross-fitted scores), got {args.folds}")
+    if int(args.share_bootstrap) < 0:
+        raise ValueError(f"--share-bootstrap must be >= 0, got {args.share_bootstrap}")
     for path in (args.dataset, args.target_dataset):
         if os.path.isfile(path):
             with open(path, "rb") as f:
@@ -175,10 +203,24 @@ def check_no_labels_flags(args) -> None:
 
 def run_no_labels(args, dataset, backend_kwargs) -> int:
     """`dora classify --target-dataset`: density-ratio weights of the trusted sample against the pool."""
-    from dora.classifier.density import annotate_density_ratio, format_table
+    from dora.classifier.density import DensityRatioWarning, format_table
 
     trusted = load_rows(args.target_dataset, args.target_split)
-    annotated, report = annotate_density_ratio(
+    with warnings.catch_warnings():  # printed below, once, as "warning: ..." lines
+        warnings.simplefilter("ignore", DensityRatioWarning)
+        annotated, report = _annotate(args, dataset, trusted, backend_kwargs)
+    path = save_like_input(annotated, args.dataset, args.output)
+    print(format_table(report))
+    for message in report["warnings"]:
+        print(f"warning: {message}")
+    print(f"\nwrote {path}, {args.output}/classifier, report.json, report.md, reliability.png, weights.png, share.png")
+    return 0
+
+
+def _annotate(args, dataset, trusted, backend_kwargs):
+    from dora.classifier.density import annotate_density_ratio
+
+    return annotate_density_ratio(
         dataset,
         trusted,
         trusted_in_pool=args.trusted_in_pool,
@@ -191,12 +233,6 @@ def run_no_labels(args, dataset, backend_kwargs) -> int:
         seed=args.seed,
         output_dir=args.output,
         names=(args.dataset, args.target_dataset),
-        line_offsets=(_line_offset(args.dataset), _line_offset(args.target_dataset)),
+        line_offsets=(_row_names(args.dataset, len(dataset)), _row_names(args.target_dataset, len(trusted))),
         **backend_kwargs,
     )
-    path = save_like_input(annotated, args.dataset, args.output)
-    print(format_table(report))
-    for message in report["warnings"]:
-        print(f"warning: {message}")
-    print(f"\nwrote {path}, {args.output}/classifier, report.json, report.md, reliability.png, weights.png, share.png")
-    return 0

@@ -31,7 +31,13 @@ import warnings
 
 import numpy as np
 
-from dora.classifier.annotate import extract_responses, make_classifier, response_columns
+from dora.classifier.annotate import (
+    as_dataset,
+    bad_response,
+    extract_responses,
+    make_classifier,
+    response_columns,
+)
 from dora.classifier.crossfit import (
     cross_calibrate,
     cross_fit,
@@ -43,7 +49,11 @@ from dora.classifier.report import plot_diagnostics
 from dora.classifier.share import estimate_target_share, plot_share
 from dora.ratio import effective_sample_size
 
-__all__ = ["annotate_density_ratio", "estimate_target_share", "check_rows"]
+__all__ = ["annotate_density_ratio", "estimate_target_share", "check_rows", "DensityRatioWarning"]
+
+class DensityRatioWarning(UserWarning):
+    """A guard of ``annotate_density_ratio`` fired (also listed in ``report["warnings"]``)."""
+
 
 ESS_FRACTION_MIN = 0.1  # warn below this share of the pool's rows
 COVERAGE_MIN = 0.5  # warn when the pool covers less than half of the trusted distribution
@@ -62,10 +72,19 @@ def _empty(x) -> bool:
     return not str(x).strip()
 
 
-def _where(name: str, line_offset: int | None, i: int) -> str:
-    """``name, row i + 1`` (1-based, as ``dora.data``) or, for text files (``line_offset`` given), ``name, line
-    i + offset``."""
+def _where(name: str, line_offset, i: int) -> str:
+    """``name, row i + 1`` (1-based, as ``dora.data``); for text files ``name, line i + offset`` (``line_offset``
+    an int) or the row's own label (``line_offset`` a list, as ``dora.data.row_labels``: jsonl files with blank
+    lines)."""
+    if isinstance(line_offset, (list, tuple)):
+        return f"{name}, {line_offset[i]}"
     return f"{name}, " + (f"line {i + line_offset}" if line_offset is not None else f"row {i + 1}")
+
+
+def _form(x) -> str:
+    """"chat" for a list of messages, "text" for a string (the other cases are refused by ``check_rows``)."""
+    return "chat" if isinstance(x, list) else "text"
+
 
 
 def check_rows(dataset, name: str, line_offset: int | None = None) -> str:
@@ -89,11 +108,34 @@ def check_rows(dataset, name: str, line_offset: int | None = None) -> str:
                 raise ValueError(f"{where(i)}, column '{c}': needs a non-empty list of responses")
             if any(_empty(x) for x in items):
                 raise ValueError(f"{where(i)}, column '{c}': missing or empty response")
+            bad = next((b for b in map(bad_response, items) if b), None)
+            if bad:
+                raise ValueError(f"{where(i)}, column '{c}': {bad}")
             if width is None:
                 width = len(items)
             elif kind == "listwise" and len(items) != width:
                 raise ValueError(f"{where(i)}, column '{c}': {len(items)} responses, the first row has {width}")
     return kind
+
+
+def check_same_shape(pool, trusted, names) -> None:
+    """The trusted sample and the pool must be the same kind of rows: a classifier would otherwise learn the
+    difference in format (a prompt column, chat messages against plain strings), not in content."""
+    cols_p, cols_t = set(pool.column_names), set(trusted.column_names)
+    if ("prompt" in cols_p) != ("prompt" in cols_t):
+        has, lacks = (names[0], names[1]) if "prompt" in cols_p else (names[1], names[0])
+        raise ValueError(f"{lacks}: no 'prompt' column, {has} has one (the two inputs must have the same columns)")
+    _, resp = response_columns(cols_p, names[0])
+    for c in (["prompt"] if "prompt" in cols_p else []) + resp:
+        a, b = _form(pool[0][c]), _form(trusted[0][c])
+        if c == "responses":  # listwise: the form of the responses inside the list
+            a, b = _form(pool[0][c][0]), _form(trusted[0][c][0])
+        if a != b:
+            word = {"chat": "chat messages", "text": "plain text"}
+            raise ValueError(
+                f"{names[1]}, column '{c}': {word[b]}, {names[0]} has {word[a]} (the two inputs must have the same "
+                "format)"
+            )
 
 
 def _responses(dataset):
@@ -139,21 +181,29 @@ def annotate_density_ratio(
     seed: int = 0,
     output_dir: str | None = None,
     names: tuple[str, str] = ("dataset", "trusted"),
-    line_offsets: tuple[int | None, int | None] = (None, None),
+    line_offsets: tuple = (None, None),
     **backend_kwargs,
 ):
     """DoRA weights for ``dataset`` (the pool, no source column needed) from ``trusted``, a sample of the
-    target distribution with the same columns. Adds ``chosen_trusted_prob`` / ``rejected_trusted_prob``
+    target distribution with the same columns and format (each a Dataset, a list of row dicts or a pandas
+    DataFrame). Adds ``chosen_trusted_prob`` / ``rejected_trusted_prob``
     (pairwise), ``trusted_probs`` (listwise) or ``trusted_prob`` (single) — the calibrated
     P(trusted | x, y) — and ``dora_weight``; returns (annotated pool, report dict).
 
     ``trusted_in_pool``: the trusted rows are rows of the pool (each is matched to a pool row by its text)
-    rather than drawn separately. ``clip``: "auto" caps each response weight at 1/α̂_low (the lower end of
-    the estimated target share's interval, see ``estimate_target_share``), a number caps it there, None
-    leaves it. ``normalize`` rescales the sample weights to mean 1 over the pool. ``names`` /
-    ``line_offsets`` name the inputs in error messages."""
+    rather than drawn separately. ``clip``: "auto" caps each response's estimated ratio dQ₀/dP at 1/α̂_low
+    (the lower end of the estimated target share's interval, see ``estimate_target_share``), a number caps it
+    there, None leaves it. ``normalize`` then rescales the row weights to mean 1 over the pool, so the written
+    maximum is the cap divided by the mean of the capped weights. ``folds`` >= 2 (in-sample scores of a
+    small trusted set overfit, and every guard would read them). ``names`` / ``line_offsets`` name the inputs
+    in error messages (``line_offsets``: per input, a line offset or a list of row labels)."""
     if not 0.0 < float(eps) < 0.5:  # a probability of 1 would make the odds infinite
         raise ValueError(f"eps must be in (0, 0.5), got {eps!r}")
+    if int(folds) < 2:
+        raise ValueError(f"folds must be >= 2 without source labels (cross-fitted scores), got {folds!r}")
+    if int(bootstrap) < 0:
+        raise ValueError(f"bootstrap must be >= 0 (0: no interval), got {bootstrap!r}")
+    dataset, trusted = as_dataset(dataset, names[0]), as_dataset(trusted, names[1])
     kind = check_rows(dataset, names[0], line_offsets[0])
     kind_t = check_rows(trusted, names[1], line_offsets[1])
     pool, tr = _responses(dataset), _responses(trusted)
@@ -161,6 +211,7 @@ def annotate_density_ratio(
         raise ValueError(
             f"{names[1]}: {kind_t} rows with {tr.n} response(s) each; {names[0]} has {kind} rows with {pool.n}"
         )
+    check_same_shape(dataset, trusted, names)
     n = pool.n
     n_rows = len(pool.texts) // n
     row_of = np.arange(len(pool.texts)) // n
@@ -251,7 +302,7 @@ def annotate_density_ratio(
         }
     )
     for message in report["warnings"]:
-        warnings.warn(message, stacklevel=2)
+        warnings.warn(message, DensityRatioWarning, stacklevel=2)
     if output_dir:
         row_src = ["pool"] * n_rows
         if trusted_in_pool:
@@ -271,10 +322,7 @@ def _fit_scores(prompts, texts, labels, rows, backend, calibration, folds, seed,
     classifier fits noise and the weights inherit it: the tfidf backend's C is chosen by out-of-fold
     log-loss unless given."""
     grid = C_GRID if backend == "tfidf" and "C" not in backend_kwargs else [backend_kwargs.get("C")]
-    fold = groups = None
-    grouping = "none (in-sample)"
-    if folds >= 2:
-        fold, groups, grouping = make_folds(prompts, texts, rows, folds, seed)
+    fold, groups, grouping = make_folds(prompts, texts, rows, folds, seed)
     best = None
     for C in grid:
         kw = dict(backend_kwargs, **({} if C is None else {"C": C}))
@@ -288,10 +336,7 @@ def _fit_scores(prompts, texts, labels, rows, backend, calibration, folds, seed,
             best = (loss, C, raw, final)
     _, chosen_c, raw, final = best
     final.calibrate(raw, labels)  # the saved classifier's calibrator: fitted on all out-of-fold scores
-    if fold is not None:  # no calibrator saw the scores it maps
-        probs = cross_calibrate(calibration, raw, labels, fold, groups, seed)
-    else:
-        probs = final.calibrator(raw)
+    probs = cross_calibrate(calibration, raw, labels, fold, groups, seed)  # no calibrator saw the scores it maps
     return probs, final, chosen_c, grouping
 
 
@@ -350,14 +395,18 @@ def _diagnostics(probs, labels, h, raw_w, share, n_trusted_rows) -> dict:
     if coverage < COVERAGE_MIN:  # a high AUC alone is no sign: a pool with a small target share gives one too
         out["warnings"].append(
             f"the trusted set is off-distribution: the pool covers {coverage:.2f} of it (1 = fully) and the "
-            f"classifier tells them apart with ROC-AUC {auc:.3f}; the weights rest on the few pool rows that "
-            "look trusted. Check that the trusted sample is the same kind of data as the pool"
+            f"classifier tells them apart with ROC-AUC {auc:.3f}; weights estimated from so little overlap say "
+            "nothing about the target. Check that the trusted sample is the same kind of data as the pool"
         )
-    if ess < ESS_FRACTION_MIN * len(h) or ess < n_trusted_rows:
+    if ess < ESS_FRACTION_MIN * len(h):
         out["warnings"].append(
-            f"the effective sample size collapsed to {ess:.1f} of {len(h)} rows "
-            f"(trusted sample: {n_trusted_rows} rows): a few rows carry the objective. Consider a lower --clip, "
-            "more trusted rows, or training on the trusted sample"
+            f"the effective sample size collapsed to {ess:.1f} of {len(h)} rows ({100 * ess / len(h):.1f}%): a "
+            "few rows carry the objective. Consider a lower --clip or more trusted rows"
+        )
+    elif ess < n_trusted_rows:
+        out["warnings"].append(
+            f"the weighted pool's effective sample size, {ess:.1f} rows, is below the trusted sample's own "
+            f"{n_trusted_rows} rows: training on the trusted sample (alone, or mixed into the pool) may do as well"
         )
     return out
 

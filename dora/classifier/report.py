@@ -100,6 +100,7 @@ def plot_diagnostics(report: dict, h, row_src, output_dir: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    positive = "trusted" if report.get("mode") == "no_labels" else "target"  # the classifier's positive class
     bins = [b for b in report["reliability"] if b["count"]]
     fig, (ax, axn) = plt.subplots(
         2, 1, figsize=(4.8, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
@@ -110,11 +111,11 @@ def plot_diagnostics(report: dict, h, row_src, output_dir: str) -> None:
     for b in bins:
         ax.annotate(str(b["count"]), (b["mean_predicted"], b["share_target"]), textcoords="offset points",
                     xytext=(4, -10), fontsize=7, color="#555")
-    ax.set_ylabel("observed share of target")
+    ax.set_ylabel(f"observed share of {positive}")
     ax.set_title(f"ECE {report['ece']:.3f} (out of fold)", fontsize=9)
     ax.legend(fontsize=8)
     axn.bar([(b["low"] + b["high"]) / 2 for b in bins], [b["count"] for b in bins], width=0.09, color="#777")
-    axn.set_xlabel("predicted P(target)")
+    axn.set_xlabel(f"predicted P({positive})")
     axn.set_ylabel("responses")
     axn.set_xlim(0, 1)
     fig.tight_layout()

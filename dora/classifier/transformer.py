@@ -69,6 +69,7 @@ class TransformerClassifier(SourceClassifier):
                 seed=self.seed,
                 logging_steps=50,
                 disable_tqdm=False,
+                dataloader_pin_memory=torch.accelerator.is_available(),  # no pinned memory without an accelerator
             )
             Trainer(
                 model=self.model,
