@@ -12,7 +12,7 @@ $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[dev,trackers]"
+	DS_BUILD_OPS=0 $(BIN)/python -m pip install -q -e ".[dev,trackers,deepspeed]"
 	touch $@
 
 install: $(BIN)/.installed

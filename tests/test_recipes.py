@@ -217,7 +217,7 @@ def test_accelerate_config_loads_with_accelerate(path):
         assert key in flags, f"{rel(path)}: {key} is not an accelerate launch option"
     name = os.path.basename(path)
     kind = {"ddp.yaml": "MULTI_GPU", "fsdp.yaml": "FSDP", "zero2.yaml": "DEEPSPEED", "zero3.yaml": "DEEPSPEED",
-            "cpu2.yaml": "MULTI_GPU", "fsdp_cpu2.yaml": "FSDP"}[name]  # fmt: skip
+            "cpu2.yaml": "MULTI_GPU", "fsdp_cpu2.yaml": "FSDP", "zero3_cpu2.yaml": "DEEPSPEED"}[name]  # fmt: skip
     assert config.distributed_type.value == kind
     if name.startswith("fsdp"):
         assert config.fsdp_config["fsdp_version"] == 2
@@ -227,6 +227,10 @@ def test_accelerate_config_loads_with_accelerate(path):
         assert config.fsdp_config == fsdp
     if name.startswith("zero"):
         assert config.deepspeed_config["zero_stage"] == int(name[4])
+    if name == "zero3_cpu2.yaml":  # the ZeRO-3 settings of zero3.yaml, on two CPU processes in float32
+        assert config.use_cpu and config.num_processes == 2 and config.mixed_precision == "no"
+        zero3 = load_config_from_file(os.path.join(os.path.dirname(path), "zero3.yaml")).deepspeed_config
+        assert config.deepspeed_config == zero3
     if name == "cpu2.yaml":
         assert config.use_cpu and config.num_processes == 2 and config.mixed_precision == "no"
 

@@ -13,7 +13,16 @@ from tqdm.auto import tqdm
 
 from dora.logprobs import add_logprob_head
 
-__all__ = ["is_peft", "unwrap_peft", "disable_dropout", "add_reference_adapter", "reference_adapter", "ReferenceMixin"]
+__all__ = [
+    "is_peft",
+    "unwrap_peft",
+    "disable_dropout",
+    "add_reference_adapter",
+    "reference_adapter",
+    "frozen_reference_copy",
+    "initial_policy_copy",
+    "ReferenceMixin",
+]
 
 
 def is_peft(model) -> bool:
@@ -85,6 +94,25 @@ def frozen_reference_copy(model):
     return ref.eval().requires_grad_(False)
 
 
+def initial_policy_copy(model, model_init_kwargs: dict):
+    """A frozen copy of the initial policy (the reference when none is given). Under DeepSpeed ZeRO-3 the loaded
+    policy's parameters are already partitioned, so a deep copy would hold empty shards: the copy is loaded
+    again from the policy's path, as TRL does."""
+    from transformers import AutoModelForCausalLM
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    if not is_deepspeed_zero3_enabled():
+        return copy.deepcopy(model)
+    path = getattr(getattr(model, "config", None), "_name_or_path", "")
+    if not path:
+        raise ValueError(
+            "under DeepSpeed ZeRO-3 the frozen reference is loaded again from the policy's path, and this model "
+            "has none (config._name_or_path): pass ref_model, use LoRA (peft_config), or "
+            "precompute_ref_log_probs=True"
+        )
+    return AutoModelForCausalLM.from_pretrained(path, **{"dtype": model.dtype, **model_init_kwargs})
+
+
 class ReferenceMixin:
     """DoRATrainer's reference log-probs (``self._token_logps`` / ``self._sequence_logps`` come from the trainer)."""
 
@@ -98,9 +126,9 @@ class ReferenceMixin:
                 tok = self._token_logps(self.ref_model, inputs)
             elif is_peft(self.model):
                 with reference_adapter(unwrap_peft(self.model)):
-                    tok = self._token_logps(self.model, inputs)
+                    tok = self._token_logps(getattr(self, "_policy_engine", None) or self.model, inputs)
             else:  # precompute from the policy before any step
-                tok = self._token_logps(self.model, inputs)
+                tok = self._token_logps(getattr(self, "_policy_engine", None) or self.model, inputs)
         return self._sequence_logps(tok, b).view(-1, b).T.float()
 
     def _reference(self, inputs) -> torch.Tensor | None:
@@ -117,7 +145,8 @@ class ReferenceMixin:
         ``precompute_ref_batch_size``, else the train / eval batch size (as TRL). Several processes split the rows
         in equal contiguous shares (the last row repeats to even them out), compute theirs, and gather them. Under
         FSDP with no ``ref_model`` the policy is neither sharded nor on the device before ``train()``: a frozen copy,
-        sharded as a reference is, scores the rows and is freed."""
+        sharded as a reference is, scores the rows and is freed; under DeepSpeed, as TRL, the policy in an inference
+        engine scores them."""
         default = self.args.per_device_train_batch_size if name == "train" else self.args.per_device_eval_batch_size
         n, world, rank = len(dataset), self.accelerator.num_processes, self.accelerator.process_index
         share = -(-n // world)
@@ -135,6 +164,12 @@ class ReferenceMixin:
             ref = frozen_reference_copy(self.model)
             add_logprob_head(ref, self.args.logprob_chunk_tokens)  # the copy must not call the policy's forward
             self.ref_model = self._place_reference(ref)
+        elif kept_ref is None and self.is_deepspeed_enabled and self.model_wrapped is self.model:
+            # before train(), as TRL: the policy in a DeepSpeed inference engine (placed; ZeRO-3 gathers its shards)
+            if getattr(self, "_policy_engine", None) is None:
+                from trl.models.utils import prepare_deepspeed
+
+                self._policy_engine = prepare_deepspeed(self.model, self.accelerator)
         try:
             for batch in tqdm(
                 loader, desc=f"Reference log-probs ({name})", disable=not self.is_local_process_zero()

@@ -8,7 +8,6 @@ the modules beside this one.
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
@@ -51,6 +50,7 @@ from dora.trainer.reference import (
     ReferenceMixin,
     add_reference_adapter,
     disable_dropout,
+    initial_policy_copy,
     is_peft,
 )
 from dora.trainer.summary import startup_summary
@@ -114,7 +114,7 @@ class DoRATrainer(ReferenceMixin, MetricsMixin, Trainer):
         elif not (
             is_peft(model) or peft_config is not None or args.reference_free or args.precompute_ref_log_probs
         ):
-            ref_model = copy.deepcopy(model)
+            ref_model = initial_policy_copy(model, model_init_kwargs)
         if ref_model is not None:
             add_logprob_head(ref_model, args.logprob_chunk_tokens)  # a deep copy must not share the closure
             ref_model.eval().requires_grad_(False)
