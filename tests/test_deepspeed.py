@@ -73,3 +73,6 @@ def test_deepspeed_lora_and_precomputed_reference(runs, stage):
     assert one["precompute"].shape == (7, 2)  # 7 rows: shares of 4 and 3 (+1 repeated) on two processes
     torch.testing.assert_close(two["precompute"], one["precompute"], rtol=1e-6, atol=1e-5)
     torch.testing.assert_close(two["precompute_lora"], one["precompute_lora"], rtol=1e-6, atol=1e-5)
+    for name in ("precompute_train", "precompute_lora_train"):  # training on the column afterwards
+        assert two[name]["losses"] == pytest.approx(one[name]["losses"], rel=1e-6)
+        _assert_same_params(one[name]["params"], two[name]["params"], rtol=1e-5, atol=1e-7)

@@ -69,6 +69,12 @@ for name, peft in (("precompute", None), ("precompute_lora", lora)):
                     train_dataset=Dataset.from_list(rows[:7]), peft_config=peft)  # fmt: skip
     if t.accelerator.is_main_process:
         results[name] = torch.tensor(t.train_dataset["ref_logps"])
+    # then two steps on the column of 8 rows (one global batch): training after the precompute engine
+    lr = 0.05 if peft is not None else 0.5
+    t = DoRATrainer(model=model_dir, args=config(f"{name}_train", precompute_ref_log_probs=True, learning_rate=lr),
+                    train_dataset=Dataset.from_list(rows[:8]), peft_config=peft)  # fmt: skip
+    t.train()
+    finish(f"{name}_train", t, adapter_only=peft is not None)
 
 if int(os.environ.get("RANK", "0")) == 0:
     torch.save(results, os.path.join(out_dir, "results.pt"))
