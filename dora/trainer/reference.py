@@ -126,9 +126,9 @@ class ReferenceMixin:
                 tok = self._token_logps(self.ref_model, inputs)
             elif is_peft(self.model):
                 with reference_adapter(unwrap_peft(self.model)):
-                    tok = self._token_logps(getattr(self, "_policy_engine", None) or self.model, inputs)
+                    tok = self._token_logps(self.model, inputs)
             else:  # precompute from the policy before any step
-                tok = self._token_logps(getattr(self, "_policy_engine", None) or self.model, inputs)
+                tok = self._token_logps(self.model, inputs)
         return self._sequence_logps(tok, b).view(-1, b).T.float()
 
     def _reference(self, inputs) -> torch.Tensor | None:
@@ -144,9 +144,8 @@ class ReferenceMixin:
         """Reference log-probs of every row, once, stored as the column ``ref_logps``; batches of
         ``precompute_ref_batch_size``, else the train / eval batch size (as TRL). Several processes split the rows
         in equal contiguous shares (the last row repeats to even them out), compute theirs, and gather them. Under
-        FSDP with no ``ref_model`` the policy is neither sharded nor on the device before ``train()``: a frozen copy,
-        sharded as a reference is, scores the rows and is freed; under DeepSpeed, as TRL, the policy in an inference
-        engine scores them."""
+        FSDP or DeepSpeed with no ``ref_model`` the policy is neither placed nor sharded before ``train()``: a frozen
+        copy, placed as a reference is (sharded under FSDP2 and ZeRO-3), scores the rows and is freed."""
         default = self.args.per_device_train_batch_size if name == "train" else self.args.per_device_eval_batch_size
         n, world, rank = len(dataset), self.accelerator.num_processes, self.accelerator.process_index
         share = -(-n // world)
@@ -160,16 +159,8 @@ class ReferenceMixin:
         was_training = self.model.training
         self.model.eval()
         kept_ref = self.ref_model
-        if kept_ref is None and self.is_fsdp_enabled and not is_sharded(self.model):
-            ref = frozen_reference_copy(self.model)
-            add_logprob_head(ref, self.args.logprob_chunk_tokens)  # the copy must not call the policy's forward
-            self.ref_model = self._place_reference(ref)
-        elif kept_ref is None and self.is_deepspeed_enabled and self.model_wrapped is self.model:
-            # before train(), as TRL: the policy in a DeepSpeed inference engine (placed; ZeRO-3 gathers its shards)
-            if getattr(self, "_policy_engine", None) is None:
-                from trl.models.utils import prepare_deepspeed
-
-                self._policy_engine = prepare_deepspeed(self.model, self.accelerator)
+        if kept_ref is None and not self._policy_placed():
+            self.ref_model = self._place_reference(self._initial_reference())
         try:
             for batch in tqdm(
                 loader, desc=f"Reference log-probs ({name})", disable=not self.is_local_process_zero()
@@ -184,6 +175,36 @@ class ReferenceMixin:
 
             rows = gather_object(rows)[:n]
         return dataset.add_column("ref_logps", rows)
+
+    def _policy_placed(self) -> bool:
+        """Whether the policy can score rows as it is: before ``train()`` FSDP has not sharded it (nor moved it to
+        the device) and DeepSpeed has not wrapped it in its engine."""
+        if self.is_fsdp_enabled:
+            return is_sharded(self.model)
+        if self.is_deepspeed_enabled:
+            return self.model_wrapped is not self.model
+        return True
+
+    def _initial_reference(self):
+        """A separate frozen copy of the reference the policy stands for before any step (the initial policy; with
+        PEFT its base, with a trained adapter's "ref" copy merged in). Under ZeRO-3 the loaded policy is already
+        partitioned, so the copy is loaded again from its path."""
+        from transformers.integrations import is_deepspeed_zero3_enabled
+
+        if self.is_deepspeed_enabled and is_deepspeed_zero3_enabled():
+            inner = unwrap_peft(self.model)
+            if is_peft(inner) and "ref" in inner.peft_config:
+                raise ValueError(
+                    "precompute_ref_log_probs under DeepSpeed ZeRO-3 with a trained adapter as its own reference: the "
+                    "partitioned adapter cannot be copied before training. Pass ref_model, or "
+                    "precompute_ref_log_probs=False"
+                )
+            base = inner.get_base_model() if is_peft(inner) else inner
+            ref = initial_policy_copy(base, self._model_init_kwargs)
+        else:
+            ref = frozen_reference_copy(self.model)
+        add_logprob_head(ref, self.args.logprob_chunk_tokens)  # the copy must not call the policy's forward
+        return ref.eval().requires_grad_(False)
 
     def _place_reference(self, ref_model):
         """The frozen reference on the device; under FSDP2, sharded with the policy's plugin (its blocks wrapped as

@@ -86,6 +86,7 @@ class DoRATrainer(ReferenceMixin, MetricsMixin, Trainer):
         if args.trust_remote_code:
             model_init_kwargs["trust_remote_code"] = True
         self._ref_given = ref_model is not None  # for the start-up summary
+        self._model_init_kwargs = model_init_kwargs  # a reference loaded again under ZeRO-3 is loaded as the policy
         train_dataset, eval_dataset = check_data(args, train_dataset, eval_dataset)  # before any model loads
         if isinstance(model, str):
             model = AutoModelForCausalLM.from_pretrained(model, **model_init_kwargs)
