@@ -292,11 +292,14 @@ def simpo_loss(p: Pair, beta: float, simpo_gamma: float = 0.5, label_smoothing: 
 
 
 @register_pairwise("sft", needs_ref=False, needs_lengths=True)
-def sft_loss(p: Pair, beta: float, **_) -> Tensor:
+def sft_loss(p: Pair, beta: float, sft_scale: float | None = None, **_) -> Tensor:
     """Negative log-likelihood of the chosen responses (RPO, Pang et al. 2024, arXiv 2404.19733, Eq. 3, with
     loss_type=["sigmoid", "sft"]). TRL 1.16 takes the mean over the batch's chosen tokens; here that mean is split
-    over the pairs in proportion to their tokens, -B logp(y_w,i) / sum_j |y_w,j|, so its batch mean is TRL's."""
+    over the pairs in proportion to their tokens, -B logp(y_w,i) / sum_j |y_w,j|, so its batch mean is TRL's.
+    ``sft_scale``: B / sum_j |y_w,j| over a larger batch than these rows (the trainer's global batch)."""
     chosen = p.chosen if p.chosen_full is None else p.chosen_full
+    if sft_scale is not None:
+        return -chosen * sft_scale
     return -chosen * chosen.shape[0] / p.chosen_lengths.sum().clamp(min=1)
 
 

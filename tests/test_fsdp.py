@@ -79,6 +79,15 @@ def test_fsdp2_lora(runs):
 
 
 @pytest.mark.slow
+def test_fsdp2_sft_term_is_a_global_token_mean(runs):
+    """loss_type ["sigmoid", "sft"]: the "sft" NLL is divided by the global batch's chosen tokens, so two
+    processes with 4 rows each equal one with 8 (a per-process token mean would not, rows differing in length)."""
+    _, one, two = runs
+    assert two["sft"]["losses"] == pytest.approx(one["sft"]["losses"], rel=1e-6)
+    _assert_same_params(one["sft"]["params"], two["sft"]["params"], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.slow
 def test_fsdp2_precomputed_reference_split_across_processes(runs):
     _, one, two = runs
     assert one["precompute"].shape == (7, 2)  # 7 rows: shares of 4 and 3 (+1 repeated) on two processes

@@ -285,14 +285,26 @@ class DoRATrainer(ReferenceMixin, MetricsMixin, Trainer):
                 )
             else:  # two responses, ranked by their scores (pairwise rows: [1, 0], chosen first)
                 lp, rp, ln, fp = ranked(scores, logps, ref, lengths, full)
+                extra = {"sft_scale": self._sft_scale(ln[:, 0])} if name == "sft" else {}
                 loss = pairwise_loss(
                     name, lp[:, 0], lp[:, 1],
                     None if rp is None else rp[:, 0], None if rp is None else rp[:, 1],
                     chosen_lengths=ln[:, 0], rejected_lengths=ln[:, 1], beta=args.beta,
-                    chosen_full=None if fp is None else fp[:, 0], **hyper,
+                    chosen_full=None if fp is None else fp[:, 0], **hyper, **extra,
                 )  # fmt: skip
             total = total + w * loss
         return total
+
+    def _sft_scale(self, chosen_lengths: torch.Tensor) -> float | None:
+        """B / sum |y_w| over the global batch (every process's rows): the "sft" term's token mean over the batch
+        the objective sees, so that two processes with B rows equal one with 2B. None on one process."""
+        if self.accelerator.num_processes == 1:
+            return None
+        counts = [float(chosen_lengths.numel()), float(chosen_lengths.sum())]
+        counts = self.accelerator.reduce(
+            torch.tensor(counts, dtype=torch.float64, device=self.accelerator.device), reduction="sum"
+        )
+        return float(counts[0] / counts[1].clamp(min=1))
 
     def _batch_losses(self, model, inputs):
         logps, lengths = self._logps(model, inputs)

@@ -52,6 +52,12 @@ for acc in ("micro_batch", "full"):
     t.train()
     finish(acc, t)
 
+# RPO's "sft" term beside the sigmoid loss: its token mean is over the global batch, as on one process
+t = DoRATrainer(model=model_dir, args=config("sft", loss_type=["sigmoid", "sft"], loss_weights=[1.0, 1.0]),
+                train_dataset=Dataset.from_list(rows))  # fmt: skip
+t.train()
+finish("sft", t)
+
 # LoRA: the reference is the sharded policy with its adapter off
 lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.05)
 t = DoRATrainer(model=model_dir, args=config("lora", learning_rate=0.05), train_dataset=Dataset.from_list(rows),
