@@ -332,3 +332,75 @@ def test_accelerate_launch_two_cpu_processes(recipe, tmp_path):
     assert "'epoch': '1'" in res.stdout, res.stdout[-2000:]
     assert res.stdout.count("DoRA run") == 1  # the start-up summary on rank 0 only
     assert "robust batch 8 rows (4 per device x 2 process(es))" in res.stdout
+
+
+def test_yes_no_words_and_numbers_are_read_by_the_field_type(recipe, no_model):
+    """As `trl dpo` (HfArgumentParser's string_to_bool): yes/no/on/off/true/false set a boolean field, also one
+    whose default is None and the recipe's own use_peft; an explicit use_peft false wins over --lora_* flags.
+    A text for a number field whose default is None is refused, as is a list for a one-path key."""
+    from dora.train_cli.recipe import lora_config
+
+    words = {"gradient_checkpointing": "no", "bf16": "off", "trust_remote_code": "no", "use_peft": "no",
+             "disable_dropout": "yes", "lora_r": 4}  # fmt: skip
+    cfg, extra = load_recipe(str(recipe), parse_overrides([f"--{k}={v}" for k, v in words.items()]))
+    assert cfg["gradient_checkpointing"] is False and cfg["bf16"] is False and cfg["trust_remote_code"] is False
+    assert cfg["disable_dropout"] is True and extra["use_peft"] is False
+    assert lora_config(extra) is None  # full fine-tuning, although the recipe has a lora mapping and --lora_r
+    for overrides, match in [
+        ({"bf16": "maybe"}, r"key 'bf16': true or false expected, got 'maybe'"),
+        ({"use_peft": "perhaps"}, r"key 'use_peft': true or false expected, got 'perhaps'"),
+        ({"beta": "high"}, r"key 'beta': a number expected, got 'high'"),
+        ({"max_prompt_length": "abc"}, r"key 'max_prompt_length': a number expected, got 'abc'"),
+        ({"ld_alpha": "abc"}, r"key 'ld_alpha': a number expected, got 'abc'"),
+        ({"dataset": ["a.jsonl", "b.jsonl"]}, r"key 'dataset': one value expected, got 2"),
+        ({"debug": "underflow_overflow"}, r"key 'debug': dora train's --debug"),
+    ]:
+        with pytest.raises(UsageError, match=match):
+            load_recipe(str(recipe), overrides)
+
+
+def test_more_mistakes_before_the_model_loads(tmp_path, tiny_model_dir, data, capsys, no_model):
+    """A checkpoint that is not there, a weight column that is not there, an empty file, a mistyped eval file,
+    a missing response and a NaN weight: one line each, before any model loads."""
+    base = ["--model_name_or_path", tiny_model_dir, "--output_dir", str(tmp_path / "out")]
+    missing = str(tmp_path / "out" / "checkpoint-99")
+    assert one_line_error(capsys, *base, "--dataset", data, "--resume_from_checkpoint", missing) == (
+        f"resume_from_checkpoint {missing!r}: no such checkpoint folder"
+    )
+    msg = one_line_error(capsys, *base, "--dataset", data, "--weight_column", "hh")
+    assert msg.startswith(f"train dataset {data}: no column 'hh' (weight_column); it has [")
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n\n")
+    assert one_line_error(capsys, *base, "--dataset", str(empty)) == f"{empty}: empty file, no rows"
+    msg = one_line_error(capsys, *base, "--dataset", data, "--eval_dataset", str(tmp_path / "evl.jsonl"),
+                         "--eval_strategy", "steps")  # fmt: skip
+    assert msg.startswith(f"eval_dataset '{tmp_path / 'evl.jsonl'}' not found")
+    rows = pair_rows(6)
+    del rows[1]["rejected"]
+    rows[3]["dora_weight"] = float("nan")
+    rows[4]["dora_weight"] = None
+    bad = write_jsonl(tmp_path / "bad.jsonl", rows)
+    assert main(["train", *base, "--dataset", bad]) == 2
+    err = capsys.readouterr().err
+    assert "line 2, column 'rejected': missing (null or absent)" in err
+    assert "line 4, column 'dora_weight': nan is not a finite number in [0.0, inf]" in err
+    assert "line 5, column 'dora_weight': missing (null, absent or NaN), a finite number in [0.0, inf] expected" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_python_api_takes_lists_of_rows(tmp_path, tiny_model_dir, one_thread):
+    """DoRATrainer and evaluate() take raw rows as a list of dicts, as a Dataset; other objects are a one-line
+    TypeError; bad rows name the Python API's way to drop them."""
+    from dora import DoRAConfig, DoRATrainer
+
+    args = DoRAConfig(output_dir=str(tmp_path / "o"), per_device_train_batch_size=4, max_steps=1, report_to=[],
+                      save_strategy="no", disable_tqdm=True, objective="mean")  # fmt: skip
+    t = DoRATrainer(model=tiny_model_dir, args=args, train_dataset=pair_rows(8))
+    assert len(t.train_dataset) == 8 and "completion_ids" in t.train_dataset.column_names
+    assert "eval_loss" in t.evaluate(eval_dataset=pair_rows(4))
+    with pytest.raises(TypeError, match="train dataset: expected a datasets.Dataset, a list of row dicts"):
+        DoRATrainer(model=tiny_model_dir, args=args, train_dataset=42)
+    rows = pair_rows(4)
+    rows[2]["chosen"] = ""
+    with pytest.raises(ValueError, match=r"drop them with dora.data.validate_rows\(rows, skip_invalid=True\)"):
+        DoRATrainer(model=tiny_model_dir, args=args, train_dataset=rows)

@@ -20,9 +20,10 @@ import numpy as np
 from dora.classifier.base import SourceClassifier
 from dora.classifier.crossfit import cross_calibrate, cross_fit, make_folds
 from dora.classifier.report import diagnostics, plot_diagnostics, write_report
+from dora.data import as_dataset
 from dora.ratio import calibration_weights
 
-__all__ = ["annotate", "make_classifier", "Responses", "extract_responses", "response_columns", "as_dataset"]
+__all__ = ["annotate", "make_classifier", "Responses", "extract_responses", "response_columns"]
 
 
 def make_classifier(backend: str = "tfidf", **kwargs) -> SourceClassifier:
@@ -49,23 +50,6 @@ def _text(x) -> str:
     if isinstance(x, list):  # chat messages
         return "\n".join(f"{m.get('role', '')}: {m.get('content', '')}" for m in x if isinstance(m, dict))
     return "" if x is None else str(x)
-
-
-def as_dataset(rows, name: str | None = None):
-    """A ``datasets.Dataset`` from a Dataset, a list of row dicts or a pandas DataFrame; else a one-line
-    TypeError."""
-    from datasets import Dataset
-
-    if isinstance(rows, Dataset):
-        return rows
-    if isinstance(rows, list) and all(isinstance(r, dict) for r in rows):
-        return Dataset.from_list(rows)
-    if type(rows).__name__ == "DataFrame" and hasattr(rows, "to_dict"):
-        return Dataset.from_pandas(rows, preserve_index=False)
-    raise TypeError(
-        f"{name or 'dataset'}: expected a datasets.Dataset, a list of row dicts or a pandas DataFrame, got "
-        f"{type(rows).__name__}"
-    )
 
 
 def bad_response(x) -> str | None:

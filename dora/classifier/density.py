@@ -32,7 +32,6 @@ import warnings
 import numpy as np
 
 from dora.classifier.annotate import (
-    as_dataset,
     bad_response,
     extract_responses,
     make_classifier,
@@ -47,6 +46,7 @@ from dora.classifier.crossfit import (
 )
 from dora.classifier.report import plot_diagnostics
 from dora.classifier.share import estimate_target_share, plot_share
+from dora.data import as_dataset
 from dora.ratio import effective_sample_size
 
 __all__ = ["annotate_density_ratio", "estimate_target_share", "check_rows", "DensityRatioWarning"]

@@ -13,12 +13,13 @@ tokenizer's chat template (the prompt with ``add_generation_prompt=True``).
 
 from dora.data.collator import PreferenceCollator
 from dora.data.formats import add_implicit_prompt, is_listwise, split_implicit_prompt
-from dora.data.loading import DATA_SUFFIXES, check_local_path, load_rows, looks_local, row_labels
+from dora.data.loading import DATA_SUFFIXES, as_dataset, check_local_path, load_rows, looks_local, row_labels
 from dora.data.tokenize import prepare_dataset, tokenize_row
 from dora.data.validation import check_loss_fits_data, check_weight_columns, validate_rows
 
 __all__ = [
     "load_rows",
+    "as_dataset",
     "looks_local",
     "check_local_path",
     "row_labels",

@@ -69,13 +69,13 @@ def _explain_load_error(path: str, error: Exception) -> ValueError:
     return ValueError(f"{path}: cannot be read as a dataset: {text}")
 
 
-def load_rows(path_or_id: str, split: str = "train", name: str | None = None):
+def load_rows(path_or_id: str, split: str = "train", name: str | None = None, what: str = "dataset"):
     """A ``datasets.Dataset`` from a local file (jsonl, json, parquet, csv), a folder written by
-    ``save_to_disk``, or a Hub dataset id (``name``: its configuration). A missing local-looking path or an
-    unreadable file is a one-line error naming it."""
+    ``save_to_disk``, or a Hub dataset id (``name``: its configuration). A missing local-looking path (named as
+    ``what``), an empty file or an unreadable file is a one-line error naming it."""
     import datasets
 
-    check_local_path(path_or_id, "dataset")
+    check_local_path(path_or_id, what)
     path_or_id = os.path.expanduser(str(path_or_id))
     if os.path.isdir(path_or_id):
         if os.path.exists(os.path.join(path_or_id, "dataset_info.json")) or os.path.exists(
@@ -93,6 +93,10 @@ def load_rows(path_or_id: str, split: str = "train", name: str | None = None):
         builder = {"jsonl": "json", "json": "json", "parquet": "parquet", "csv": "csv"}.get(ext)
         if builder is None:
             raise ValueError(f"{path_or_id}: unsupported file type .{ext} (use jsonl, json, parquet or csv)")
+        if ext in ("jsonl", "json", "csv"):
+            with open(path_or_id, "rb") as f:
+                if not f.read(1 << 16).strip():
+                    raise ValueError(f"{path_or_id}: empty file, no rows")
         from datasets.utils import logging as datasets_logging
 
         level = datasets_logging.get_verbosity()
@@ -115,3 +119,20 @@ def row_labels(path_or_id: str | None, n: int) -> list[str]:
         if len(lines) == n:
             return [f"line {k}" for k in lines]
     return [f"row {i + 1}" for i in range(n)]
+
+
+def as_dataset(rows, name: str | None = None):
+    """A ``datasets.Dataset`` from a Dataset, a list of row dicts or a pandas DataFrame; else a one-line
+    TypeError."""
+    from datasets import Dataset
+
+    if isinstance(rows, Dataset):
+        return rows
+    if isinstance(rows, list) and all(isinstance(r, dict) for r in rows):
+        return Dataset.from_list(rows)
+    if type(rows).__name__ == "DataFrame" and hasattr(rows, "to_dict"):
+        return Dataset.from_pandas(rows, preserve_index=False)
+    raise TypeError(
+        f"{name or 'dataset'}: expected a datasets.Dataset, a list of row dicts or a pandas DataFrame, got "
+        f"{type(rows).__name__}"
+    )

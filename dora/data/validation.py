@@ -25,6 +25,8 @@ def _is_empty(x) -> bool:
 
 
 def _number_problem(value, column: str, low: float, high: float) -> str | None:
+    if value is None:  # absent, null, or a NaN that the JSON reader stored as null
+        return f"column '{column}': missing (null, absent or NaN), a finite number in [{low}, {high}] expected"
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if not ok or not low <= value <= high:
         return f"column '{column}': {value!r} is not a finite number in [{low}, {high}]"
@@ -37,6 +39,8 @@ def _text_problem(x, column: str) -> str | None:
         return f"column '{column}': a list must hold chat messages ({{'role': ..., 'content': ...}})"
     if x is not None and not isinstance(x, (str, list)):
         return f"column '{column}': text or chat messages expected, got {type(x).__name__} {x!r}"
+    if x is None:
+        return f"column '{column}': missing (null or absent)"
     if _is_empty(x):
         return f"column '{column}': empty"
     return None
@@ -94,10 +98,12 @@ def validate_rows(
     group_column: str | None = None,
     skip_invalid: bool = False,
     max_shown: int = 10,
+    skip_hint: str = "--skip-invalid-rows",
 ):
     """Check every row; raise one ValueError naming the dataset, and up to ``max_shown`` bad rows by file line
     (jsonl, 1-based) or row number (1-based) and column. With ``skip_invalid`` the bad rows are dropped and
-    counted in a warning instead. Returns the dataset (without the dropped rows)."""
+    counted in a warning instead (``skip_hint`` names that option in the error). Returns the dataset (without the
+    dropped rows)."""
     import difflib
 
     where = f"{name} dataset" + (f" {path}" if path else "")
@@ -134,7 +140,7 @@ def validate_rows(
         dropped = {i for i, _ in bad}
         return dataset.select([i for i in range(n) if i not in dropped])
     raise ValueError(
-        f"{where}: {len(bad)} invalid row(s) of {n} (fix them, or drop them with --skip-invalid-rows):\n"
+        f"{where}: {len(bad)} invalid row(s) of {n} (fix them, or drop them with {skip_hint}):\n"
         + "\n".join(shown)
         + more
     )

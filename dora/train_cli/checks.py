@@ -63,7 +63,8 @@ def load_data(args, extra: dict, skip_invalid: bool = False):
         if implicit and os.path.isfile(os.path.expanduser(str(source))):
             raise no_eval  # a file is one split
         try:
-            ds = load_rows(source, split, extra.get("dataset_config"))
+            what = "eval_dataset" if name == "eval" and extra.get("eval_dataset") else "dataset"
+            ds = load_rows(source, split, extra.get("dataset_config"), what=what)
         except ValueError as e:
             if implicit and "split" in str(e).lower():
                 raise no_eval from e
@@ -78,6 +79,11 @@ def load_data(args, extra: dict, skip_invalid: bool = False):
             ds, weight_column=args.weight_column, name=name, path=path, group_column=group, skip_invalid=skip_invalid
         )
         check_weight_columns(kept.column_names, args.weight_column, name)
+        if name == "train" and args.weight_column != "dora_weight" and args.weight_column not in kept.column_names:
+            raise UsageError(  # a named column that is not there would silently turn DoRA into KL-DRO
+                f"train dataset {source}: no column '{args.weight_column}' (weight_column); it has "
+                f"{sorted(kept.column_names)}"
+            )
         out.append(kept)
     return out[0], (out[1] if len(out) > 1 else None)
 
@@ -91,6 +97,9 @@ def preflight(config_kwargs: dict, extra: dict, skip_invalid: bool = False):
     except TypeError as e:
         raise UsageError(str(e)) from e
     check_model_path(str(extra["model_name_or_path"]), "model")
+    resume = config_kwargs.get("resume_from_checkpoint")
+    if isinstance(resume, str) and resume.lower() not in ("true", "") and not os.path.isdir(os.path.expanduser(resume)):
+        raise UsageError(f"resume_from_checkpoint {resume!r}: no such checkpoint folder")
     if extra.get("ref_model_name_or_path"):
         check_model_path(str(extra["ref_model_name_or_path"]), "ref_model")
     base = adapter_base(os.path.expanduser(str(extra["model_name_or_path"])))

@@ -96,7 +96,7 @@ def help_text() -> str:
     fields = _fields()
     declared = set(DoRAConfig.__annotations__)  # DoRAConfig's own fields and its overrides of TrainingArguments
     own = [f for n, f in fields.items() if n in declared]
-    rest = [f for n, f in fields.items() if n not in declared]
+    rest = [f for n, f in fields.items() if n not in declared and n != "debug"]  # --debug: tracebacks
     lines = ["recipe keys and `trl dpo` flags:"]
     lines += [f"  --{k:<30} {v}" for k, v in RECIPE_KEYS.items()]
     lines += [f"  --{k:<30} the same as --{v}" for k, v in ALIASES.items()]
@@ -166,18 +166,53 @@ def _suggest(key: str, known) -> str:
     return f" (did you mean '{near[0]}'?)" if near else ""
 
 
+TRUE, FALSE = ("true", "yes", "y", "on", "1"), ("false", "no", "n", "off", "0")  # HfArgumentParser's string_to_bool
+ONE_VALUE = ("model_name_or_path", "ref_model_name_or_path", "dataset", "dataset_config", "dataset_split",
+             "eval_dataset", "eval_dataset_split", "output_dir", "resume_from_checkpoint", "torch_dtype",
+             "model_revision", "attn_implementation")  # fmt: skip
+RECIPE_BOOLS = ("use_peft", "use_rslora", "use_dora", "ignore_bias_buffers")
+
+
+def _kind(f) -> str | None:
+    """"bool" or "number" for a field whose annotation is only that (optionally None), else None."""
+    t = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    if any(w in t for w in ("str", "list", "dict", "Literal", "Enum", "Strategy", "Type")):
+        return None
+    if "bool" in t:
+        return "bool"
+    return "number" if ("float" in t or "int" in t) else None
+
+
+def _to_bool(key: str, v):
+    if isinstance(v, bool):
+        return v
+    text = str(v).strip().lower()
+    if text in TRUE or text in FALSE:
+        return text in TRUE
+    raise UsageError(f"key '{key}': true or false expected, got {v!r}")
+
+
 def _check_types(recipe: dict, fields: dict) -> None:
-    """A text where a number or a boolean field expects one (DoRAConfig would fail later, or not at all)."""
+    """A text where a number or a boolean field expects one (DoRAConfig would fail later, or not at all); yes/no
+    words read as booleans where a boolean belongs (as `trl dpo`); one value where one path belongs."""
     for k, v in list(recipe.items()):
+        if k in ONE_VALUE and isinstance(v, list):
+            raise UsageError(f"key '{k}': one value expected, got {len(v)}: {v!r}")
+        if k in RECIPE_BOOLS:
+            recipe[k] = _to_bool(k, v)
+            continue
         f = fields.get(k)
-        if f is not None and isinstance(v, bool) and isinstance(f.default, str):
+        if f is None:
+            continue
+        if isinstance(v, bool) and isinstance(f.default, str):
             recipe[k] = "yes" if v else "no"  # YAML 1.1 reads `save_strategy: no` as false
             continue
-        if f is None or not isinstance(v, str) or f.default is dataclasses.MISSING or f.default is None:
+        kind = _kind(f) or ("bool" if isinstance(f.default, bool) else None)
+        if v is None or kind is None:
             continue
-        if isinstance(f.default, bool):
-            raise UsageError(f"key '{k}': true or false expected, got {v!r}")
-        if isinstance(f.default, (int, float)):
+        if kind == "bool":
+            recipe[k] = _to_bool(k, v)
+        elif isinstance(v, bool) or not isinstance(v, (int, float)):
             raise UsageError(f"key '{k}': a number expected, got {v!r}")
 
 
@@ -196,6 +231,11 @@ def load_recipe(path: str | None, overrides: dict) -> tuple[dict, dict]:
     for k in [k for k in recipe if k.startswith("no_") and k[3:] in bools and recipe[k] is True]:
         del recipe[k]
         recipe[k[3:]] = False  # --no_remove_unused_columns, as HfArgumentParser
+    if "debug" in recipe:  # TrainingArguments' debug options; dora train's --debug shows tracebacks
+        raise UsageError(
+            "key 'debug': dora train's --debug (a flag, no value) shows the traceback of an error; "
+            "TrainingArguments' debug options are not available"
+        )
     known = set(fields) | set(RECIPE_KEYS) | set(ALIASES) | set(REFUSED_FLAGS)
     unknown = [k for k in recipe if k not in known]
     if unknown:
@@ -220,6 +260,8 @@ def lora_config(extra: dict):
     """The LoraConfig of a ``lora:`` mapping and the ``--use_peft`` / ``--lora_*`` flags (flags win), or None."""
     flags = {LORA_FLAGS[k]: extra[k] for k in LORA_FLAGS if k in extra}
     mapping = extra.get("lora")
+    if extra.get("use_peft") is False:  # an explicit --use_peft false wins over --lora_* flags, as in trl dpo
+        return None
     if not (mapping or flags or extra.get("use_peft")):
         return None
     if mapping is not None and not isinstance(mapping, dict):

@@ -3,7 +3,7 @@ auxiliary loss, padding-free attention, losses that sort the batch, and the sour
 
 from __future__ import annotations
 
-from dora.data import add_implicit_prompt, check_loss_fits_data, check_weight_columns, validate_rows
+from dora.data import add_implicit_prompt, as_dataset, check_loss_fits_data, check_weight_columns, validate_rows
 from dora.logprobs import PADDING_FREE_ATTENTION, unwrap_causal_lm
 
 __all__ = ["check_data", "set_pad_token", "router_aux_loss", "check_padding_free", "check_sorting_losses", "vocab"]
@@ -14,10 +14,13 @@ def check_data(args, train_dataset, eval_dataset):
     (train, eval) as checked: rows whose prompt is the dialogue's shared start get their ``prompt`` column."""
 
     def check(name, ds):
-        if ds is None or not hasattr(ds, "column_names"):
+        if ds is None or isinstance(ds, str) or hasattr(ds, "__next__"):  # an eval set's name; an iterator
             return ds
+        if not hasattr(ds, "column_names"):
+            ds = as_dataset(ds, f"{name} dataset")  # a list of row dicts or a DataFrame
         ds = add_implicit_prompt(ds)
-        validate_rows(ds, weight_column=args.weight_column, name=name, group_column=group)
+        validate_rows(ds, weight_column=args.weight_column, name=name, group_column=group,
+                      skip_hint="dora.data.validate_rows(rows, skip_invalid=True)")  # fmt: skip
         check_weight_columns(ds.column_names, args.weight_column, name)
         check_loss_fits_data(ds, args.loss_type, args.listwise, f"{name} dataset")
         return ds

@@ -17,7 +17,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, set_seed
 
 from dora.config import DoRAConfig
-from dora.data import PreferenceCollator, prepare_dataset
+from dora.data import PreferenceCollator, as_dataset, prepare_dataset
 from dora.logprobs import (
     TokenLogps,
     add_logprob_head,
@@ -402,6 +402,8 @@ class DoRATrainer(ReferenceMixin, MetricsMixin, Trainer):
     def _prepare_eval(self, dataset, key: str | None = None):
         args = self.args
         name = "eval" if key is None else f"eval ({key})"
+        if not hasattr(dataset, "column_names"):  # a list of row dicts or a DataFrame
+            dataset = as_dataset(dataset, name)
         if "completion_ids" not in dataset.column_names:  # rows, not yet tokenised
             _, checked = check_data(args, None, dataset if key is None else {key: dataset})
             dataset = checked if key is None else checked[key]
