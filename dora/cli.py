@@ -21,7 +21,7 @@ COMMANDS = {
 }
 
 
-ONE_LINE_ERRORS = ("classify", "eval")  # bad input is one line and exit status 2; --debug gives the traceback
+ONE_LINE_ERRORS = ("classify", "eval", "iterate")  # bad input: one line, exit status 2; --debug: the traceback
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         if not getattr(module, "ACCEPTS_OVERRIDES", False):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = extra
-    if args.command not in ONE_LINE_ERRORS:  # dora train handles its own errors; demo, bench, iterate train models
+    if args.command not in ONE_LINE_ERRORS:  # dora train handles its own errors; demo and bench take no input files
         return _finish(int(module.run(args) or 0))
     try:
         return _finish(int(module.run(args) or 0))

@@ -426,3 +426,21 @@ def test_distalign_cli_rejects_unknown_names(letter_model, capsys):
     assert err.startswith("dora eval: error: ") and "unknown method 'logits'" in err
     with pytest.raises(ValueError, match="unknown method 'logits'"):
         main([*argv, "--debug"])
+
+
+def test_distalign_cli_checks_flags_and_files(tmp_path, capsys):
+    """Out-of-range flags, a missing --info file and a folder given as --data: one line, exit status 2."""
+    data = os.path.join(FIX, "questions.jsonl")
+
+    def error(*extra) -> str:
+        assert main(["eval", "distalign", "--predictions", str(tmp_path / "p.jsonl"), *extra]) == 2
+        return capsys.readouterr().err.strip().splitlines()[-1]
+
+    (tmp_path / "p.jsonl").write_text("")
+    assert error("--data", data, "--samples", "-3") == "dora eval: error: --samples must be >= 1, got -3"
+    assert error("--data", data, "--shots", "-1") == "dora eval: error: --shots must be >= 0, got -1"
+    assert error("--data", data, "--max-questions", "0") == "dora eval: error: --max-questions must be >= 1, got 0"
+    assert error("--data", data, "--info", str(tmp_path / "nope.csv")) == (
+        f"dora eval: error: {tmp_path / 'nope.csv'}: no such file"
+    )
+    assert error("--data", str(tmp_path)) == f"dora eval: error: {tmp_path}: a folder, not a benchmark file"

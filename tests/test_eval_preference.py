@@ -209,3 +209,38 @@ def test_no_warning_about_a_weight_column_evaluation_does_not_use(models, caplog
         implicit_reward_accuracy(policy_dir, ref_dir, AutoTokenizer.from_pretrained(policy_dir),
                                  Dataset.from_list(rows), bootstrap=0)  # fmt: skip
     assert "dora_weight" not in caplog.text
+
+
+def test_preference_cli_checks_flags_paths_and_rows_before_loading(tmp_path, capsys, monkeypatch):
+    """Out-of-range flags, a mistyped model folder, a reference that a reference-free run would ignore, and bad
+    rows: one line each, exit status 2, before any model loads (none exists here: the paths are fake)."""
+    data = tmp_path / "heldout.jsonl"
+    rows = pair_rows(4, seed=1)
+    rows[1]["chosen"] = None
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "policy").mkdir()
+
+    def error(*extra) -> str:
+        assert main(["eval", "preference", "--dataset", str(data), *extra]) == 2
+        return capsys.readouterr().err.strip().splitlines()[-1]
+
+    base = ["--model", "./policy", "--ref-model", "./policy"]
+    for flag, value, msg in [("--beta", "0", "--beta must be > 0, got 0.0"),
+                             ("--bootstrap", "0", "--bootstrap must be >= 1, got 0"),
+                             ("--tie-margin", "-1", "--tie-margin must be >= 0, got -1.0"),
+                             ("--max-prompts", "-1", "--max-prompts must be >= 1, got -1"),
+                             ("--batch-size", "0", "--batch-size must be >= 1, got 0"),
+                             ("--top-p", "1.5", "--top-p must be <= 1, got 1.5")]:  # fmt: skip
+        assert error(*base, flag, value) == f"dora eval: error: {msg}"
+    assert error("--model", "./polcy", "--ref-model", "./policy").startswith(
+        "dora eval: error: model './polcy' not found: no file or folder"
+    )
+    assert error(*base, "--reference-free") == (
+        "dora eval: error: --reference-free uses no reference model: drop --ref-model (only --win-rate uses it then)"
+    )
+    err = capsys.readouterr()
+    assert main(["eval", "preference", "--dataset", str(data), *base]) == 2
+    err = capsys.readouterr().err
+    assert f"eval dataset {data}: 1 invalid row(s) of 4 (fix them, or drop them with --skip-invalid-rows)" in err
+    assert "line 2, column 'chosen': missing (null or absent)" in err

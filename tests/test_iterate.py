@@ -98,7 +98,7 @@ def test_a_training_output_dir_is_refused_not_deleted(tmp_path):
     # each round's trainer folder is removed after the round: a folder of the user's must never be that one
     with pytest.raises(ValueError, match=r"training.output_dir: each round trains in output_dir/round_<r>/trainer"):
         IterateConfig(model="m", output_dir=str(tmp_path / "out"), training={"output_dir": str(tmp_path)})
-    with pytest.raises(SystemExit, match=r"training.output_dir"):
+    with pytest.raises(ValueError, match=r"training.output_dir"):
         load_iterate_recipe(None, {"model": "m", "pool": "p", "judge": "j", "training": {"output_dir": "x"}})
 
 
@@ -220,7 +220,7 @@ def test_lora_rounds_save_a_merged_policy(tiny_model_dir, tmp_path, one_thread):
 def test_recipe_parses_and_cli_runs_a_round(tiny_model_dir, tmp_path, one_thread):
     cfg, data = load_iterate_recipe(os.path.join(ROOT, "recipes", "iterate_demo.yaml"))
     assert cfg.rounds == 3 and cfg.weights == "classifier" and data["judge"]["callable"].endswith(":LengthBiasedJudge")
-    with pytest.raises(SystemExit, match=r"unknown key\(s\) \['roundz'\]"):
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \[.roundz.\]"):
         load_iterate_recipe(None, {"roundz": 2, "model": "m", "pool": "p", "judge": "j"})
     pool = tmp_path / "pool.jsonl"
     pool.write_text("".join(json.dumps(r) + "\n" for r in _pool()))
@@ -342,3 +342,41 @@ def test_demo_iterate_quick_runs_both_runs_from_one_sft(tmp_path, one_thread):
         assert 0.5 < rep["weights"]["roc_auc"] <= 1.0  # human text is told apart from the rest
     assert all(rep["weights"]["max"] == rep["weights"]["min"] == 1.0 for rep in seed0["DPO"][1:])
     assert "| 2 |" in (out / "iterate.md").read_text() and (out / "iterate.png").stat().st_size > 1000
+
+
+def test_recipe_mistakes_fail_before_any_model_loads(tmp_path, capsys):
+    """Keys and values a round would reach only after sampling are checked when the recipe is read; a target
+    source the pool does not have, a mistyped model folder, a missing or broken recipe: one line, exit status 2,
+    nothing written."""
+    for overrides, match in [
+        ({"eval_beta": 0}, r"eval_beta must be > 0, got 0"),
+        ({"prompts_per_round": -1}, r"prompts_per_round must be >= 1"),
+        ({"generation": {"max_new_token": 4}}, r"generation: unknown key 'max_new_token' \(did you mean 'max_new_t"),
+        ({"training": {"learnin_rate": 1e-3}}, r"training: unknown key 'learnin_rate' \(did you mean 'learning_r"),
+        ({"classifier": {"backend": "tfidff"}}, r"classifier.backend 'tfidff' is not one of \['embedding', 'tfidf'"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            load_iterate_recipe(None, {"model": "m", "pool": "p", "judge": "j", **overrides})
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text("".join(json.dumps(r) + "\n" for r in _pool()))
+    out = tmp_path / "out"
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(json.dumps({"model": "./nope", "pool": str(pool), "judge": {"callable": "x:y"},
+                                  "output_dir": str(out)}))  # fmt: skip
+
+    def error(*argv) -> str:
+        assert main(["iterate", *argv]) == 2
+        return capsys.readouterr().err.strip().splitlines()[-1]
+
+    assert error("--config", str(recipe)).startswith("dora iterate: error: model './nope' not found")
+    assert error("--config", str(recipe), "--model", str(tmp_path), "--target_sources", "humans") == (
+        f"dora iterate: error: target_sources ['humans']: none is a source of the pool, which has "
+        f"{sorted({r['source'] for r in _pool()})}"
+    )
+    assert not out.exists()
+    assert error("--config", str(tmp_path / "missing.yaml")) == (
+        f"dora iterate: error: recipe {str(tmp_path / 'missing.yaml')!r} not found"
+    )
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("model: m\npool: [a\n")
+    assert error("--config", str(broken)).startswith(f"dora iterate: error: {broken}, line 3: not valid YAML")

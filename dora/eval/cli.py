@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 
@@ -28,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     pref.add_argument("--dataset", required=True, help="held-out pairwise rows: file, saved dataset or Hub id")
     pref.add_argument("--split", default="test", help="split of a saved dataset or Hub dataset")
-    pref.add_argument("--source-column", default="source")
+    pref.add_argument("--source-column", default="source", help="column naming each row's source")
     pref.add_argument(
         "--target-sources",
         default="human",
@@ -43,16 +44,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     pref.add_argument("--no-implicit", action="store_true", help="skip the implicit-reward accuracy")
     pref.add_argument("--max-length", type=int, default=1024, help="tokens of prompt + response")
-    pref.add_argument("--batch-size", type=int, default=16)
+    pref.add_argument("--batch-size", type=int, default=16, help="rows per forward pass")
     pref.add_argument("--win-rate", action="store_true", help="generate with both policies, judge with --reward-model")
     pref.add_argument("--max-prompts", type=int, default=None, help="the first N distinct target prompts")
-    pref.add_argument("--max-new-tokens", type=int, default=128)
-    pref.add_argument("--temperature", type=float, default=0.7)
-    pref.add_argument("--top-p", type=float, default=0.9)
+    pref.add_argument("--max-new-tokens", type=int, default=128, help="win rate: tokens generated per response")
+    pref.add_argument("--temperature", type=float, default=0.7, help="win rate: sampling temperature")
+    pref.add_argument("--top-p", type=float, default=0.9, help="win rate: nucleus sampling mass")
     pref.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
     pref.add_argument("--tie-margin", type=float, default=0.0, help="score differences up to this are ties")
     pref.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the 95%% intervals")
-    pref.add_argument("--seed", type=int, default=0)
+    pref.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and of the sampling")
+    pref.add_argument(
+        "--skip-invalid-rows", action="store_true", help="drop invalid rows (counted in a warning) instead of stopping"
+    )
     pref.add_argument("--output", default=None, help="folder for results.json and results.md")
 
     dist = sub.add_parser(
@@ -67,7 +71,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     dist.add_argument(
         "--data", nargs="+", required=True, help="benchmark files (<ATTRIBUTE>_data.json, data.json, *.jsonl)"
     )
-    dist.add_argument("--format", default="auto", choices=["auto", "opinionqa", "nytimes", "globalvalues", "jsonl"])
+    dist.add_argument(
+        "--format", default="auto", choices=["auto", "opinionqa", "nytimes", "globalvalues", "jsonl"],
+        help="the files' layout (auto: from the file names)",
+    )  # fmt: skip
     dist.add_argument("--groups", default="paper", help="'paper' (the paper's groups), 'all', or comma-separated names")
     dist.add_argument("--info", nargs="*", default=[], help="extra OpinionQA info.csv files (option order, ordinals)")
     dist.add_argument(
@@ -81,7 +88,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     dist.add_argument(
         "--prompt-style", default="reference", choices=["reference", "concise"], help="the benchmark's prompts or ours"
     )
-    dist.add_argument("--verbalize-decoding", default="sample", choices=["sample", "greedy"])
+    dist.add_argument(
+        "--verbalize-decoding", default="sample", choices=["sample", "greedy"], help="decoding of the verbalize method"
+    )
     dist.add_argument(
         "--failed-parse", default="zero", choices=["zero", "uniform", "skip"], help="how an unreadable output is scored"
     )
@@ -89,9 +98,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--no-renormalize", action="store_true", help="TVD against predictions as given (mass off the options counts)"
     )
     dist.add_argument("--chat-template", action="store_true", help="wrap each prompt as a chat user message")
-    dist.add_argument("--batch-size", type=int, default=16)
+    dist.add_argument("--batch-size", type=int, default=16, help="prompts per forward pass")
     dist.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the 95%% interval")
-    dist.add_argument("--seed", type=int, default=0)
+    dist.add_argument("--seed", type=int, default=0, help="seed of the sampling, the shots and the bootstrap")
     dist.add_argument(
         "--output", default=None, help="folder for leaderboard.json, results.json, results.md, predictions.jsonl"
     )
@@ -142,12 +151,51 @@ def _preference_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _at_least(args, low: dict) -> None:
+    """Flags out of range, one line each, before any model loads: ``low`` maps a flag to (minimum, strict)."""
+    for name, (bound, strict) in low.items():
+        value = getattr(args, name)
+        if value is None:
+            continue
+        if (value <= bound) if strict else (value < bound):
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(f"{flag} must be {'>' if strict else '>='} {bound}, got {value}")
+
+
+def _check_models(*paths) -> None:
+    """A model folder that is not there is named before anything loads (a local-looking path is not looked up
+    on the Hub)."""
+    from dora.data import check_local_path
+
+    for what, path in paths:
+        if path:
+            check_local_path(path, what)
+
+
+@contextlib.contextmanager
+def _loading(what: str, path: str):
+    """A model that cannot be loaded (no such folder, and not on the Hub or offline): one line naming it."""
+    try:
+        yield
+    except OSError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{what} {path!r}: not a local folder and not loadable from the Hub ({first})") from e
+
+
 def run_preference(args) -> int:
     from transformers import AutoTokenizer
 
-    from dora.data import add_implicit_prompt, load_rows
+    from dora.data import add_implicit_prompt, load_rows, validate_rows
     from dora.eval import preference as P
 
+    _at_least(args, {"beta": (0, True), "bootstrap": (1, False), "tie_margin": (0, False), "max_prompts": (1, False),
+                     "batch_size": (1, False), "max_length": (2, False), "max_new_tokens": (1, False),
+                     "temperature": (0, True), "top_p": (0, True)})  # fmt: skip
+    if args.top_p > 1:
+        raise ValueError(f"--top-p must be <= 1, got {args.top_p}")
+    if args.reference_free and args.ref_model and not args.win_rate:
+        raise ValueError("--reference-free uses no reference model: drop --ref-model (only --win-rate uses it then)")
+    _check_models(("model", args.model), ("ref_model", args.ref_model), ("reward_model", args.reward_model))
     targets = None if args.target_sources.strip().lower() == "all" else _csv(args.target_sources)
     ref_path = args.ref_model or P.default_reference(args.model)
     if args.win_rate and (args.reward_model is None or ref_path is None):
@@ -157,13 +205,18 @@ def run_preference(args) -> int:
         raise ValueError("nothing to evaluate: give --ref-model (or --reference-free) and/or --reward-model")
 
     data = add_implicit_prompt(load_rows(args.dataset, args.split))
-    tok = AutoTokenizer.from_pretrained(args.model)
+    path = args.dataset if os.path.isfile(os.path.expanduser(args.dataset)) else None
+    data = validate_rows(data, name="eval", path=path, skip_invalid=args.skip_invalid_rows)  # before any model loads
+    with _loading("model", args.model):
+        tok = AutoTokenizer.from_pretrained(args.model)
+        policy = P.load_causal_lm(args.model) if implicit or args.win_rate else None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    policy = P.load_causal_lm(args.model) if implicit or args.win_rate else None
-    reference = P.load_causal_lm(ref_path) if ref_path and (args.win_rate or not args.reference_free) else None
+    with _loading("ref_model", ref_path or ""):
+        reference = P.load_causal_lm(ref_path) if ref_path and (args.win_rate or not args.reference_free) else None
     boot = dict(bootstrap=args.bootstrap, seed=args.seed)
-    result: dict = {"model": args.model, "ref_model": ref_path, "dataset": args.dataset, "n_rows": len(data)}
+    used_ref = None if args.reference_free and not args.win_rate else ref_path
+    result: dict = {"model": args.model, "ref_model": used_ref, "dataset": args.dataset, "n_rows": len(data)}
     if implicit:
         result["implicit_reward"] = P.implicit_reward_accuracy(
             policy,
@@ -177,7 +230,8 @@ def run_preference(args) -> int:
             max_length=args.max_length,
             **boot,
         )
-    rm = P.RewardModel(args.reward_model, args.batch_size, args.max_length) if args.reward_model else None
+    with _loading("reward_model", args.reward_model or ""):
+        rm = P.RewardModel(args.reward_model, args.batch_size, args.max_length) if args.reward_model else None
     if rm is not None:
         result["reward_model"] = P.reward_model_accuracy(
             rm, data, target_sources=targets, source_column=args.source_column, **boot
@@ -214,6 +268,13 @@ def run_preference(args) -> int:
 def run_distalign(args) -> int:
     from dora.eval import distalign as D
 
+    _at_least(args, {"samples": (1, False), "shots": (0, False), "max_questions": (1, False), "batch_size": (1, False),
+                     "bootstrap": (1, False)})  # fmt: skip
+    for path in [*args.data, *args.info, *args.shot_pool, *([args.predictions] if args.predictions else [])]:
+        if not os.path.isfile(os.path.expanduser(path)):
+            kind = "a folder, not a benchmark file" if os.path.isdir(os.path.expanduser(path)) else "no such file"
+            raise FileNotFoundError(f"{path}: {kind}")
+    _check_models(("model", args.model))
     methods = [D.canonical("method", m) for m in _csv(args.methods)]
     steerings = [D.canonical("steering", s) for s in _csv(args.steering)]
     groups = args.groups if args.groups in ("paper", "all") else _csv(args.groups)
@@ -237,7 +298,8 @@ def run_distalign(args) -> int:
         report["predictions"] = args.predictions
     else:
         pool = [it for p in args.shot_pool for it in D.load_benchmark(p, args.format, info_files=args.info)]
-        runner = D.ModelRunner(args.model, args.batch_size, chat_template=args.chat_template)
+        with _loading("model", args.model):
+            runner = D.ModelRunner(args.model, args.batch_size, chat_template=args.chat_template)
         report, rows = D.evaluate(
             runner, items, methods=methods, steerings=steerings, samples=args.samples, seed=args.seed,
             bootstrap=args.bootstrap, k_shots=args.shots, shot_pool=pool, style=args.prompt_style,

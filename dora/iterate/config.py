@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 
 __all__ = ["IterateConfig", "load_iterate_recipe"]
@@ -43,9 +44,45 @@ class IterateConfig:
             raise ValueError("target_sources must name at least one source")
         if isinstance(self.target_sources, str):
             self.target_sources = [self.target_sources]
+        if not self.eval_beta > 0:
+            raise ValueError(f"eval_beta must be > 0, got {self.eval_beta}")
+        if self.prompts_per_round is not None and self.prompts_per_round < 1:
+            raise ValueError(f"prompts_per_round must be >= 1 (or left out: all prompts), got {self.prompts_per_round}")
+        _check_keys("generation", self.generation, GENERATION_KEYS)
+        _check_keys("training", self.training, _doraconfig_fields())
+        if self.classifier.get("backend") is not None:
+            from dora.classifier.annotate import make_classifier  # noqa: F401  (registers the backends)
+            from dora.classifier.base import SourceClassifier
+
+            if self.classifier["backend"] not in SourceClassifier.registry:
+                raise ValueError(f"classifier.backend {self.classifier['backend']!r} is not one of "
+                                 f"{sorted(SourceClassifier.registry)}")  # fmt: skip
         if "output_dir" in (self.training or {}):
             raise ValueError("training.output_dir: each round trains in output_dir/round_<r>/trainer (removed after "
                              "the round); set the top-level output_dir instead")  # fmt: skip
+
+
+GENERATION_KEYS = ("max_new_tokens", "temperature", "top_p", "batch_size", "backend", "greedy")
+
+
+def _doraconfig_fields() -> set[str]:
+    from dora.config import DoRAConfig
+
+    return {f.name for f in dataclasses.fields(DoRAConfig) if f.init}
+
+
+def _check_keys(section: str, given: dict, known) -> None:
+    """An unknown key of a ``generation`` / ``training`` mapping, with the nearest known one, before any model
+    loads (it would otherwise fail only when the round reaches it)."""
+    import difflib
+
+    if not isinstance(given, dict):
+        raise ValueError(f"{section}: a mapping of keys to values expected, got {given!r}")
+    for key in given:
+        if key not in known:
+            near = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f" (did you mean '{near[0]}'?)" if near else ""
+            raise ValueError(f"{section}: unknown key '{key}'{hint}")
 
 
 # keys of a recipe that are not IterateConfig fields: where the data and the judge come from
@@ -58,21 +95,26 @@ def load_iterate_recipe(path: str | None, overrides: dict | None = None) -> tupl
 
     recipe = {}
     if path:
-        with open(path) as f:
-            recipe = yaml.safe_load(f) or {}
+        if not os.path.isfile(os.path.expanduser(path)):
+            raise FileNotFoundError(f"recipe {path!r} not found")
+        try:
+            with open(os.path.expanduser(path)) as f:
+                recipe = yaml.safe_load(f) or {}
+        except yaml.MarkedYAMLError as e:
+            raise ValueError(f"{path}, line {e.problem_mark.line + 1}: not valid YAML ({e.problem})") from None
         if not isinstance(recipe, dict):
-            raise SystemExit(f"{path}: a recipe is a mapping of keys to values")
+            raise ValueError(f"{path}: a recipe is a mapping of keys to values")
     recipe.update(overrides or {})
     fields = {f.name for f in dataclasses.fields(IterateConfig)}
     unknown = sorted(k for k in recipe if k not in fields and k not in DATA_KEYS)
     if unknown:
         known = sorted(fields) + list(DATA_KEYS)
-        raise SystemExit(f"{path or 'dora iterate'}: unknown key(s) {unknown}; known: {known}")
+        raise ValueError(f"{path or 'dora iterate'}: unknown key(s) {unknown}; known: {known}")
     data = {k: recipe.pop(k) for k in DATA_KEYS if k in recipe}
     for k in ("model", "pool", "judge"):
         if k not in recipe and k not in data:
-            raise SystemExit(f"{path or 'dora iterate'}: the recipe needs '{k}'")
+            raise ValueError(f"{path or 'dora iterate'}: the recipe needs '{k}'")
     try:
         return IterateConfig(**recipe), data
     except (TypeError, ValueError) as e:
-        raise SystemExit(f"{path or 'dora iterate'}: {e}") from None
+        raise ValueError(f"{path or 'dora iterate'}: {e}") from None

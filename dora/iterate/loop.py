@@ -259,7 +259,14 @@ def iterate(
 
     state = process_state()
     cfg, out = config, config.output_dir
+    from dora.data import check_local_path
+
+    check_local_path(cfg.model, "model")  # a mistyped folder is named here, not after the data and the judge load
     initial = validate_pool(_load_rows(pool, "pool"), "pool")
+    if cfg.weights == "classifier" and weights_fn is None:
+        sources = sorted({r["source"] for r in initial})
+        if not set(cfg.target_sources) & set(sources):
+            raise ValueError(f"target_sources {cfg.target_sources}: none is a source of the pool, which has {sources}")
     eval_rows = _load_rows(eval_data, "eval_data") if eval_data is not None else None
     if eval_rows is not None:
         eval_rows = validate_pool(eval_rows, "eval_data")
