@@ -259,9 +259,6 @@ def iterate(
 
     state = process_state()
     cfg, out = config, config.output_dir
-    from dora.data import check_local_path
-
-    check_local_path(cfg.model, "model")  # a mistyped folder is named here, not after the data and the judge load
     initial = validate_pool(_load_rows(pool, "pool"), "pool")
     if cfg.weights == "classifier" and weights_fn is None:
         sources = sorted({r["source"] for r in initial})
@@ -288,6 +285,9 @@ def iterate(
         "pool": _digest(initial), "prompts": _digest(prompts), "trusted": _digest(trusted),
         "eval_data": _digest(eval_rows), "judge": _describe_judge(judge), "eval_judge": _describe_judge(eval_judge),
     }  # fmt: skip
+    from dora.data import check_local_path
+
+    check_local_path(cfg.model, "model")  # a mistyped folder is named before the judge and the policy load
     judge = load_judge(judge)  # a reward model loads here, after the data is checked
     eval_judge = load_judge(eval_judge) if eval_judge is not None else None
     os.makedirs(out, exist_ok=True)
