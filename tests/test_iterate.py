@@ -104,6 +104,7 @@ def test_a_training_output_dir_is_refused_not_deleted(tmp_path):
 
 def test_resume_refuses_another_pool_or_judge(tmp_path):
     """A run's folder records its data and judge; a later run with others stops instead of resuming."""
+    (tmp_path / "no_model_here").mkdir()  # a folder (the path check passes) with no model in it
     cfg = IterateConfig(model=str(tmp_path / "no_model_here"), output_dir=str(tmp_path / "out"), rounds=1)
     pool = _pool()
 
