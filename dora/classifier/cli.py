@@ -183,7 +183,8 @@ def _row_names(path: str, n: int) -> list[str] | int | None:
 
 
 def check_no_labels_flags(args) -> None:
-    """With --target-dataset: refuse the labelled mode's flags, and an empty trusted file, before any loading."""
+    """With --target-dataset: refuse the labelled mode's flags and values out of range, before any loading (an empty
+    file is refused by ``load_rows``)."""
     given = [f for f, v in (("--target-sources", args.target_sources), ("--target-share", args.target_share),
                             ("--stabilizer", args.stabilizer), ("--preset", args.preset)) if v is not None]
     if args.source_column != "source":
@@ -194,11 +195,6 @@ def check_no_labels_flags(args) -> None:
         raise ValueError(f"--folds must be >= 2 with --target-dataset (cross-fitted scores), got {args.folds}")
     if int(args.share_bootstrap) < 0:
         raise ValueError(f"--share-bootstrap must be >= 0, got {args.share_bootstrap}")
-    for path in (args.dataset, args.target_dataset):
-        if os.path.isfile(path):
-            with open(path, "rb") as f:
-                if not f.read(1 << 16).strip():
-                    raise ValueError(f"{path}: empty file, no rows")
 
 
 def run_no_labels(args, dataset, backend_kwargs) -> int:

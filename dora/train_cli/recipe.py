@@ -166,7 +166,8 @@ def _suggest(key: str, known) -> str:
     return f" (did you mean '{near[0]}'?)" if near else ""
 
 
-TRUE, FALSE = ("true", "yes", "y", "on", "1"), ("false", "no", "n", "off", "0")  # HfArgumentParser's string_to_bool
+# booleans: the words `trl dpo` reads (HfArgumentParser's string_to_bool, but t/f), and on/off
+TRUE, FALSE = ("true", "yes", "y", "on", "1"), ("false", "no", "n", "off", "0")
 ONE_VALUE = ("model_name_or_path", "ref_model_name_or_path", "dataset", "dataset_config", "dataset_split",
              "eval_dataset", "eval_dataset_split", "output_dir", "resume_from_checkpoint", "torch_dtype",
              "model_revision", "attn_implementation")  # fmt: skip
