@@ -64,3 +64,34 @@ def pair_rows(n: int = 8, seed: int = 0, sources=("human", "gpt")) -> list[dict]
             "dora_weight": round(0.25 + 1.5 * rng.random(), 4),
         })  # fmt: skip
     return rows
+
+
+def launch_cases(script: str, launchers: dict, model_dir: str, folder) -> dict:
+    """Run a multi-process case script (tests/scripts/*_cases.py) once per launcher on the same 16 rows; each
+    run must succeed and leave results.pt in folder/<name>. Returns {name: its results}."""
+    import json
+    import subprocess
+
+    import torch
+
+    data = folder / "rows.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in pair_rows(16)))
+    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", TQDM_DISABLE="1")
+    env.pop("TENSORBOARD_LOGGING_DIR", None)
+    out = {}
+    for name, launcher in launchers.items():
+        (folder / name).mkdir()
+        res = subprocess.run([*launcher, script, model_dir, str(data), str(folder / name)], capture_output=True,
+                             text=True, env=env, timeout=420)  # fmt: skip
+        assert res.returncode == 0, res.stderr[-4000:]
+        out[name] = torch.load(folder / name / "results.pt")
+    return out
+
+
+def assert_same_params(a: dict, b: dict, **tol) -> None:
+    """The same parameter names, and each tensor of ``b`` close to ``a``'s."""
+    import torch
+
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], msg=k, **tol)

@@ -6,15 +6,13 @@ One `accelerate launch` per stage runs every case (tests/scripts/deepspeed_cases
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import subprocess
 import sys
 
 import pytest
 import torch
-from conftest import pair_rows
+from conftest import assert_same_params, launch_cases
 
 HERE = os.path.dirname(__file__)
 SCRIPT = os.path.join(HERE, "scripts", "deepspeed_cases.py")
@@ -23,30 +21,13 @@ CONFIG = os.path.join(HERE, "..", "recipes", "accelerate_configs", "zero3_cpu2.y
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, tiny_model_dir):
-    d = tmp_path_factory.mktemp("deepspeed")
-    data = d / "rows.jsonl"
-    data.write_text("\n".join(json.dumps(r) for r in pair_rows(16)))
-    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", TQDM_DISABLE="1")
     accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
     launchers = {
         "one": [sys.executable],
         "zero3": [accelerate, "launch", "--config_file", CONFIG],
         "zero2": [accelerate, "launch", "--config_file", CONFIG, "--zero_stage", "2"],
     }
-    out = {}
-    for name, launcher in launchers.items():
-        (d / name).mkdir()
-        res = subprocess.run([*launcher, SCRIPT, tiny_model_dir, str(data), str(d / name)], capture_output=True,
-                             text=True, env=env, timeout=420)  # fmt: skip
-        assert res.returncode == 0, res.stderr[-4000:]
-        out[name] = torch.load(d / name / "results.pt")
-    return out
-
-
-def _assert_same_params(a: dict, b: dict, **tol):
-    assert a.keys() == b.keys()
-    for k in a:
-        torch.testing.assert_close(b[k], a[k], msg=k, **tol)
+    return launch_cases(SCRIPT, launchers, tiny_model_dir, tmp_path_factory.mktemp("deepspeed"))
 
 
 @pytest.mark.slow
@@ -59,7 +40,7 @@ def test_deepspeed_two_processes_equal_one(runs, tiny_model_dir, stage):
     assert two["losses"] == pytest.approx(one["losses"], rel=1e-6)  # step 2: reference != policy
     start = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
     assert max(float((one["params"][k] - start[k]).abs().max()) for k in start) > 1e-3  # the steps moved it
-    _assert_same_params(one["params"], two["params"], rtol=1e-5, atol=1e-7)
+    assert_same_params(one["params"], two["params"], rtol=1e-5, atol=1e-7)
     # ZeRO-3 shards the frozen reference (each of 2 processes holds half); ZeRO-2 keeps it whole (as TRL)
     assert two["ref_local_share"] == pytest.approx(0.5 if stage == "zero3" else 1.0, abs=0.05)
 
@@ -69,10 +50,10 @@ def test_deepspeed_two_processes_equal_one(runs, tiny_model_dir, stage):
 def test_deepspeed_lora_and_precomputed_reference(runs, stage):
     one, two = runs["one"], runs[stage]
     assert two["lora"]["losses"] == pytest.approx(one["lora"]["losses"], rel=1e-6)
-    _assert_same_params(one["lora"]["params"], two["lora"]["params"], rtol=1e-5, atol=1e-7)
+    assert_same_params(one["lora"]["params"], two["lora"]["params"], rtol=1e-5, atol=1e-7)
     assert one["precompute"].shape == (7, 2)  # 7 rows: shares of 4 and 3 (+1 repeated) on two processes
     torch.testing.assert_close(two["precompute"], one["precompute"], rtol=1e-6, atol=1e-5)
     torch.testing.assert_close(two["precompute_lora"], one["precompute_lora"], rtol=1e-6, atol=1e-5)
     for name in ("precompute_train", "precompute_lora_train"):  # training on the column afterwards
         assert two[name]["losses"] == pytest.approx(one[name]["losses"], rel=1e-6)
-        _assert_same_params(one[name]["params"], two[name]["params"], rtol=1e-5, atol=1e-7)
+        assert_same_params(one[name]["params"], two[name]["params"], rtol=1e-5, atol=1e-7)

@@ -7,15 +7,13 @@ tensorboard written by rank 0 once per step. One `accelerate launch` runs every 
 from __future__ import annotations
 
 import glob
-import json
 import os
 import shutil
-import subprocess
 import sys
 
 import pytest
 import torch
-from conftest import pair_rows
+from conftest import assert_same_params, launch_cases, pair_rows
 
 HERE = os.path.dirname(__file__)
 SCRIPT = os.path.join(HERE, "scripts", "fsdp_cases.py")
@@ -25,25 +23,10 @@ CONFIG = os.path.join(HERE, "..", "recipes", "accelerate_configs", "fsdp_cpu2.ya
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, tiny_model_dir):
     d = tmp_path_factory.mktemp("fsdp")
-    data = d / "rows.jsonl"
-    data.write_text("\n".join(json.dumps(r) for r in pair_rows(16)))
-    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", TQDM_DISABLE="1")
-    env.pop("TENSORBOARD_LOGGING_DIR", None)
     accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
-    out = {}
-    for name, launcher in (("one", [sys.executable]), ("two", [accelerate, "launch", "--config_file", CONFIG])):
-        (d / name).mkdir()
-        res = subprocess.run([*launcher, SCRIPT, tiny_model_dir, str(data), str(d / name)], capture_output=True,
-                             text=True, env=env, timeout=420)  # fmt: skip
-        assert res.returncode == 0, res.stderr[-4000:]
-        out[name] = torch.load(d / name / "results.pt")
+    out = launch_cases(SCRIPT, {"one": [sys.executable], "two": [accelerate, "launch", "--config_file", CONFIG]},
+                       tiny_model_dir, d)  # fmt: skip
     return d, out["one"], out["two"]
-
-
-def _assert_same_params(a: dict, b: dict, **tol):
-    assert a.keys() == b.keys()
-    for k in a:
-        torch.testing.assert_close(b[k], a[k], msg=k, **tol)
 
 
 @pytest.mark.slow
@@ -58,7 +41,7 @@ def test_fsdp2_two_processes_equal_one(runs, tiny_model_dir, accumulation):
     assert b["losses"] == pytest.approx(a["losses"], rel=1e-6)  # step 2: reference != policy
     start = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
     assert max(float((a["params"][k] - start[k]).abs().max()) for k in start) > 1e-3  # the steps moved it
-    _assert_same_params(a["params"], b["params"], rtol=1e-5, atol=1e-6)
+    assert_same_params(a["params"], b["params"], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.slow
@@ -75,7 +58,7 @@ def test_fsdp2_lora(runs):
     assert b["fsdp"] and a["params"] and all("lora_" in k for k in a["params"])
     assert b["losses"] == pytest.approx(a["losses"], rel=1e-6)
     assert a["losses"][1] != pytest.approx(a["losses"][0], rel=1e-4)  # the adapter moved away from the reference
-    _assert_same_params(a["params"], b["params"], rtol=1e-5, atol=1e-7)
+    assert_same_params(a["params"], b["params"], rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.slow
@@ -84,7 +67,7 @@ def test_fsdp2_sft_term_is_a_global_token_mean(runs):
     processes with 4 rows each equal one with 8 (a per-process token mean would not, rows differing in length)."""
     _, one, two = runs
     assert two["sft"]["losses"] == pytest.approx(one["sft"]["losses"], rel=1e-6)
-    _assert_same_params(one["sft"]["params"], two["sft"]["params"], rtol=1e-5, atol=1e-7)
+    assert_same_params(one["sft"]["params"], two["sft"]["params"], rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.slow
@@ -104,9 +87,9 @@ def test_fsdp2_checkpoint_resume_and_from_pretrained(runs):
     d, _, two = runs
     full, resumed = two["uninterrupted"], two["resumed"]
     assert os.path.exists(d / "two" / "ckpt" / "checkpoint-1" / "trainer_state.json")
-    _assert_same_params(full["params"], resumed["params"], rtol=0, atol=1e-7)
+    assert_same_params(full["params"], resumed["params"], rtol=0, atol=1e-7)
     saved = AutoModelForCausalLM.from_pretrained(d / "two" / "saved").state_dict()
-    _assert_same_params({k: v for k, v in full["params"].items() if k in saved}, saved, rtol=0, atol=0)
+    assert_same_params({k: v for k, v in full["params"].items() if k in saved}, saved, rtol=0, atol=0)
     assert set(full["params"]) - set(saved) <= {"lm_head.weight"}  # tied to the embeddings
 
 

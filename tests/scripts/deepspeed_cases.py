@@ -6,50 +6,16 @@
 Each case trains on a global batch of 8 rows per optimizer step, whatever the process count; rank 0 saves to
 OUT_DIR/results.pt per case the logged losses, the parameters after training (gathered from the shards) and the
 share of the frozen reference each process holds, and the precomputed reference columns.
+The command line, each case's config and what is recorded come from cases_common.py.
 """
 
-import json
-import os
-import sys
 
 import torch
+from cases_common import config, finish, model_dir, results, rows, save_and_exit
 from datasets import Dataset
 from peft import LoraConfig
 
-from dora import DoRAConfig, DoRATrainer
-
-model_dir, data_file, out_dir = sys.argv[1:4]
-rows = [json.loads(line) for line in open(data_file)]
-world = int(os.environ.get("WORLD_SIZE", "1"))
-results = {}
-
-
-def config(name, **kw):
-    base = dict(
-        output_dir=os.path.join(out_dir, name), per_device_train_batch_size=8 // world, max_steps=2,
-        learning_rate=0.5, optim="sgd", lr_scheduler_type="constant", objective="dora", dro_lambda=0.5,
-        report_to=[], save_strategy="no", logging_steps=1, disable_tqdm=True, seed=0,
-    )  # fmt: skip
-    base.update(kw)
-    return DoRAConfig(**base)
-
-
-def local_share(params) -> float:
-    """The share of a model's parameters this process holds (ZeRO-3 keeps 1/N of each in ``ds_tensor``)."""
-    full = sum(getattr(p, "ds_numel", p.numel()) for p in params)
-    local = sum(p.ds_tensor.numel() if hasattr(p, "ds_tensor") else p.numel() for p in params)
-    return local / max(1, full)
-
-
-def finish(name, trainer, adapter_only=False):
-    state = trainer.accelerator.get_state_dict(trainer.model_wrapped)  # ZeRO-3: gathered (all ranks call it)
-    ref = list(trainer.ref_model.parameters()) if trainer.ref_model is not None else []
-    if trainer.accelerator.is_main_process:
-        params = {k: v.detach().cpu().clone() for k, v in state.items() if not adapter_only or "lora_" in k}
-        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-        results[name] = {"losses": losses, "params": params, "deepspeed": trainer.is_deepspeed_enabled,
-                         "ref_local_share": local_share(ref) if ref else None}  # fmt: skip
-
+from dora import DoRATrainer
 
 # objective "dora" over the global batch, the default reference: a frozen copy of the initial policy
 t = DoRATrainer(model=model_dir, args=config("copy"), train_dataset=Dataset.from_list(rows))
@@ -76,10 +42,4 @@ for name, peft in (("precompute", None), ("precompute_lora", lora)):
     t.train()
     finish(f"{name}_train", t, adapter_only=peft is not None)
 
-if int(os.environ.get("RANK", "0")) == 0:
-    torch.save(results, os.path.join(out_dir, "results.pt"))
-if torch.distributed.is_initialized():  # a clean teardown: no process aborts at exit
-    import deepspeed.comm
-
-    deepspeed.comm.barrier()
-    deepspeed.comm.destroy_process_group()
+save_and_exit(deepspeed=True)

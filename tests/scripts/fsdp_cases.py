@@ -5,44 +5,17 @@
 Each case trains on a global batch of 8 rows per optimizer step, whatever the process count, and rank 0 saves
 what it saw to OUT_DIR/results.pt: per case the logged losses and the parameters after training (gathered from
 the shards), and the precomputed reference column.
+The command line, each case's config and what is recorded come from cases_common.py.
 """
 
-import json
 import os
-import sys
 
 import torch
+from cases_common import config, finish, model_dir, out_dir, results, rows, save_and_exit, world
 from datasets import Dataset
 from peft import LoraConfig
 
-from dora import DoRAConfig, DoRATrainer
-
-model_dir, data_file, out_dir = sys.argv[1:4]
-rows = [json.loads(line) for line in open(data_file)]
-world = int(os.environ.get("WORLD_SIZE", "1"))
-results = {}
-
-
-def config(name, **kw):
-    base = dict(
-        output_dir=os.path.join(out_dir, name), per_device_train_batch_size=8 // world, max_steps=2,
-        learning_rate=0.5, optim="sgd", lr_scheduler_type="constant", objective="dora", dro_lambda=0.5,
-        report_to=[], save_strategy="no", logging_steps=1, disable_tqdm=True, seed=0,
-    )  # fmt: skip
-    base.update(kw)
-    return DoRAConfig(**base)
-
-
-def finish(name, trainer, adapter_only=False):
-    state = trainer.accelerator.get_state_dict(trainer.model)  # gathered from every shard (all ranks call it)
-    if trainer.accelerator.is_main_process:
-        params = {k: v.detach().cpu().clone() for k, v in state.items() if not adapter_only or "lora_" in k}
-        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-        ref = list(trainer.ref_model.parameters()) if trainer.ref_model is not None else []
-        local = sum(p.to_local().numel() if hasattr(p, "to_local") else p.numel() for p in ref)
-        results[name] = {"losses": losses, "params": params, "fsdp": trainer.is_fsdp_enabled,
-                         "ref_local_share": local / max(1, sum(p.numel() for p in ref))}  # fmt: skip
-
+from dora import DoRATrainer
 
 # objective "dora" over the global batch, 2 accumulation steps, a frozen-copy reference (step 2: ref != policy)
 for acc in ("micro_batch", "full"):
@@ -86,8 +59,4 @@ if world > 1:  # checkpoint and resume under FSDP2 (AdamW: the optimizer state i
     resumed.train(resume_from_checkpoint=os.path.join(out_dir, "ckpt", "checkpoint-1"))
     finish("resumed", resumed)
 
-if results:
-    torch.save(results, os.path.join(out_dir, "results.pt"))
-if torch.distributed.is_initialized():  # a clean gloo teardown: no process aborts at exit
-    torch.distributed.barrier()
-    torch.distributed.destroy_process_group()
+save_and_exit()
