@@ -44,6 +44,9 @@ def _finish(code: int) -> int:
     shutdown can abort a process ("terminate called without an active exception") after a run that succeeded."""
     dist = getattr(sys.modules.get("torch"), "distributed", None)
     if code == 0 and dist is not None and dist.is_available() and dist.is_initialized():
+        import gc
+
+        gc.collect()  # sharded modules hold reference cycles: free them while the group lives, not at exit
         dist.barrier()
         dist.destroy_process_group()
     return code

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import gc
 
 import torch
 from torch.utils.data import DataLoader
@@ -168,8 +169,11 @@ class ReferenceMixin:
                 batch = {k: v.to(self.accelerator.device) for k, v in batch.items()}
                 rows.extend(self._reference_from_model(batch).cpu().tolist())
         finally:
+            temporary = self.ref_model is not kept_ref
             self.ref_model = kept_ref
             self.model.train(was_training)
+            if temporary:  # a sharded module holds reference cycles (hooks): free it now, while its group lives
+                gc.collect()
         if world > 1:
             from accelerate.utils import gather_object
 

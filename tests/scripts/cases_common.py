@@ -2,6 +2,7 @@
 a case's DoRAConfig (a global batch of 8 rows per optimizer step, whatever the process count), what rank 0 records
 of a trained case, and the end of the script (results saved, the process group torn down)."""
 
+import gc
 import json
 import os
 import sys
@@ -55,6 +56,7 @@ def save_and_exit(deepspeed: bool = False) -> None:
     """Rank 0 writes OUT_DIR/results.pt; then a clean teardown, so that no process aborts at exit."""
     if results:
         torch.save(results, os.path.join(out_dir, "results.pt"))
+    gc.collect()  # the cases' sharded modules, freed while the process group still lives
     if torch.distributed.is_initialized():
         if deepspeed:
             import deepspeed.comm as dist
