@@ -90,8 +90,10 @@ def test_response_types(tmp_path):
     rows = pair_rows(4)
     rows[2]["chosen"] = 3  # a jsonl file may hold a number where text belongs
     path = write_jsonl(tmp_path / "d.jsonl", rows)
-    with pytest.raises(ValueError, match=r"line 3, column 'chosen': text or chat messages expected, got int 3"):
+    with pytest.raises(ValueError, match=r"d.jsonl: line 3, column 'chosen': number 3 where the column's other rows"):
         validate_rows(load_rows(path), path=path)
+    with pytest.raises(ValueError, match=r"row 1, column 'chosen': text or chat messages expected, got int 3"):
+        validate_rows(Dataset.from_dict({k: [r[k] if k != "chosen" else 3 for r in rows] for k in rows[0]}))
     rows = [dict(r, chosen=["a", "b"]) for r in pair_rows(3)]
     with pytest.raises(ValueError, match=r"row 1, column 'chosen': a list must hold chat messages"):
         validate_rows(Dataset.from_list(rows))

@@ -41,27 +41,112 @@ def check_local_path(path: str, what: str = "dataset") -> None:
     raise FileNotFoundError(f"{what} {str(path)!r} not found: no file or folder {os.path.abspath(full)}{hint}")
 
 
-def _explain_load_error(path: str, error: Exception) -> ValueError:
-    """One line for a file ``datasets`` cannot read: the first broken JSON line, else the root cause."""
+def _check_utf8(path: str) -> None:
+    """A text file (jsonl, json, csv) that is not UTF-8: one line naming the file, line and byte."""
+    with open(path, "rb") as f:
+        for k, raw in enumerate(f, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(
+                    f"{path}, line {k}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1}); "
+                    "save the file as UTF-8"
+                ) from None
+
+
+def _kind(value) -> str | None:
+    """The type of a JSON value as a column holds it: text, number, boolean, a list of one kind, object."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, dict):
+        return "object"
+    kinds = {_kind(v) for v in value} - {None}
+    return "list" if not kinds else f"list of {kinds.pop()}" if len(kinds) == 1 else "mixed list"
+
+
+def _column_kinds(rows: list[dict]) -> dict[str, str]:
+    """Each column's kind: the kind most of its values have (an empty list fits any list)."""
+    from collections import Counter
+
+    counts: dict[str, Counter] = {}
+    for row in rows:
+        for c, v in row.items():
+            k = _kind(v)
+            if k not in (None, "list", "mixed list"):
+                counts.setdefault(c, Counter())[k] += 1
+    return {c: n.most_common(1)[0][0] for c, n in counts.items()}
+
+
+def _type_problem(row: dict, kinds: dict[str, str]) -> str | None:
+    for c, v in row.items():
+        k = _kind(v)
+        if k == "mixed list":
+            return f"column '{c}': a list whose items have different types ({v!r:.60})"
+        want = kinds.get(c)
+        if k is None or want is None or k == want or (k == "list" and want.startswith("list")):
+            continue
+        return f"column '{c}': {k} {v!r:.60} where the column's other rows hold {want}"
+    return None
+
+
+def _read_json_rows(path: str) -> tuple[list[dict], list[str]]:
+    """The rows of a jsonl file (or a json array of objects) as written, and each row's label (``line k``,
+    1-based, for jsonl; ``row k`` for json); a line that is not JSON or not an object is a one-line error."""
     import json
 
-    if path.lower().endswith(".jsonl"):
-        with open(path, encoding="utf-8", errors="replace") as f:
-            for k, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    return ValueError(f"{path}, line {k}: not valid JSON ({e.msg}, column {e.colno})")
-                if not isinstance(row, dict):
-                    return ValueError(f"{path}, line {k}: a JSON object expected, got {type(row).__name__}")
-    elif path.lower().endswith(".json"):
-        with open(path, encoding="utf-8", errors="replace") as f:
+    _check_utf8(path)
+    with open(path, encoding="utf-8") as f:
+        if path.lower().endswith(".json"):
             try:
-                json.load(f)
+                data = json.load(f)
             except json.JSONDecodeError as e:
-                return ValueError(f"{path}, line {e.lineno}: not valid JSON ({e.msg}, column {e.colno})")
+                raise ValueError(f"{path}, line {e.lineno}: not valid JSON ({e.msg}, column {e.colno})") from None
+            if isinstance(data, dict) and data and all(isinstance(v, list) for v in data.values()):
+                data = [dict(zip(data, values)) for values in zip(*data.values())]  # {column: [values]}
+            if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+                raise ValueError(f"{path}: a JSON array of objects (one per row) expected")
+            return data, [f"row {i + 1}" for i in range(len(data))]
+        rows, labels = [], []
+        for k, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}, line {k}: not valid JSON ({e.msg}, column {e.colno})") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}, line {k}: a JSON object expected, got {type(row).__name__}")
+            rows.append(row)
+            labels.append(f"line {k}")
+    return rows, labels
+
+
+def _typed_rows(path: str, skip_invalid: bool) -> tuple[list[dict], list[str]]:
+    """Rows read as written: a value whose type differs from the rest of its column is that row's error (naming
+    its line), not a reason to re-type the column; with ``skip_invalid`` such rows are dropped and counted."""
+    rows, labels = _read_json_rows(path)
+    kinds = _column_kinds(rows)
+    bad = [(i, p) for i, p in ((i, _type_problem(r, kinds)) for i, r in enumerate(rows)) if p]
+    if not bad:
+        return rows, labels
+    shown = "; ".join(f"{labels[i]}, {p}" for i, p in bad[:3]) + ("; ..." if len(bad) > 3 else "")
+    if not skip_invalid or len(bad) == len(rows):
+        hint = "fix it, or drop it" if len(bad) == 1 else "fix them, or drop them"
+        raise ValueError(f"{path}: {shown} ({len(bad)} of {len(rows)} rows; {hint} with --skip-invalid-rows)")
+    logger.warning("%s: %d of %d rows dropped as invalid: %s", path, len(bad), len(rows), shown)
+    dropped = {i for i, _ in bad}
+    keep = [i for i in range(len(rows)) if i not in dropped]
+    return [rows[i] for i in keep], [labels[i] for i in keep]
+
+
+def _explain_load_error(path: str, error: Exception) -> ValueError:
+    """One line for a file ``datasets`` cannot read: the root cause."""
     root = error
     while root.__cause__ is not None or root.__context__ is not None:
         root = root.__cause__ or root.__context__
@@ -69,10 +154,58 @@ def _explain_load_error(path: str, error: Exception) -> ValueError:
     return ValueError(f"{path}: cannot be read as a dataset: {text}")
 
 
-def load_rows(path_or_id: str, split: str = "train", name: str | None = None, what: str = "dataset"):
+_LABELS: dict[tuple, list[str]] = {}  # (real path, mtime, size) -> the labels of the rows load_rows kept
+
+
+def _file_key(path: str) -> tuple:
+    st = os.stat(path)
+    return os.path.realpath(path), st.st_mtime_ns, st.st_size
+
+
+def _load_file(path: str, skip_invalid: bool):
+    import datasets
+
+    ext = path.rsplit(".", 1)[-1].lower()
+    builder = {"jsonl": "json", "json": "json", "parquet": "parquet", "csv": "csv"}.get(ext)
+    if builder is None:
+        raise ValueError(f"{path}: unsupported file type .{ext} (use jsonl, json, parquet or csv)")
+    if ext in ("jsonl", "json", "csv"):
+        with open(path, "rb") as f:
+            if not f.read(1 << 16).strip():
+                raise ValueError(f"{path}: empty file, no rows")
+    if ext in ("jsonl", "json"):
+        rows, labels = _typed_rows(path, skip_invalid)
+        if not rows:
+            raise ValueError(f"{path}: no rows")
+        try:
+            columns = list(dict.fromkeys(c for r in rows for c in r))  # every row's keys (from_list: the first's)
+            ds = datasets.Dataset.from_dict({c: [r.get(c) for r in rows] for c in columns})
+        except Exception as e:  # noqa: BLE001 - nested values arrow cannot hold together: name the file
+            raise _explain_load_error(path, e) from e
+        _LABELS[_file_key(path)] = labels
+        return ds
+    if ext == "csv":
+        _check_utf8(path)
+    from datasets.utils import logging as datasets_logging
+
+    level = datasets_logging.get_verbosity()
+    datasets_logging.set_verbosity(datasets_logging.CRITICAL)  # its own log line would repeat the error
+    try:
+        return datasets.load_dataset(builder, data_files=path, split="train")
+    except Exception as e:  # datasets wraps a parse error in a long chain: name the file instead
+        raise _explain_load_error(path, e) from e
+    finally:
+        datasets_logging.set_verbosity(level)
+
+
+def load_rows(
+    path_or_id: str, split: str = "train", name: str | None = None, what: str = "dataset", skip_invalid: bool = False
+):
     """A ``datasets.Dataset`` from a local file (jsonl, json, parquet, csv), a folder written by
     ``save_to_disk``, or a Hub dataset id (``name``: its configuration). A missing local-looking path (named as
-    ``what``), an empty file or an unreadable file is a one-line error naming it."""
+    ``what``), an empty file or an unreadable file is a one-line error naming it. JSON rows are read as written:
+    a value of another type than the rest of its column is an error naming its line (``skip_invalid``: that row
+    is dropped, with a warning)."""
     import datasets
 
     check_local_path(path_or_id, what)
@@ -89,30 +222,15 @@ def load_rows(path_or_id: str, split: str = "train", name: str | None = None, wh
             return ds
         return datasets.load_dataset(path_or_id, name=name, split=split)
     if os.path.isfile(path_or_id):
-        ext = path_or_id.rsplit(".", 1)[-1].lower()
-        builder = {"jsonl": "json", "json": "json", "parquet": "parquet", "csv": "csv"}.get(ext)
-        if builder is None:
-            raise ValueError(f"{path_or_id}: unsupported file type .{ext} (use jsonl, json, parquet or csv)")
-        if ext in ("jsonl", "json", "csv"):
-            with open(path_or_id, "rb") as f:
-                if not f.read(1 << 16).strip():
-                    raise ValueError(f"{path_or_id}: empty file, no rows")
-        from datasets.utils import logging as datasets_logging
-
-        level = datasets_logging.get_verbosity()
-        datasets_logging.set_verbosity(datasets_logging.CRITICAL)  # its own log line would repeat the error
-        try:
-            return datasets.load_dataset(builder, data_files=path_or_id, split="train")
-        except Exception as e:  # datasets wraps a parse error in a long chain: name the file and line instead
-            raise _explain_load_error(path_or_id, e) from e
-        finally:
-            datasets_logging.set_verbosity(level)
+        return _load_file(path_or_id, skip_invalid)
     return datasets.load_dataset(path_or_id, name=name, split=split)
 
 
 def row_labels(path_or_id: str | None, n: int) -> list[str]:
     """How a row is named in errors: ``line k`` (1-based) for a jsonl file, else ``row k`` (1-based)."""
     path = os.path.expanduser(str(path_or_id)) if path_or_id else ""
+    if os.path.isfile(path) and len(_LABELS.get(_file_key(path), ())) == n:  # the rows load_rows kept
+        return list(_LABELS[_file_key(path)])
     if path.lower().endswith(".jsonl") and os.path.isfile(path):
         with open(path, encoding="utf-8", errors="replace") as f:
             lines = [k for k, line in enumerate(f, 1) if line.strip()]

@@ -11,7 +11,10 @@ from dora.data.loading import row_labels
 
 logger = logging.getLogger("dora.data")
 
-__all__ = ["validate_rows", "check_weight_columns", "check_loss_fits_data"]
+__all__ = ["validate_rows", "check_weight_columns", "check_loss_fits_data", "add_prompt"]
+
+MAX_WEIGHT = 1e30  # h times a loss stays finite in float32 (max 3.4e38), where the objective is computed
+PROMPT_LIKE = ("question", "instruction", "input", "query", "prompt_text", "context", "user", "text", "history")
 
 
 def _is_empty(x) -> bool:
@@ -37,6 +40,10 @@ def _text_problem(x, column: str) -> str | None:
     """Why ``x`` is not a usable prompt or response (text or a list of chat messages), or None."""
     if isinstance(x, list) and x and not all(isinstance(m, dict) and "content" in m for m in x):
         return f"column '{column}': a list must hold chat messages ({{'role': ..., 'content': ...}})"
+    if isinstance(x, list):  # a message's content null (not a tool call's) would train as an empty text
+        for j, m in enumerate(x):
+            if m.get("content") is None and not m.get("tool_calls"):
+                return f"column '{column}': message {j + 1} ({m.get('role')!r}) has content null, text expected"
     if x is not None and not isinstance(x, (str, list)):
         return f"column '{column}': text or chat messages expected, got {type(x).__name__} {x!r}"
     if x is None:
@@ -72,7 +79,7 @@ def _row_problem(data: dict, i: int, listwise: bool, weight_column: str, group_c
                 return problem
         if data["chosen"][i] == data["rejected"][i]:
             return "columns 'chosen'/'rejected': the two responses are identical"
-    checks = [(weight_column, 0.0, math.inf)] + [
+    checks = [(weight_column, 0.0, MAX_WEIGHT)] + [
         (c, 0.0, 1.0) for c in ("target_prob", "chosen_target_prob", "rejected_target_prob")
     ]
     for c, low, high in checks:
@@ -129,6 +136,7 @@ def validate_rows(
         if problem:
             bad.append((i, problem))
     if not bad:
+        _check_weight_total(data.get(weight_column), where, weight_column)
         return dataset
     labels = row_labels(path, n)
     shown = [f"  {labels[i]}, {problem}" for i, problem in bad[:max_shown]]
@@ -138,12 +146,46 @@ def validate_rows(
             raise ValueError(f"{where}: every one of its {n} rows is invalid, e.g.\n" + shown[0])
         logger.warning("%s: %d of %d rows dropped as invalid:\n%s%s", where, len(bad), n, "\n".join(shown), more)
         dropped = {i for i, _ in bad}
+        weights = data.get(weight_column)
+        _check_weight_total(None if weights is None else [w for i, w in enumerate(weights) if i not in dropped],
+                            where, weight_column)  # fmt: skip
         return dataset.select([i for i in range(n) if i not in dropped])
+    if len(bad) == 1:
+        i, problem = bad[0]
+        raise ValueError(f"{where}, {labels[i]}, {problem} (1 invalid row of {n}: fix it, or drop it with {skip_hint})")
     raise ValueError(
         f"{where}: {len(bad)} invalid row(s) of {n} (fix them, or drop them with {skip_hint}):\n"
         + "\n".join(shown)
         + more
     )
+
+
+def _check_weight_total(weights, where: str, column: str) -> None:
+    """Weights that are all 0 leave nothing to train on (every objective's gradient is 0)."""
+    if weights is not None and weights and not any(w for w in weights if w is not None):
+        raise ValueError(f"{where}: every row's '{column}' is 0, so nothing would be learnt; check the weights")
+
+
+def add_prompt(dataset, where: str = "train dataset"):
+    """The dataset with a ``prompt`` column: its own, or the shared start of ``chosen`` and ``rejected`` (rows in
+    Anthropic HH's form). A prompt column under another name (``question``, ...) or rows that share no start
+    are a one-line error naming the columns present, not rows with an empty prompt."""
+    from dora.data.formats import add_implicit_prompt, split_implicit_prompt
+
+    cols = dataset.column_names
+    if "prompt" in cols or is_listwise(cols) or not {"chosen", "rejected"} <= set(cols):
+        return dataset
+    like = [c for c in cols if c.lower() in PROMPT_LIKE or "prompt" in c.lower()]
+    data = dataset.select_columns(["chosen", "rejected"]).to_dict()
+    empty = sum(
+        1 for c, r in zip(data["chosen"], data["rejected"])
+        if isinstance(c, (str, list)) and isinstance(r, type(c)) and not split_implicit_prompt(c, r)[0]
+    )  # fmt: skip
+    if like or empty:
+        hint = f"; rename '{like[0]}' to 'prompt'" if like else ""
+        shared = f" and the chosen and rejected of {empty} of {len(dataset)} rows share no prompt" if empty else ""
+        raise ValueError(f"{where}: no column 'prompt'{shared}; it has {sorted(cols)}{hint}")
+    return add_implicit_prompt(dataset)
 
 
 def check_loss_fits_data(dataset, loss_type, listwise_loss: bool, where: str = "train dataset") -> None:
