@@ -10,6 +10,7 @@ with gloo.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -26,6 +27,12 @@ REFUSED = {
     "pad_to_multiple_of": (("auto", None), "batches are padded to their longest sequence; leave it 'auto'"),
     "activation_offloading": ((False,), "use gradient_checkpointing=True to save activation memory"),
 }
+
+# float settings that must be finite (NaN or inf would train to NaN parameters, or log a loss of 0)
+FINITE = ("beta", "label_smoothing", "simpo_gamma", "rdpo_alpha", "rrhf_sft_weight", "lire_temperature", "dro_lambda",
+          "dr_dpo_beta", "kldpo_tau", "cvar_alpha", "group_dro_eta", "rpo_alpha", "discopop_tau", "ld_alpha",
+          "f_alpha_divergence_coef", "ref_model_mixup_alpha", "router_aux_loss_coef", "learning_rate",
+          "weight_decay", "warmup_ratio", "adam_beta1", "adam_beta2", "adam_epsilon")  # fmt: skip
 
 # report_to name -> (modules, any of which makes it importable; the pip package)
 TRACKERS = {
@@ -46,10 +53,16 @@ TRACKERS = {
 
 
 def check_trackers(report_to) -> None:
-    """A ValueError with the ``pip install`` line for the first tracker in ``report_to`` that is not installed."""
+    """A ValueError naming a tracker in ``report_to`` that does not exist (with the nearest name), or with the
+    ``pip install`` line for the first that is not installed."""
+    import difflib
     import importlib.util
 
     for name in report_to or []:
+        if name not in TRACKERS and name not in ("all", "none", "kubeflow"):
+            near = difflib.get_close_matches(str(name), sorted(TRACKERS), n=1)
+            hint = f" (did you mean '{near[0]}'?)" if near else ""
+            raise ValueError(f"report_to: unknown tracker {name!r}{hint}; known: {', '.join(sorted(TRACKERS))}, none")
         modules, package = TRACKERS.get(name, ((), ""))
         if modules and not any(importlib.util.find_spec(m) for m in modules):
             extra = f" (or pip install 'dora-align[{name}]')" if name in ("wandb", "tensorboard", "trackio") else ""
@@ -218,8 +231,10 @@ class DoRAConfig(TrainingArguments):
             )
         if self.rrhf_sft not in ("best", "authors"):
             raise ValueError(f"rrhf_sft must be 'best' or 'authors', got {self.rrhf_sft!r}")
-        if self.dro_lambda <= 0:
-            raise ValueError(f"dro_lambda must be > 0, got {self.dro_lambda}")
+        if not (0 < self.dro_lambda < math.inf):
+            raise ValueError(f"dro_lambda must be a finite number > 0, got {self.dro_lambda}")
+        if not (0 < self.beta < math.inf):
+            raise ValueError(f"beta must be a finite number > 0, got {self.beta}")
         self._check_ranges()
         if not torch.accelerator.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
             self.use_cpu = True  # several processes on a CPU-only machine: gloo (MULTI_CPU)
@@ -235,6 +250,18 @@ class DoRAConfig(TrainingArguments):
 
     def _check_ranges(self) -> None:
         """Values that would otherwise fail at the first step, after the model loads, or give NaN losses."""
+        for name in FINITE:
+            value = getattr(self, name, None)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value}")
+        if not self.learning_rate >= 0:
+            raise ValueError(f"learning_rate must be >= 0, got {self.learning_rate}")
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+            if not getattr(self, name) >= 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_length", "max_prompt_length"):
+            if getattr(self, name) is not None and not getattr(self, name) >= 1:
+                raise ValueError(f"{name} must be >= 1 (or None: no limit), got {getattr(self, name)}")
         for name in ("dr_dpo_beta", "kldpo_tau", "lire_temperature"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
