@@ -11,6 +11,7 @@ A new loss is one function and one ``@register_pairwise`` / ``@register_listwise
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ __all__ = [
     "pairwise_loss",
     "listwise_loss",
     "implicit_rewards",
+    "ranked",
+    "loss_kwargs",
     "PAIRWISE_LOSSES",
     "LISTWISE_LOSSES",
     "loss_spec",
@@ -35,20 +38,32 @@ __all__ = [
 
 @dataclass
 class LossSpec:
+    """A registry entry. ``hyper``: the keywords the loss takes besides the log-probs and beta (read from the
+    function's signature; a pairwise loss of the reward difference also takes the f-divergence pair)."""
+
     fn: Callable[..., Tensor]
     needs_ref: bool
     needs_lengths: bool
     listwise: bool
+    hyper: tuple[str, ...] = ()
 
 
 PAIRWISE_LOSSES: dict[str, LossSpec] = {}
 LISTWISE_LOSSES: dict[str, LossSpec] = {}
+F_DIVERGENCE_KEYWORDS = ("f_divergence_type", "f_alpha_divergence_coef")  # pairwise_loss's own, for the delta losses
+
+
+def _keywords(fn) -> tuple[str, ...]:
+    """The named parameters of a loss after its first two (the batch and beta)."""
+    params = list(inspect.signature(fn).parameters.values())[2:]
+    return tuple(p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
 
 
 def register_pairwise(*names: str, needs_ref: bool = True, needs_lengths: bool = False):
     def wrap(fn):
         for name in names:
-            PAIRWISE_LOSSES[name] = LossSpec(fn, needs_ref, needs_lengths, listwise=False)
+            extra = F_DIVERGENCE_KEYWORDS if name in F_DIVERGENCE_LOSSES else ()
+            PAIRWISE_LOSSES[name] = LossSpec(fn, needs_ref, needs_lengths, False, _keywords(fn) + extra)
         return fn
 
     return wrap
@@ -57,7 +72,7 @@ def register_pairwise(*names: str, needs_ref: bool = True, needs_lengths: bool =
 def register_listwise(*names: str, needs_ref: bool = True, needs_lengths: bool = False):
     def wrap(fn):
         for name in names:
-            LISTWISE_LOSSES[name] = LossSpec(fn, needs_ref, needs_lengths, listwise=True)
+            LISTWISE_LOSSES[name] = LossSpec(fn, needs_ref, needs_lengths, True, _keywords(fn))
         return fn
 
     return wrap
@@ -71,6 +86,17 @@ def loss_spec(name: str) -> LossSpec:
         return LISTWISE_LOSSES[name]
     known = sorted(PAIRWISE_LOSSES) + sorted(LISTWISE_LOSSES)
     raise ValueError(f"unknown loss_type {name!r}; known: {', '.join(known)}")
+
+
+def loss_kwargs(name: str, values: dict) -> dict:
+    """The entries of ``values`` (every hyper-parameter a run has, by name) that loss ``name`` takes."""
+    return {k: values[k] for k in loss_spec(name).hyper if k in values}
+
+
+def ranked(scores: Tensor, *columns: Tensor | None) -> tuple[Tensor | None, ...]:
+    """``columns`` ([B, n] or None) reordered best score first (stable: ties keep their order)."""
+    order = torch.argsort(scores, dim=-1, descending=True, stable=True)
+    return tuple(None if c is None else torch.gather(c, -1, order) for c in columns)
 
 
 F_DIVERGENCES = ("reverse_kl", "forward_kl", "js_divergence", "alpha_divergence")
@@ -306,17 +332,12 @@ def sft_loss(p: Pair, beta: float, sft_scale: float | None = None, **_) -> Tenso
 # --------------------------------------------------------------------------- listwise
 
 
-def _sorted_by_score(lst: Listwise, x: Tensor) -> Tensor:
-    order = torch.argsort(lst.scores, dim=-1, descending=True, stable=True)
-    return torch.gather(x, -1, order)
-
-
 @register_listwise("dpo_pl")
 def plackett_luce_dpo_loss(lst: Listwise, beta: float, **_) -> Tensor:
     """Plackett-Luce DPO (Rafailov et al. 2023, App. A.3), averaged over the n ranks as the DoRA code:
 
     -(1/n) sum_k [ r_(k) - logsumexp_{j >= k} r_(j) ],  r = beta (logp - ref), sorted by score."""
-    r = _sorted_by_score(lst, beta * (lst.logps - lst.ref_logps))
+    (r,) = ranked(lst.scores, beta * (lst.logps - lst.ref_logps))
     # logsumexp over the suffix j >= k: a reversed cumulative logsumexp.
     suffix = torch.logcumsumexp(r.flip(-1), dim=-1).flip(-1)
     return -(r - suffix).mean(dim=-1)
@@ -434,9 +455,7 @@ def listwise_loss(
     if not spec.listwise:
         if logps.shape[-1] != 2:
             raise ValueError(f"pairwise loss {name!r} takes lists of 2 responses, got {logps.shape[-1]}")
-        order = torch.argsort(scores, dim=-1, descending=True, stable=True)
-        pick = lambda t: None if t is None else torch.gather(t, -1, order)  # noqa: E731
-        lp, rp, ln, fp = pick(logps), pick(ref_logps), pick(lengths), pick(full_logps)
+        lp, rp, ln, fp = ranked(scores, logps, ref_logps, lengths, full_logps)
         return pairwise_loss(
             name,
             lp[:, 0],

@@ -103,8 +103,8 @@ def test_trained_adapter_is_its_own_reference(tmp_path, tiny_model_dir, one_thre
     batch = t._prepare_inputs(t.data_collator([t.train_dataset[i] for i in range(8)]))
     with torch.no_grad():
         with t.model.disable_adapter():
-            base, _ = t._logps(t.model, batch)
-        policy, _ = t._logps(t.model, batch)
+            base = t._forward(t.model, batch).logps
+        policy = t._forward(t.model, batch).logps
     assert (policy - base).abs().max() > 1e-2  # the adapter matters
     t.train()
     first, second = [h for h in t.state.log_history if "loss" in h][:2]
@@ -127,10 +127,10 @@ def test_frozen_reference_copy_scores_as_the_reference_adapter(tmp_path, tiny_mo
     add_logprob_head(copy)
     with torch.no_grad():
         with reference_adapter(t.model):
-            ref, _ = t._logps(t.model, batch)
-        copied, _ = t._logps(copy, batch)
+            ref = t._forward(t.model, batch).logps
+        copied = t._forward(copy, batch).logps
         with t.model.disable_adapter():
-            base, _ = t._logps(t.model, batch)
+            base = t._forward(t.model, batch).logps
     torch.testing.assert_close(copied, ref, rtol=1e-5, atol=1e-5)
     assert (copied - base).abs().max() > 1e-2  # the "ref" adapter is in the copy
     assert not any(p.requires_grad for p in copy.parameters())
@@ -140,7 +140,7 @@ def test_frozen_reference_copy_scores_as_the_reference_adapter(tmp_path, tiny_mo
     bare = frozen_reference_copy(plain)
     add_logprob_head(bare)
     with torch.no_grad():
-        torch.testing.assert_close(t._logps(bare, batch)[0], base, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(t._forward(bare, batch).logps, base, rtol=1e-5, atol=1e-5)
 
 
 def test_peft_config_with_a_peft_model_is_an_error(tmp_path, tiny_model_dir):

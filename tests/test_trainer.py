@@ -302,7 +302,7 @@ def test_frozen_copy_is_a_separate_reference(tmp_path, tiny_model_dir):
         torch.testing.assert_close(v, start[k], msg=k)
     batch = t.data_collator([t.train_dataset[i] for i in range(8)])
     with torch.no_grad():
-        policy, _ = t._logps(t.model, batch)
+        policy = t._forward(t.model, batch).logps
         ref = t._reference(batch)
     assert (policy - ref).abs().max() > 1e-3
     assert t.state.log_history[-2]["rewards/margins"] != 0.0

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
-from transformers import TrainerCallback
+from transformers import Trainer, TrainerCallback
 
 from dora.logprobs import unwrap_causal_lm
-
-if TYPE_CHECKING:
-    from dora.trainer.trainer import DoRATrainer
 
 __all__ = ["SyncReferenceCallback", "WeightHistogramCallback", "HISTOGRAM_TRACKERS", "MAX_WEIGHTS_KEPT"]
 
@@ -19,7 +14,7 @@ class SyncReferenceCallback(TrainerCallback):
     """TR-DPO (Gorbatovski et al. 2024, arXiv 2404.09656, Eq. 4), as TRL's ``sync_ref_model``: every
     ``ref_model_sync_steps`` optimizer steps, ref <- alpha * policy + (1 - alpha) * ref (soft update)."""
 
-    def __init__(self, trainer: DoRATrainer):
+    def __init__(self, trainer: Trainer):
         self.trainer = trainer
 
     @torch.no_grad()
@@ -42,7 +37,7 @@ class WeightHistogramCallback(TrainerCallback):
     The trainer hands the weights over only while this callback is on; at most ``MAX_WEIGHTS_KEPT`` (the most
     recent) are kept per logging window."""
 
-    def __init__(self, trainer: DoRATrainer, max_kept: int = MAX_WEIGHTS_KEPT):
+    def __init__(self, trainer: Trainer, max_kept: int = MAX_WEIGHTS_KEPT):
         self.trainer = trainer
         self.max_kept = max_kept
         self.window: list[torch.Tensor] = []

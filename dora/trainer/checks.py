@@ -6,7 +6,8 @@ from __future__ import annotations
 from dora.data import add_implicit_prompt, as_dataset, check_loss_fits_data, check_weight_columns, validate_rows
 from dora.logprobs import PADDING_FREE_ATTENTION, unwrap_causal_lm
 
-__all__ = ["check_data", "set_pad_token", "router_aux_loss", "check_padding_free", "check_sorting_losses", "vocab"]
+__all__ = ["check_data", "set_pad_token", "router_aux_loss", "check_padding_free", "check_sorting_losses", "vocab",
+           "source_columns"]
 
 
 def check_data(args, train_dataset, eval_dataset):
@@ -85,6 +86,11 @@ def check_sorting_losses(args, datasets_) -> None:
             f"loss {sorting} sorts the batch, so a per-sample weight cannot follow its pair under objective "
             f"{args.objective!r}: use objective 'mean' or 'kl_dro' (what 'dora' computes without weights)"
         )
+
+
+def source_columns(args) -> tuple[str, ...]:
+    """The columns that name a response's source: the configured one, the pair's two, and a list's."""
+    return (args.source_column, "chosen_source", "rejected_source", "sources")
 
 
 def vocab(datasets_, columns: tuple[str, ...]) -> dict[str, int]:

@@ -5,13 +5,22 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["ranked", "MetricsMixin"]
+from dora.losses import implicit_rewards, ranked
 
+__all__ = ["MetricsMixin"]
 
-def ranked(scores: torch.Tensor, *columns):
-    """``columns`` ([B, n] or None) reordered best score first (stable: ties keep their order)."""
-    order = torch.argsort(scores, dim=-1, descending=True, stable=True)
-    return tuple(None if c is None else torch.gather(c, 1, order) for c in columns)
+# metrics logged as a per-sample mean over the logging window; the weights' maxima are logged as a maximum
+MEAN_METRICS = (
+    "rewards/chosen",
+    "rewards/rejected",
+    "rewards/accuracies",
+    "rewards/margins",
+    "logps/chosen",
+    "logps/rejected",
+    "dora/loss_mean",
+    "dora/weight_mean",
+)
+MAX_METRICS = ("dora/weight_max", "dora/objective_weight_max")
 
 
 class MetricsMixin:
@@ -26,55 +35,38 @@ class MetricsMixin:
             return self.accelerator.gather(t)
         return self.accelerator.gather_for_metrics(t)
 
-    def _record(self, mode, inputs, losses, logps, ref, lengths, out) -> None:
-        args = self.args
-        if ref is not None:
-            rewards = args.beta * (logps.detach() - ref)
-        else:
-            rewards = args.beta * logps.detach() / lengths.clamp(min=1)
-        order = torch.argsort(inputs["scores"], dim=-1, descending=True, stable=True)
-        best = torch.gather(rewards, 1, order[:, :1]).squeeze(1)
-        worst = torch.gather(rewards, 1, order[:, -1:]).squeeze(1)
-        chosen_lp = torch.gather(logps.detach(), 1, order[:, :1]).squeeze(1)
-        rejected_lp = torch.gather(logps.detach(), 1, order[:, -1:]).squeeze(1)
-        g = self._gather(
-            torch.stack(
-                [
-                    best,
-                    worst,
-                    (best > worst).float(),
-                    best - worst,
-                    chosen_lp,
-                    rejected_lp,
-                    losses.detach().float(),
-                    inputs["weights"].float(),
-                    out.sample_weights.float(),
-                ],
-                dim=1,
-            )
-        )
+    def _gather_named(self, columns: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """One gather for several per-row metrics ([B] each), returned by name."""
+        g = self._gather(torch.stack(list(columns.values()), dim=1))
+        return dict(zip(columns, g.unbind(dim=1)))
+
+    def _record(self, mode, inputs, losses, policy, ref, out) -> None:
+        """One batch's metrics; ``policy`` is the trainer's ``PolicyOutput``, ``out`` the objective's output."""
+        logps = policy.logps.detach()
+        rewards = implicit_rewards(logps, ref, lengths=policy.lengths, beta=self.args.beta)
+        rewards, logps = ranked(inputs["scores"], rewards, logps)  # best response first, worst last
+        g = self._gather_named({
+            "rewards/chosen": rewards[:, 0],
+            "rewards/rejected": rewards[:, -1],
+            "rewards/accuracies": (rewards[:, 0] > rewards[:, -1]).float(),
+            "rewards/margins": rewards[:, 0] - rewards[:, -1],
+            "logps/chosen": logps[:, 0],
+            "logps/rejected": logps[:, -1],
+            "dora/loss_mean": losses.detach().float(),
+            "dora/weight_mean": inputs["weights"].float(),
+            "objective_weight": out.sample_weights.float(),
+        })  # fmt: skip
         m = self._metrics[mode]  # (sum, count) per batch, so the logged value is a per-sample mean
-        n = g.shape[0]
-        for k, name in enumerate(
-            (
-                "rewards/chosen",
-                "rewards/rejected",
-                "rewards/accuracies",
-                "rewards/margins",
-                "logps/chosen",
-                "logps/rejected",
-                "dora/loss_mean",
-                "dora/weight_mean",
-            )
-        ):
-            m[name].append((g[:, k].sum().item(), n))  # columns 0-7 of g, in this order
-        m["dora/weight_max"].append((g[:, 7].max().item(), 1))
-        m["dora/objective_weight_max"].append((g[:, 8].max().item(), 1))
+        n = g["dora/loss_mean"].shape[0]
+        for name in MEAN_METRICS:
+            m[name].append((g[name].sum().item(), n))
+        m["dora/weight_max"].append((g["dora/weight_mean"].max().item(), 1))
+        m["dora/objective_weight_max"].append((g["objective_weight"].max().item(), 1))
         m["dora/ess"].append((out.ess, 1))
         if mode == "train" and self._weight_histogram is not None:
-            self._weight_histogram.add(g[:, 7])
+            self._weight_histogram.add(g["dora/weight_mean"])
         if self.source_vocab:
-            self._record_sources(mode, inputs, g[:, 6], g[:, 2])
+            self._record_sources(mode, inputs, g["dora/loss_mean"], g["rewards/accuracies"])
 
     def _record_sources(self, mode, inputs, losses, correct) -> None:
         """Per-source loss and accuracy: each response counts under its own source (a pair of a human and a
@@ -109,7 +101,7 @@ class MetricsMixin:
         metrics = {
             k: sum(x for x, _ in v) / sum(c for _, c in v) for k, v in self._metrics[mode].items() if v
         }
-        for k in ("dora/weight_max", "dora/objective_weight_max"):
+        for k in MAX_METRICS:
             if self._metrics[mode].get(k):
                 metrics[k] = max(x for x, _ in self._metrics[mode][k])
         for name, (loss_sum, acc_sum, count) in self._per_source[mode].items():

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 from collections import defaultdict
+from dataclasses import dataclass
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, set_seed
@@ -26,7 +27,7 @@ from dora.logprobs import (
     unwrap_causal_lm,
     wpo_weights,
 )
-from dora.losses import listwise_loss, loss_spec, pairwise_loss
+from dora.losses import listwise_loss, loss_kwargs, ranked
 from dora.objectives import (
     GroupDROState,
     ObjectiveOutput,
@@ -43,9 +44,10 @@ from dora.trainer.checks import (
     check_sorting_losses,
     router_aux_loss,
     set_pad_token,
+    source_columns,
     vocab,
 )
-from dora.trainer.metrics import MetricsMixin, ranked
+from dora.trainer.metrics import MetricsMixin
 from dora.trainer.reference import (
     ReferenceMixin,
     add_reference_adapter,
@@ -57,9 +59,20 @@ from dora.trainer.summary import startup_summary
 
 logger = logging.getLogger("dora.trainer")
 
-__all__ = ["DoRATrainer"]
+__all__ = ["DoRATrainer", "PolicyOutput"]
 
 STATE_FILE = "dora_state.json"
+
+
+@dataclass
+class PolicyOutput:
+    """What one forward of the policy gives the loss; [B, n] per response (column j = response j) unless said."""
+
+    logps: torch.Tensor  # summed completion log-probs (LD-DPO weighted with ld_alpha)
+    lengths: torch.Tensor  # completion token counts
+    full_logps: torch.Tensor  # summed over every completion token (differs from logps under LD-DPO)
+    wpo_weights: torch.Tensor | None = None  # [B], WPO's w(y_w) w(y_l) (use_weighting)
+    aux_loss: torch.Tensor | None = None  # the MoE load-balancing loss (a scalar)
 
 
 class DoRATrainer(ReferenceMixin, MetricsMixin, Trainer):
@@ -82,12 +95,36 @@ class DoRATrainer(ReferenceMixin, MetricsMixin, Trainer):
         args = args or DoRAConfig(output_dir="dora_output")
         if not isinstance(args, DoRAConfig):
             raise TypeError("args must be a DoRAConfig")
+        train_dataset, eval_dataset = check_data(args, train_dataset, eval_dataset)  # before any model loads
+        model, processing_class = self._setup_model(model, processing_class, peft_config, args, model_init_kwargs)
+        model, self.ref_model = self._setup_reference(model, ref_model, peft_config, args)
+        train_dataset, eval_dataset, collator = self._setup_data(
+            train_dataset, eval_dataset, processing_class, data_collator, args
+        )
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=collator,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            callbacks=callbacks,
+            optimizers=optimizers,
+        )
+        self._setup_state()
+        self._setup_callbacks()
+        if args.precompute_ref_log_probs and not args.reference_free:
+            self._precompute_references()
+
+    # ------------------------------------------------------------------ set-up, in the order __init__ runs it
+
+    def _setup_model(self, model, processing_class, peft_config, args, model_init_kwargs):
+        """The policy (loaded from a path), its tokenizer and padding token, the MoE auxiliary loss, and the LM head
+        that returns log-probs. PEFT wrapping waits for the reference, so that a frozen copy is of the base model."""
         model_init_kwargs = {**(args.model_init_kwargs or {}), **(model_init_kwargs or {})}
         if args.trust_remote_code:
             model_init_kwargs["trust_remote_code"] = True
-        self._ref_given = ref_model is not None  # for the start-up summary
         self._model_init_kwargs = model_init_kwargs  # a reference loaded again under ZeRO-3 is loaded as the policy
-        train_dataset, eval_dataset = check_data(args, train_dataset, eval_dataset)  # before any model loads
         if isinstance(model, str):
             model = AutoModelForCausalLM.from_pretrained(model, **model_init_kwargs)
         if processing_class is None:
@@ -107,15 +144,18 @@ class DoRATrainer(ReferenceMixin, MetricsMixin, Trainer):
             )
         set_seed(args.seed)  # before any adapter is initialised, so that one seed gives one run
         add_logprob_head(model, args.logprob_chunk_tokens)
+        return model, processing_class
 
-        # the reference, decided before any PEFT wrapping so a frozen copy is of the base model
-        if ref_model is not None:
-            if isinstance(ref_model, str):
-                ref_model = AutoModelForCausalLM.from_pretrained(ref_model, **model_init_kwargs)
-        elif not (
+    def _setup_reference(self, model, ref_model, peft_config, args):
+        """The reference, chosen before any PEFT wrapping (see dora.trainer's docstring for the order), then the
+        policy's PEFT adapter and dropout. Returns (policy, reference or None)."""
+        self._ref_given = ref_model is not None  # for the start-up summary
+        if isinstance(ref_model, str):
+            ref_model = AutoModelForCausalLM.from_pretrained(ref_model, **self._model_init_kwargs)
+        elif ref_model is None and not (
             is_peft(model) or peft_config is not None or args.reference_free or args.precompute_ref_log_probs
         ):
-            ref_model = initial_policy_copy(model, model_init_kwargs)
+            ref_model = initial_policy_copy(model, self._model_init_kwargs)
         if ref_model is not None:
             add_logprob_head(ref_model, args.logprob_chunk_tokens)  # a deep copy must not share the closure
             ref_model.eval().requires_grad_(False)
@@ -129,20 +169,20 @@ class DoRATrainer(ReferenceMixin, MetricsMixin, Trainer):
             disable_dropout(model)
         if args.gradient_checkpointing and is_peft(model):
             model.enable_input_require_grads()
-        self.ref_model = ref_model
         if args.sync_ref_model and ref_model is None:
             raise ValueError(
                 "sync_ref_model=True mixes the policy into a separate reference model, and there is none: with "
                 "PEFT the reference is the model with its adapter disabled. Use full fine-tuning, or "
                 "sync_ref_model=False"
             )
+        return model, ref_model
 
-        datasets_ = [
-            train_dataset,
-            *(eval_dataset.values() if isinstance(eval_dataset, dict) else [eval_dataset]),
-        ]
-        self.source_vocab = vocab(datasets_, (args.source_column, "chosen_source", "rejected_source", "sources"))
-        self.group_vocab = vocab(datasets_, (args.group_column,)) if args.group_column else {}
+    def _setup_data(self, train_dataset, eval_dataset, processing_class, data_collator, args):
+        """The source and group vocabularies, the tokenised datasets and the collator. Returns (train, eval,
+        collator); ``self._prep`` keeps the tokenisation settings for datasets passed to ``evaluate()``."""
+        evals = list(eval_dataset.values()) if isinstance(eval_dataset, dict) else [eval_dataset]
+        self.source_vocab = vocab([train_dataset, *evals], source_columns(args))
+        self.group_vocab = vocab([train_dataset, *evals], (args.group_column,)) if args.group_column else {}
         self._prep = prep = dict(  # every dataset reaching prepare_dataset went through check_data
             validated=True,
             weight_column=args.weight_column,
@@ -164,34 +204,32 @@ class DoRATrainer(ReferenceMixin, MetricsMixin, Trainer):
         collator = data_collator or PreferenceCollator(
             processing_class.pad_token_id, args.max_length, self.source_vocab, self.group_vocab, args.truncation_mode
         )
-        check_sorting_losses(args, [train_dataset, *(eval_dataset.values() if isinstance(eval_dataset, dict)
-                                                      else [eval_dataset])])  # fmt: skip
-        super().__init__(
-            model=model,
-            args=args,
-            data_collator=collator,
-            train_dataset=train_dataset,
-            eval_dataset=eval_dataset,
-            processing_class=processing_class,
-            callbacks=callbacks,
-            optimizers=optimizers,
-        )
+        evals = list(eval_dataset.values()) if isinstance(eval_dataset, dict) else [eval_dataset]
+        check_sorting_losses(args, [train_dataset, *evals])
+        return train_dataset, eval_dataset, collator
+
+    def _setup_state(self) -> None:
+        """After ``Trainer.__init__``: the reference placed on the device, group DRO's weights, the metric windows."""
         # compute_loss returns one micro-batch's objective; the Trainer divides it by the accumulation steps
         self.model_accepts_loss_kwargs = False
         self.loss_is_scaled_for_ga = False
         if self.ref_model is not None:
             self.ref_model = self._place_reference(self.ref_model)
         self.group_state = None
-        if args.objective == "group_dro":
+        if self.args.objective == "group_dro":
             names = sorted(self.group_vocab, key=self.group_vocab.get) or ["all"]
-            self.group_state = GroupDROState(len(names), args.group_dro_eta, names)
+            self.group_state = GroupDROState(len(names), self.args.group_dro_eta, names)
         self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
         self._per_source = {
             "train": defaultdict(lambda: [0.0, 0.0, 0]),
             "eval": defaultdict(lambda: [0.0, 0.0, 0]),
         }
         self._plan: list | None = None
-        self._weight_histogram = None  # kept on rank 0, and only when a tracker draws the histogram
+
+    def _setup_callbacks(self) -> None:
+        """The weight histogram (kept on rank 0, and only when a tracker draws it) and TR-DPO's reference sync."""
+        args = self.args
+        self._weight_histogram = None
         if self.is_world_process_zero() and any(r in HISTOGRAM_TRACKERS for r in args.report_to or []):
             self._weight_histogram = WeightHistogramCallback(self)
             self.add_callback(self._weight_histogram)
@@ -202,13 +240,15 @@ class DoRATrainer(ReferenceMixin, MetricsMixin, Trainer):
                     "sync_ref_model=False"
                 )
             self.add_callback(SyncReferenceCallback(self))
-        if args.precompute_ref_log_probs and not args.reference_free:
-            if self.train_dataset is not None:
-                self.train_dataset = self._precompute_ref(self.train_dataset, "train")
-            if isinstance(self.eval_dataset, dict):
-                self.eval_dataset = {k: self._precompute_ref(v, k) for k, v in self.eval_dataset.items()}
-            elif self.eval_dataset is not None:
-                self.eval_dataset = self._precompute_ref(self.eval_dataset, "eval")
+
+    def _precompute_references(self) -> None:
+        """``precompute_ref_log_probs``: the reference log-probs of every train and eval row, as a column."""
+        if self.train_dataset is not None:
+            self.train_dataset = self._precompute_ref(self.train_dataset, "train")
+        if isinstance(self.eval_dataset, dict):
+            self.eval_dataset = {k: self._precompute_ref(v, k) for k, v in self.eval_dataset.items()}
+        elif self.eval_dataset is not None:
+            self.eval_dataset = self._precompute_ref(self.eval_dataset, "eval")
 
     # ------------------------------------------------------------------ start-up summary
 
@@ -239,21 +279,21 @@ class DoRATrainer(ReferenceMixin, MetricsMixin, Trainer):
             return tok.sums()
         return length_desensitized_logps(tok, tok.log_probs.shape[0] // b, self.args.ld_alpha)
 
-    def _logps(self, model, inputs) -> tuple[torch.Tensor, torch.Tensor]:
-        """Policy log-probs and completion lengths, [B, n] each (column j = response j). Also kept for the loss:
-        ``_extras`` (log-probs over every token, WPO weights [B], the MoE auxiliary loss)."""
+    def _forward(self, model, inputs) -> PolicyOutput:
+        """The policy's log-probs and what the loss needs besides them, in one forward."""
         b = inputs["weights"].shape[0]
         outputs = ("log_sum_sq_probs",) if self.args.use_weighting else ()
         if self.aux_loss_enabled:
             outputs += ("aux_loss",)
         tok = self._token_logps(model, inputs, outputs)
-        logps = self._sequence_logps(tok, b)
-        self._extras = {
-            "full": tok.sums().view(-1, b).T,
-            "wpo": wpo_weights(tok).view(-1, b).prod(dim=0) if self.args.use_weighting else None,
-            "aux_loss": tok.aux_loss,
-        }
-        return logps.view(-1, b).T, tok.lengths().view(-1, b).T
+        per_response = lambda t: t.view(-1, b).T  # noqa: E731  rows are response-major: [n * B] -> [B, n]
+        return PolicyOutput(
+            logps=per_response(self._sequence_logps(tok, b)),
+            lengths=per_response(tok.lengths()),
+            full_logps=per_response(tok.sums()),
+            wpo_weights=wpo_weights(tok).view(-1, b).prod(dim=0) if self.args.use_weighting else None,
+            aux_loss=tok.aux_loss,
+        )
 
     def create_accelerator_and_postprocess(self):
         """accelerate 1.15 drops the FSDP plugin when the processes run on CPU (``use_cpu``: plain DDP over gloo);
@@ -272,28 +312,30 @@ class DoRATrainer(ReferenceMixin, MetricsMixin, Trainer):
 
     # ------------------------------------------------------------------ losses and objective
 
-    def _per_sample_losses(self, logps, ref, lengths, scores, padded_length=None, full=None) -> torch.Tensor:
+    def _per_sample_losses(self, policy: PolicyOutput, ref, inputs) -> torch.Tensor:
+        """The weighted sum of the run's losses, one value per row [B], each through ``losses.listwise_loss`` (which
+        ranks a pair by its scores); WPO then weighs each pair by w(y_w) w(y_l), as TRL."""
         args = self.args
-        hyper = args.loss_hyper()
-        if padded_length is not None:
-            hyper["padded_length"] = padded_length  # RRHF's rrhf_sft="authors" divides by it
+        values = self._loss_values(policy, inputs)
         total = 0.0
         for name, w in zip(args.loss_type, args.loss_weights):
-            if loss_spec(name).listwise or logps.shape[1] != 2:
-                loss = listwise_loss(
-                    name, logps, ref, scores=scores, lengths=lengths, full_logps=full, beta=args.beta, **hyper
-                )
-            else:  # two responses, ranked by their scores (pairwise rows: [1, 0], chosen first)
-                lp, rp, ln, fp = ranked(scores, logps, ref, lengths, full)
-                extra = {"sft_scale": self._sft_scale(ln[:, 0])} if name == "sft" else {}
-                loss = pairwise_loss(
-                    name, lp[:, 0], lp[:, 1],
-                    None if rp is None else rp[:, 0], None if rp is None else rp[:, 1],
-                    chosen_lengths=ln[:, 0], rejected_lengths=ln[:, 1], beta=args.beta,
-                    chosen_full=None if fp is None else fp[:, 0], **hyper, **extra,
-                )  # fmt: skip
+            loss = listwise_loss(
+                name, policy.logps, ref, scores=inputs["scores"], lengths=policy.lengths,
+                full_logps=policy.full_logps, beta=args.beta, **loss_kwargs(name, values),
+            )  # fmt: skip
             total = total + w * loss
+        if policy.wpo_weights is not None:
+            total = total * policy.wpo_weights
         return total
+
+    def _loss_values(self, policy: PolicyOutput, inputs) -> dict:
+        """Every loss hyper-parameter of this run by name (each loss takes its own, ``losses.loss_kwargs``): the
+        config's, the batch's padded length (RRHF's rrhf_sft="authors"), and the "sft" term's global-batch scale."""
+        values = {**self.args.loss_hyper(), "padded_length": inputs["input_ids"].shape[1]}
+        if "sft" in self.args.loss_type:
+            (chosen_lengths,) = ranked(inputs["scores"], policy.lengths)
+            values["sft_scale"] = self._sft_scale(chosen_lengths[:, 0])
+        return values
 
     def _sft_scale(self, chosen_lengths: torch.Tensor) -> float | None:
         """B / sum |y_w| over the global batch (every process's rows): the "sft" term's token mean over the batch
@@ -306,31 +348,35 @@ class DoRATrainer(ReferenceMixin, MetricsMixin, Trainer):
         )
         return float(counts[0] / counts[1].clamp(min=1))
 
-    def _batch_losses(self, model, inputs):
-        logps, lengths = self._logps(model, inputs)
+    def _batch_losses(self, model, inputs) -> tuple[torch.Tensor, PolicyOutput, torch.Tensor | None]:
+        """(per-row losses [B], the policy's forward, the reference log-probs [B, n] or None)."""
+        policy = self._forward(model, inputs)
         ref = self._reference(inputs)
-        losses = self._per_sample_losses(
-            logps, ref, lengths, inputs["scores"], inputs["input_ids"].shape[1], self._extras["full"]
+        return self._per_sample_losses(policy, ref, inputs), policy, ref
+
+    def _objective_kwargs(self, update: bool) -> dict:
+        """The objective's keyword arguments, for one micro-batch and for a whole accumulation alike."""
+        return dict(
+            dro_lambda=self.args.dro_lambda,
+            group_dro_state=self.group_state,
+            update=update,
+            **self.args.objective_hyper(),
         )
-        if self._extras["wpo"] is not None:  # WPO: each pair weighs w(y_w) w(y_l), as TRL
-            losses = losses * self._extras["wpo"]
-        return losses, logps, ref, lengths
+
+    def _groups(self, inputs):
+        return inputs["group_ids"] if self.args.objective == "group_dro" else None
 
     def _objective(self, losses, inputs, mode: str):
-        args = self.args
         if mode == "train" and self._plan:
             value, grads, weights, ess, scale = self._plan.pop(0)
             return ObjectiveOutput(surrogate_loss(losses, grads, value, scale), weights, ess, float(value))
         return evaluate_objective(
-            args.objective,
+            self.args.objective,
             losses,
             weights=inputs["weights"],
-            groups=inputs["group_ids"] if args.objective == "group_dro" else None,
-            dro_lambda=args.dro_lambda,
+            groups=self._groups(inputs),
             process_group=self.accelerator,
-            group_dro_state=self.group_state,
-            update=mode == "train",
-            **args.objective_hyper(),
+            **self._objective_kwargs(update=mode == "train"),
         )
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
@@ -345,7 +391,6 @@ class DoRATrainer(ReferenceMixin, MetricsMixin, Trainer):
 
     @torch.no_grad()
     def _accumulation_plan(self, batches) -> list:
-        args = self.args
         losses, weights, groups, sizes = [], [], [], []
         for batch in batches:
             batch = self._prepare_inputs(batch)
@@ -356,10 +401,8 @@ class DoRATrainer(ReferenceMixin, MetricsMixin, Trainer):
             sizes.append(loss.numel())
         l, h, g, offset, world = gather_batch(torch.cat(losses), torch.cat(weights), torch.cat(groups),
                                               self.accelerator)
-        value, grad = objective_gradients(
-            args.objective, l, h, g if args.objective == "group_dro" else None, dro_lambda=args.dro_lambda,
-            group_dro_state=self.group_state, update=True, **args.objective_hyper(),
-        )  # fmt: skip
+        g = g if self.args.objective == "group_dro" else None
+        value, grad = objective_gradients(self.args.objective, l, h, g, **self._objective_kwargs(update=True))
         ess = effective_sample_size(grad)
         plan, start = [], offset
         for k in sizes:
@@ -372,14 +415,13 @@ class DoRATrainer(ReferenceMixin, MetricsMixin, Trainer):
         mode = "train" if model.training else "eval"
         if mode == "train":
             self._micro_batches_left = getattr(self, "_micro_batches_left", 1) - 1
-        losses, logps, ref, lengths = self._batch_losses(model, inputs)
+        losses, policy, ref = self._batch_losses(model, inputs)
         out = self._objective(losses, inputs, mode)
-        self._record(mode, inputs, losses, logps, ref, lengths, out)
+        self._record(mode, inputs, losses, policy, ref, out)
         loss = out.loss
         if self.aux_loss_enabled:  # the MoE load-balancing loss, added to the objective as TRL adds it
-            aux = self._extras["aux_loss"]
-            loss = loss + self.router_aux_loss_coef * aux
-            self._metrics[mode]["aux_loss"].append((self._gather(aux.reshape(1)).mean().item(), 1))
+            loss = loss + self.router_aux_loss_coef * policy.aux_loss
+            self._metrics[mode]["aux_loss"].append((self._gather(policy.aux_loss.reshape(1)).mean().item(), 1))
         return (loss, {"losses": losses.detach()}) if return_outputs else loss
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
@@ -407,7 +449,7 @@ class DoRATrainer(ReferenceMixin, MetricsMixin, Trainer):
         if "completion_ids" not in dataset.column_names:  # rows, not yet tokenised
             _, checked = check_data(args, None, dataset if key is None else {key: dataset})
             dataset = checked if key is None else checked[key]
-            for source in vocab([dataset], (args.source_column, "chosen_source", "rejected_source", "sources")):
+            for source in vocab([dataset], source_columns(args)):
                 self.source_vocab.setdefault(source, len(self.source_vocab))  # the collator's vocabulary too
             dataset = prepare_dataset(dataset, self.processing_class, desc=name, **self._prep)
         if args.precompute_ref_log_probs and not args.reference_free and "ref_logps" not in dataset.column_names:
