@@ -70,6 +70,8 @@ def _weights64(probs, target_share, imbalance, stabilizer, preset, clip, eps) ->
     p = torch.as_tensor(probs, dtype=torch.float64)
     if p.dim() not in (1, 2):
         raise ValueError(f"probs must have shape [B] or [B, n], got {tuple(p.shape)}")
+    if p.numel() == 0:
+        raise ValueError("probs is empty: no probabilities to weigh")
     check_probabilities(p)
     if not 0.0 <= float(eps) < 0.5:
         raise ValueError(f"eps must be in [0, 0.5), got {eps!r}")
@@ -119,6 +121,8 @@ def calibration_weights(
     w = _weights64(probs, target_share, imbalance, stabilizer, preset, clip, eps)
     h = w if w.dim() == 1 else w.mean(dim=-1)
     if normalize:
+        if not h.mean() > 0:  # every weight 0 (probabilities 0 with eps=0): there is no mean to scale to
+            raise ValueError("normalize=True: every weight is 0 (the probabilities are 0; use eps > 0), cannot scale")
         h = h / h.mean()
     return h.float()
 
