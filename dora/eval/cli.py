@@ -6,7 +6,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
+
+from dora.local_model import check_model_folder, local_num_labels
+from dora.output_dir import claim_output_dir
 
 
 def _csv(text: str | None) -> list[str]:
@@ -58,6 +62,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--skip-invalid-rows", action="store_true", help="drop invalid rows (counted in a warning) instead of stopping"
     )
     pref.add_argument("--output", default=None, help="folder for results.json and results.md")
+    pref.add_argument(
+        "--overwrite-output-dir", action="store_true", help="replace the results of an earlier run in --output"
+    )
 
     dist = sub.add_parser(
         "distalign",
@@ -102,7 +109,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     dist.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the 95%% interval")
     dist.add_argument("--seed", type=int, default=0, help="seed of the sampling, the shots and the bootstrap")
     dist.add_argument(
+        "--allow-partial", action="store_true",
+        help="--predictions: score the questions they cover even when some loaded questions have none",
+    )  # fmt: skip
+    dist.add_argument(
         "--output", default=None, help="folder for leaderboard.json, results.json, results.md, predictions.jsonl"
+    )
+    dist.add_argument(
+        "--overwrite-output-dir", action="store_true", help="replace the results of an earlier run in --output"
     )
 
 
@@ -122,9 +136,17 @@ def _write(output: str | None, result: dict, table: str, rows: list[dict] | None
     print(f"wrote {output}/results.json and results.md")
 
 
+def _num(x, digits: int = 3) -> str:
+    """``digits`` decimals; a non-zero value too small for them in scientific notation (a margin of 4e-5 is
+    not printed as 0.0000)."""
+    if x is None or not math.isfinite(x):
+        return str(x)
+    return f"{x:.{digits - 1}e}" if x != 0 and round(abs(x), digits) == 0 else f"{x:.{digits}f}"
+
+
 def _interval(ci, digits: int = 3) -> str:
     """A 95% interval printed at the precision of its estimate."""
-    return f"[{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+    return f"[{_num(ci[0], digits)}, {_num(ci[1], digits)}]"
 
 
 def _sources(targets) -> str:
@@ -139,7 +161,7 @@ def _preference_table(result: dict) -> str:
             continue
         lines.append(f"| {name} accuracy ({_sources(r['target_sources'])}) | {r['n']} | {r['accuracy']:.3f} "
                      f"| {_interval(r['accuracy_ci95'])} |")  # fmt: skip
-        lines.append(f"| {name} margin | {r['n']} | {r['margin']:.4f} | {_interval(r['margin_ci95'], 4)} |")
+        lines.append(f"| {name} margin | {r['n']} | {_num(r['margin'], 4)} | {_interval(r['margin_ci95'], 4)} |")
         for s, v in r["by_source"].items():
             lines.append(f"| {name} accuracy, source {s or '(none)'} | {v['n']} | {v['accuracy']:.3f} "
                          f"| {_interval(v['accuracy_ci95'])} |")  # fmt: skip
@@ -152,11 +174,14 @@ def _preference_table(result: dict) -> str:
 
 
 def _at_least(args, low: dict) -> None:
-    """Flags out of range, one line each, before any model loads: ``low`` maps a flag to (minimum, strict)."""
+    """Flags out of range, one line each, before any model loads: ``low`` maps a flag to (minimum, strict);
+    NaN and infinity are refused (a NaN beta scored every pair wrong)."""
     for name, (bound, strict) in low.items():
         value = getattr(args, name)
         if value is None:
             continue
+        if not math.isfinite(value):
+            raise ValueError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
         if (value <= bound) if strict else (value < bound):
             flag = "--" + name.replace("_", "-")
             raise ValueError(f"{flag} must be {'>' if strict else '>='} {bound}, got {value}")
@@ -183,19 +208,23 @@ def _loading(what: str, path: str):
 
 
 def run_preference(args) -> int:
-    from transformers import AutoTokenizer
-
-    from dora.data import add_implicit_prompt, load_rows, validate_rows
+    """Everything the command reads is checked first (flags, model folders, rows, the output folder), then the
+    models load and the numbers are computed."""
     from dora.eval import preference as P
 
     _at_least(args, {"beta": (0, True), "bootstrap": (1, False), "tie_margin": (0, False), "max_prompts": (1, False),
                      "batch_size": (1, False), "max_length": (2, False), "max_new_tokens": (1, False),
-                     "temperature": (0, True), "top_p": (0, True)})  # fmt: skip
+                     "temperature": (0, True), "top_p": (0, True), "seed": (0, False)})  # fmt: skip
     if args.top_p > 1:
         raise ValueError(f"--top-p must be <= 1, got {args.top_p}")
     if args.reference_free and args.ref_model and not args.win_rate:
         raise ValueError("--reference-free uses no reference model: drop --ref-model (only --win-rate uses it then)")
-    _check_models(("model", args.model), ("ref_model", args.ref_model), ("reward_model", args.reward_model))
+    check_model_folder(args.model, "model")
+    check_model_folder(args.ref_model, "ref_model", tokenizer=False)
+    check_model_folder(args.reward_model, "reward_model")
+    if args.reward_model and local_num_labels(args.reward_model) not in (None, 1, 2):
+        raise ValueError(f"reward_model {args.reward_model!r}: a reward model has 1 or 2 labels, this one has "
+                         f"{local_num_labels(args.reward_model)}")  # fmt: skip
     targets = None if args.target_sources.strip().lower() == "all" else _csv(args.target_sources)
     ref_path = args.ref_model or P.default_reference(args.model)
     if args.win_rate and (args.reward_model is None or ref_path is None):
@@ -203,10 +232,37 @@ def run_preference(args) -> int:
     implicit = not args.no_implicit and (ref_path is not None or args.reference_free)
     if not implicit and args.reward_model is None:
         raise ValueError("nothing to evaluate: give --ref-model (or --reference-free) and/or --reward-model")
+    data = _preference_rows(args, targets)
+    outputs = dict(writes=("results.json", "results.md"), inputs=(args.dataset,), refuse_non_empty=False,
+                   models=(args.model, args.ref_model, ref_path, args.reward_model),
+                   overwrite=args.overwrite_output_dir)  # fmt: skip
+    with claim_output_dir(args.output, **outputs):
+        return _run_preference(args, data, targets, ref_path, implicit)
+
+
+def _preference_rows(args, targets):
+    """The held-out rows, checked before any model loads: pairwise, valid, and holding the target sources."""
+    from dora.data import add_implicit_prompt, is_listwise, load_rows, validate_rows
+    from dora.eval import preference as P
 
     data = add_implicit_prompt(load_rows(args.dataset, args.split))
+    if is_listwise(data.column_names):
+        raise ValueError(f"{args.dataset}: preference evaluation needs pairwise rows (prompt, chosen, rejected)")
     path = args.dataset if os.path.isfile(os.path.expanduser(args.dataset)) else None
-    data = validate_rows(data, name="eval", path=path, skip_invalid=args.skip_invalid_rows)  # before any model loads
+    data = validate_rows(data, name="eval", path=path, skip_invalid=args.skip_invalid_rows)
+    if args.source_column in data.column_names:
+        P._check_targets([str(s) for s in data[args.source_column]], targets, args.source_column)
+    elif args.source_column != "source":
+        raise ValueError(f"--source-column {args.source_column!r}: {args.dataset} has no such column "
+                         f"(columns: {data.column_names})")  # fmt: skip
+    return data
+
+
+def _run_preference(args, data, targets, ref_path, implicit) -> int:
+    from transformers import AutoTokenizer
+
+    from dora.eval import preference as P
+
     with _loading("model", args.model):
         tok = AutoTokenizer.from_pretrained(args.model)
         policy = P.load_causal_lm(args.model) if implicit or args.win_rate else None
@@ -266,15 +322,20 @@ def run_preference(args) -> int:
 
 
 def run_distalign(args) -> int:
+    """Flags, files, items, predictions and the output folder are checked first; then the model runs (its prompts
+    checked against its context before the first forward pass) or the predictions are scored."""
     from dora.eval import distalign as D
 
     _at_least(args, {"samples": (1, False), "shots": (0, False), "max_questions": (1, False), "batch_size": (1, False),
-                     "bootstrap": (1, False)})  # fmt: skip
-    for path in [*args.data, *args.info, *args.shot_pool, *([args.predictions] if args.predictions else [])]:
+                     "bootstrap": (1, False), "seed": (0, False)})  # fmt: skip
+    inputs = [*args.data, *args.info, *args.shot_pool, *([args.predictions] if args.predictions else [])]
+    for path in inputs:
         if not os.path.isfile(os.path.expanduser(path)):
             kind = "a folder, not a benchmark file" if os.path.isdir(os.path.expanduser(path)) else "no such file"
             raise FileNotFoundError(f"{path}: {kind}")
-    _check_models(("model", args.model))
+    check_model_folder(args.model, "model")
+    if args.allow_partial and not args.predictions:
+        raise ValueError("--allow-partial is for --predictions (a model run predicts every question)")
     methods = [D.canonical("method", m) for m in _csv(args.methods)]
     steerings = [D.canonical("steering", s) for s in _csv(args.steering)]
     groups = args.groups if args.groups in ("paper", "all") else _csv(args.groups)
@@ -282,38 +343,48 @@ def run_distalign(args) -> int:
     items = D.select_groups([it for p in args.data for it in D.load_benchmark(p, args.format, **load)], groups)
     if not items:
         raise ValueError(f"no items left after the group filter {args.groups!r}")
-    if args.predictions:
-        preds = [
-            p
-            for p in D.read_predictions(args.predictions, items)
-            if p["method"] in methods and p["steering"] in steerings
-        ]
-        if not preds:
-            raise ValueError(f"{args.predictions}: no prediction for --methods {args.methods} "
-                             f"and --steering {args.steering}")  # fmt: skip
-        report, rows = D.score_predictions(
-            items, preds, failed=args.failed_parse, renormalize=not args.no_renormalize, samples=args.samples,
-            bootstrap=args.bootstrap, seed=args.seed,
-        )  # fmt: skip
-        report["predictions"] = args.predictions
-    else:
-        pool = [it for p in args.shot_pool for it in D.load_benchmark(p, args.format, info_files=args.info)]
-        with _loading("model", args.model):
-            runner = D.ModelRunner(args.model, args.batch_size, chat_template=args.chat_template)
-        report, rows = D.evaluate(
-            runner, items, methods=methods, steerings=steerings, samples=args.samples, seed=args.seed,
-            bootstrap=args.bootstrap, k_shots=args.shots, shot_pool=pool, style=args.prompt_style,
-            verbalize_decoding=args.verbalize_decoding, failed=args.failed_parse,
-            renormalize=not args.no_renormalize,
-        )  # fmt: skip
-        report["model"] = args.model
-    report["data"] = args.data
-    _write(args.output, report, D.markdown(report), rows)
-    if args.output:
-        with open(os.path.join(args.output, "leaderboard.json"), "w") as f:
-            json.dump(D.leaderboard_json(report), f, indent=1)
-        print(f"wrote {args.output}/leaderboard.json")
+    preds = _read_predictions(args, D, items, methods, steerings) if args.predictions else None
+    pool = [it for p in args.shot_pool for it in D.load_benchmark(p, args.format, info_files=args.info)]
+    writes = ("results.json", "results.md", "predictions.jsonl", "leaderboard.json")
+    with claim_output_dir(args.output, writes=writes, inputs=tuple(inputs), models=(args.model,),
+                          overwrite=args.overwrite_output_dir, refuse_non_empty=False):  # fmt: skip
+        if preds is not None:
+            report, rows = D.score_predictions(
+                items, preds, failed=args.failed_parse, renormalize=not args.no_renormalize, samples=args.samples,
+                bootstrap=args.bootstrap, seed=args.seed,
+            )  # fmt: skip
+            report["predictions"] = args.predictions
+        else:
+            with _loading("model", args.model):
+                runner = D.ModelRunner(args.model, args.batch_size, chat_template=args.chat_template)
+            report, rows = D.evaluate(
+                runner, items, methods=methods, steerings=steerings, samples=args.samples, seed=args.seed,
+                bootstrap=args.bootstrap, k_shots=args.shots, shot_pool=pool, style=args.prompt_style,
+                verbalize_decoding=args.verbalize_decoding, failed=args.failed_parse,
+                renormalize=not args.no_renormalize,
+            )  # fmt: skip
+            report["model"] = args.model
+        report["data"] = args.data
+        _write(args.output, report, D.markdown(report), rows)
+        if args.output:
+            with open(os.path.join(args.output, "leaderboard.json"), "w") as f:
+                json.dump(D.leaderboard_json(report), f, indent=1)
+            print(f"wrote {args.output}/leaderboard.json")
     return 0
+
+
+def _read_predictions(args, D, items, methods, steerings) -> list[dict]:
+    """The --predictions rows for the chosen methods and steerings, covering every loaded question unless
+    --allow-partial."""
+    preds = [
+        p for p in D.read_predictions(args.predictions, items) if p["method"] in methods and p["steering"] in steerings
+    ]
+    if not preds:
+        raise ValueError(f"{args.predictions}: no prediction for --methods {args.methods} "
+                         f"and --steering {args.steering}")  # fmt: skip
+    if not args.allow_partial:
+        D.check_coverage(args.predictions, items, preds)
+    return preds
 
 
 def run(args) -> int:

@@ -17,7 +17,7 @@ from dora.eval.distalign.data import (
     select_groups,
 )
 from dora.eval.distalign.parsing import letter_token_ids, logp_distribution, parse_sequence, parse_verbalized
-from dora.eval.distalign.predictions import read_predictions
+from dora.eval.distalign.predictions import check_coverage, read_predictions
 from dora.eval.distalign.prompts import STYLES, build_prompt, select_shots, similar_questions
 from dora.eval.distalign.report import leaderboard_json, markdown
 from dora.eval.distalign.runner import ModelRunner, evaluate, predict
@@ -38,6 +38,7 @@ from dora.eval.distalign.scoring import (
 __all__ = [
     "LETTERS", "PAPER_GROUPS", "Item", "detect_format", "load_benchmark", "read_info", "select_groups",
     "letter_token_ids", "logp_distribution", "parse_sequence", "parse_verbalized", "read_predictions",
+    "check_coverage",
     "STYLES", "build_prompt", "select_shots", "similar_questions", "leaderboard_json", "markdown",
     "ModelRunner", "evaluate", "predict", "FAILED", "METHODS", "STEERINGS", "baselines", "bootstrap_pooled",
     "canonical", "discretisation_floor", "item_scores", "pooled", "score", "score_predictions",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import csv
+import io
 import json
 import logging
 import math
@@ -112,14 +113,18 @@ def iter_jsonl(path: str):
     """(``"<path>: line N"``, row) for each non-blank line of a JSONL file, read lazily; a line that is not JSON
     is an error naming the file and line."""
     try:
-        f = open(path, encoding="utf-8")
+        f = open(path, "rb")
     except OSError as e:
         raise ValueError(f"{path}: cannot read ({e.strerror})") from e
     with f:
-        for line_no, line in enumerate(f, start=1):
+        for line_no, raw in enumerate(f, start=1):
+            where = f"{path}: line {line_no}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ValueError(f"{where}: not UTF-8 text") from None
             if not line.strip():
                 continue
-            where = f"{path}: line {line_no}"
             try:
                 yield where, json.loads(line)
             except json.JSONDecodeError as e:
@@ -172,14 +177,20 @@ def read_info(path: str) -> dict[str, tuple[list[str], list[float]]]:
     The mapping's keys order the options (99 = "Refused" last); the ordinals cover the options before the
     refusal codes, in that order (e.g. ``[1, 2, 3, 4, 2.5]``: the fifth option sits between the second and third)."""
     out = {}
-    with open(path, newline="", encoding="utf-8") as f:
-        for line, row in enumerate(csv.DictReader(f), start=2):
-            try:
-                mapping = ast.literal_eval(row["option_mapping"])
-                ordinal = [float(x) for x in ast.literal_eval(row["option_ordinal"])]
-            except (KeyError, ValueError, SyntaxError, TypeError) as e:
-                raise ValueError(f"{path}: line {line}: unreadable option_mapping / option_ordinal") from e
-            out[row["key"]] = ([str(mapping[k]) for k in sorted(mapping)], ordinal)
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise ValueError(f"{path}: line {line}: not UTF-8 text") from None
+    for line, row in enumerate(csv.DictReader(io.StringIO(text, newline="")), start=2):
+        try:
+            mapping = ast.literal_eval(row["option_mapping"])
+            ordinal = [float(x) for x in ast.literal_eval(row["option_ordinal"])]
+        except (KeyError, ValueError, SyntaxError, TypeError) as e:
+            raise ValueError(f"{path}: line {line}: unreadable option_mapping / option_ordinal") from e
+        out[row["key"]] = ([str(mapping[k]) for k in sorted(mapping)], ordinal)
     return out
 
 

@@ -195,7 +195,7 @@ def score_predictions(
             "prediction": None if pred["prediction"] is None else np.asarray(pred["prediction"]).tolist(),
             "tvd": None if s is None else s["tvd"], "js": None if s is None else s["js"],
             "wasserstein": None if s is None else s["wasserstein"],
-            "off_option_mass": pred.get("off_option_mass"), "failure": pred.get("failure"),
+            "mass": pred.get("mass"), "off_option_mass": pred.get("off_option_mass"), "failure": pred.get("failure"),
             "text": pred.get("text"),
         })  # fmt: skip
     boot = dict(bootstrap=bootstrap, seed=seed)
