@@ -29,6 +29,7 @@ _API = {
     # no source labels: weights from a trusted sample of the target
     "annotate_density_ratio": "dora.classifier.density",
     "estimate_target_share": "dora.classifier.density",
+    "select": "dora.select",  # the pilot of `dora select` (docs/howto/select.md)
 }
 
 __all__ = sorted(_API) + ["__version__"]

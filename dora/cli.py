@@ -18,10 +18,11 @@ COMMANDS = {
     "demo": ("dora.demo", "the mixture-shift world, end to end, on a CPU"),
     "bench": ("dora.bench", "DoRATrainer vs TRL's DPOTrainer: speed and memory"),
     "iterate": ("dora.iterate.cli", "iterative DoRA: rounds of generate, judge, re-weight, train"),
+    "select": ("dora.select.cli", "a pilot on held-out human pairs: does DoRA (or another method) beat DPO here?"),
 }
 
 
-ONE_LINE_ERRORS = ("classify", "eval", "iterate")  # bad input: one line, exit status 2; --debug: the traceback
+ONE_LINE_ERRORS = ("classify", "eval", "iterate", "select")  # bad input: one line, exit 2; --debug: the traceback
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
