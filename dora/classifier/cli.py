@@ -4,10 +4,14 @@
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import os
 import warnings
 
+from dora.classifier.extremes import format_extremes, weight_extremes
 from dora.data import check_local_path, load_rows
+from dora.output_dir import claim_output_dir
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -44,7 +48,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="transformer / embedding batch size")
     p.add_argument("--max-length", type=int, default=256, help="transformer / embedding max tokens")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--output", default=None, help="output folder")
+    p.add_argument("--output", default=None, help="output folder (new or empty)")
+    p.add_argument(
+        "--overwrite-output-dir", action="store_true", help="replace the files of an earlier run in --output"
+    )
     p.add_argument(
         "--target-dataset",
         default=None,
@@ -81,50 +88,126 @@ def save_like_input(dataset, source: str, output: str) -> str:
     return path
 
 
-def apply_config(args, defaults: dict) -> None:
-    """Fill the flags a user left at their defaults from the YAML of ``--config``; check the required ones."""
-    if args.config:
-        import yaml
+def _read_config(path: str) -> dict:
+    """The YAML of ``--config``: one line naming the file (and line) when it is missing, not UTF-8, not YAML, or
+    not a mapping."""
+    import yaml
 
-        with open(args.config) as f:
-            cfg = yaml.safe_load(f) or {}
-        for key, value in cfg.items():
-            key = key.replace("-", "_")
-            if key not in defaults:
-                raise ValueError(f"unknown key {key!r} in {args.config}")
-            if getattr(args, key) == defaults[key]:
-                if key == "target_sources" and isinstance(value, list):
-                    value = ",".join(value)
-                setattr(args, key, value)
+    if not os.path.isfile(os.path.expanduser(path)):
+        raise FileNotFoundError(f"--config {path!r}: no such file")
+    with open(os.path.expanduser(path), "rb") as f:
+        raw = f.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise ValueError(f"{path}, line {line}: not UTF-8 text (byte {raw[e.start]:#x})") from None
+    try:
+        cfg = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark is not None else ""
+        raise ValueError(f"{path}{where}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
+    if cfg is None:
+        return {}
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{path}: expected a mapping of flag names to values, got a {type(cfg).__name__}")
+    return cfg
+
+
+def apply_config(args, parser: argparse.ArgumentParser) -> None:
+    """Fill the flags a user left at their defaults from the YAML of ``--config`` (each value read as its flag
+    reads text); check the required ones."""
+    actions = {a.dest: a for a in parser._actions if a.dest not in ("help", "config")}
+    if args.config:
+        for key, value in _read_config(args.config).items():
+            key = str(key).replace("-", "_")
+            if key not in actions:
+                raise ValueError(f"{args.config}: unknown key {key!r}")
+            action = actions[key]
+            if getattr(args, key) != action.default:
+                continue  # the flag wins
+            if key == "target_sources" and isinstance(value, list):
+                value = ",".join(map(str, value))
+            setattr(args, key, _config_value(args.config, key, value, action))
     required = ("dataset", "output") if args.target_dataset else ("dataset", "target_sources", "output")
     missing = [f"--{k.replace('_', '-')}" for k in required if not getattr(args, k)]
     if missing:
         raise ValueError(f"missing {', '.join(missing)} (as flags or in --config)")
 
 
+def _config_value(path: str, key: str, value, action):
+    """A YAML value as its flag would read it: a number for a number flag, a choice among the flag's choices."""
+    if action.nargs == 0:  # store_true
+        if not isinstance(value, bool):
+            raise ValueError(f"{path}, key {key!r}: true or false expected, got {value!r}")
+        return value
+    if value is not None and action.type in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (action.type is int and value != int(
+                value)):  # fmt: skip
+            raise ValueError(f"{path}, key {key!r}: {'an integer' if action.type is int else 'a number'} "
+                             f"expected, got {value!r}")  # fmt: skip
+        value = action.type(value)
+    elif value is not None and not isinstance(value, str):
+        raise ValueError(f"{path}, key {key!r}: a text value expected, got {value!r}")
+    if action.choices and value not in action.choices:
+        raise ValueError(f"{path}, key {key!r}: {value!r} is not one of {list(action.choices)}")
+    return value
+
+
+MAX_STABILIZER = 1e6  # weights are at most 1/s: beyond this every weight is ~0 (1e308 wrote 0 everywhere)
+
+
 def check_weight_flags(args) -> None:
-    """The weight formula's flags, checked before any data or model loads (one line each)."""
+    """The weight formula's flags and the training flags, checked before any data or model loads (one line each;
+    NaN and infinity are refused where a finite number is meant)."""
     if args.preset and (args.target_share is not None or args.stabilizer is not None):
         raise ValueError("--preset authors fixes the constants; drop --target-share / --stabilizer")
     if args.target_share is not None and not 0.0 < float(args.target_share) <= 1.0:
         raise ValueError(f"--target-share must be in (0, 1], got {args.target_share}")
     if args.stabilizer is not None and not float(args.stabilizer) >= 0.0:
         raise ValueError(f"--stabilizer must be >= 0, got {args.stabilizer}")
-    if args.clip is not None and not float(args.clip) > 0.0:
+    if args.stabilizer is not None and not float(args.stabilizer) <= MAX_STABILIZER:
+        raise ValueError(f"--stabilizer must be <= {MAX_STABILIZER:g} (weights are at most 1/s: every weight "
+                         f"would be ~0), got {args.stabilizer}")  # fmt: skip
+    if args.clip is not None and not float(args.clip) > 0.0:  # inf: no cap
         raise ValueError(f"--clip must be > 0, got {args.clip}")
     if not 0.0 < float(args.eps) < 0.5:
         raise ValueError(f"--eps must be in (0, 0.5), got {args.eps}")
     if int(args.folds) < 1:
         raise ValueError(f"--folds must be >= 1, got {args.folds}")
+    for flag, value in (("--epochs", args.epochs), ("--learning-rate", args.learning_rate)):
+        if not 0.0 < float(value) < math.inf:
+            raise ValueError(f"{flag} must be a finite number > 0, got {value}")
+    for flag, value, low in (("--batch-size", args.batch_size, 1), ("--max-length", args.max_length, 2),
+                             ("--seed", args.seed, 0), ("--share-bootstrap", args.share_bootstrap, 0)):  # fmt: skip
+        if int(value) < low:
+            raise ValueError(f"{flag} must be >= {low}, got {value}")
+
+
+def _data_name(source: str) -> str:
+    """The name ``save_like_input`` writes the annotated dataset under."""
+    ext = source.rsplit(".", 1)[-1].lower() if os.path.isfile(source) else ""
+    if os.path.isdir(source):
+        return "data"
+    return {"parquet": "data.parquet", "csv": "data.csv", "json": "data.json"}.get(ext, "data.jsonl")
+
+
+def _claim(args):
+    """The output folder, checked and created before the work: not a file, not an earlier run (unless
+    --overwrite-output-dir), not the model's folder, never over an input, writable."""
+    writes = (_data_name(args.dataset), "classifier", "report.json", "report.md", "reliability.png", "weights.png",
+              "share.png", "extremes.json")  # fmt: skip
+    return claim_output_dir(
+        args.output, flag="--output", writes=writes, inputs=(args.dataset, args.target_dataset, args.config),
+        models=(args.model,), overwrite=args.overwrite_output_dir,
+    )  # fmt: skip
 
 
 def run(args) -> int:
-    from dora.classifier.annotate import annotate
-    from dora.classifier.report import format_table
-
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    apply_config(args, {k: v for k, v in vars(parser.parse_args([])).items() if k != "config"})
+    apply_config(args, parser)
 
     if args.target_dataset:
         check_no_labels_flags(args)
@@ -134,6 +217,14 @@ def run(args) -> int:
     if args.target_dataset:
         check_local_path(args.target_dataset, "--target-dataset")
     dataset = load_rows(args.dataset, args.split)
+    with _claim(args):
+        return _run_claimed(args, dataset)
+
+
+def _run_claimed(args, dataset) -> int:
+    from dora.classifier.annotate import annotate
+    from dora.classifier.report import format_table
+
     backend_kwargs = {}
     if args.backend in ("embedding", "transformer"):
         backend_kwargs = {
@@ -167,8 +258,25 @@ def run(args) -> int:
     )
     path = save_like_input(annotated, args.dataset, args.output)
     print(format_table(report))
-    print(f"\nwrote {path}, {args.output}/classifier, report.json, report.md, reliability.png, weights.png")
+    _write_extremes(args, annotated, args.source_column)
+    print(f"\nwrote {path}, {args.output}/classifier, report.json, report.md, reliability.png, weights.png, "
+          "extremes.json")  # fmt: skip
     return 0
+
+
+def _write_extremes(args, annotated, source_column: str) -> None:
+    """Per source, the rows with the lowest and the highest weight: printed, in extremes.json, and appended to
+    report.md."""
+    names = _row_names(args.dataset, len(annotated))
+    if isinstance(names, int):
+        names = [f"line {i + names}" for i in range(len(annotated))]
+    extremes = weight_extremes(annotated, source_column=source_column, row_names=names)
+    table = format_extremes(extremes)
+    print("\nlowest and highest weights per source:\n" + table)
+    with open(os.path.join(args.output, "extremes.json"), "w") as f:
+        json.dump(extremes, f, indent=1)
+    with open(os.path.join(args.output, "report.md"), "a") as f:
+        f.write("\n\n## Lowest and highest weights per source\n\n" + table + "\n")
 
 
 def _row_names(path: str, n: int) -> list[str] | int | None:
@@ -193,8 +301,6 @@ def check_no_labels_flags(args) -> None:
         raise ValueError(f"{', '.join(given)} belong to labelled mode, not to --target-dataset")
     if int(args.folds) < 2:
         raise ValueError(f"--folds must be >= 2 with --target-dataset (cross-fitted scores), got {args.folds}")
-    if int(args.share_bootstrap) < 0:
-        raise ValueError(f"--share-bootstrap must be >= 0, got {args.share_bootstrap}")
 
 
 def run_no_labels(args, dataset, backend_kwargs) -> int:
@@ -209,7 +315,9 @@ def run_no_labels(args, dataset, backend_kwargs) -> int:
     print(format_table(report))
     for message in report["warnings"]:
         print(f"warning: {message}")
-    print(f"\nwrote {path}, {args.output}/classifier, report.json, report.md, reliability.png, weights.png, share.png")
+    _write_extremes(args, annotated, "source")
+    print(f"\nwrote {path}, {args.output}/classifier, report.json, report.md, reliability.png, weights.png, share.png, "
+          "extremes.json")  # fmt: skip
     return 0
 
 
