@@ -78,8 +78,9 @@ class DoRAConfig(TrainingArguments):
 
     # the per-sample loss
     beta: float | None = field(default=None, metadata={"help": "β; 0.1, or 2.0 for SimPO, when unset."})
-    loss_type: str | list[str] = field(
-        default="sigmoid", metadata={"help": "Per-sample loss(es): sigmoid, ipo, robust, simpo, dpo_pl, ..."}
+    loss_type: list[str] = field(  # a list default, as TRL's: HfArgumentParser reads `--loss_type a b` into it
+        default_factory=lambda: ["sigmoid"],
+        metadata={"help": "Per-sample loss(es), a name or a list: sigmoid, ipo, robust, simpo, dpo_pl, ..."},
     )
     loss_weights: list[float] | None = field(
         default=None, metadata={"help": "Weights when loss_type is a list."}
