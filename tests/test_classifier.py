@@ -133,7 +133,7 @@ def test_pairwise_and_listwise_columns(tmp_path):
      r"unknown target source\(s\) \['human'\]"),
     ([{"prompt": "p", "response": "x" if i != 3 else " ", "source": "human" if i % 2 else "gpt"}
       for i in range(10)],
-     "row 4, column 'response': empty response"),
+     "row 4, column 'response': missing or empty response"),
     ([{"prompt": "p", "response": "x", "origin": "human"}] * 10, "missing column 'source'"),
     ([{"prompt": "p", "responses": "abc" if i != 2 else None, "source": "human" if i % 2 else "gpt"}
       for i in range(10)],
@@ -505,9 +505,22 @@ def test_cli_error_names_the_file_line_and_column(tmp_path, capsys):
     argv = ["classify", "--dataset", str(data), "--target-sources", "human", "--output", str(tmp_path / "out")]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err == f"dora classify: error: {data}, line 4, column 'response': empty response"
+    assert err == f"dora classify: error: {data}, line 4, column 'response': missing or empty response"
     rows[3]["response"] = "fine"
     data.write_text("\n".join(json.dumps(r) for r in rows))
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err == f"dora classify: error: {data}, line 7, column 'source': no source for response 'response'"
+
+
+def test_backends_are_listed_by_name():
+    """The registry is one explicit table: each name is its class's backend, and an unknown name is refused with
+    the choices."""
+    from dora.classifier import BACKENDS, make_classifier
+
+    assert {name: cls.backend for name, cls in BACKENDS.items()} == {
+        "tfidf": "tfidf", "embedding": "embedding", "transformer": "transformer"
+    }  # fmt: skip
+    choices = r"\['embedding', 'tfidf', 'transformer'\]"
+    with pytest.raises(ValueError, match=rf"unknown backend 'tfidff'; choose from {choices}"):
+        make_classifier("tfidff")

@@ -5,8 +5,9 @@ Backends: ``tfidf`` (default), ``embedding`` (frozen encoder + logistic regressi
 ``annotate_density_ratio`` on one without, from a trusted sample of the target.
 """
 
-from dora.classifier.annotate import annotate, extract_responses, make_classifier
-from dora.classifier.base import Calibrator, SourceClassifier, load_classifier
+from dora.classifier.annotate import annotate, extract_responses
+from dora.classifier.backends import BACKENDS, load_classifier, make_classifier
+from dora.classifier.base import Calibrator, SourceClassifier
 from dora.classifier.density import annotate_density_ratio, estimate_target_share
 from dora.classifier.embedding import EmbeddingClassifier
 from dora.classifier.tfidf import TfidfClassifier
@@ -18,6 +19,7 @@ __all__ = [
     "estimate_target_share",
     "extract_responses",
     "make_classifier",
+    "BACKENDS",
     "load_classifier",
     "Calibrator",
     "SourceClassifier",

@@ -13,6 +13,9 @@ from typing import ClassVar
 
 import numpy as np
 from safetensors.numpy import load_file, save_file
+from scipy.special import expit  # the logistic function without overflow
+from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LogisticRegression
 
 CONFIG_FILE = "classifier.json"
 WEIGHTS_FILE = "weights.safetensors"
@@ -37,21 +40,15 @@ class Calibrator:
 
     def fit(self, p: np.ndarray, labels: np.ndarray) -> Calibrator:
         if self.method == "platt":
-            from sklearn.linear_model import LogisticRegression
-
             lr = LogisticRegression(C=1e6, max_iter=1000).fit(self._logit(p)[:, None], labels)
             self.a, self.b = float(lr.coef_[0, 0]), float(lr.intercept_[0])
         elif self.method == "isotonic":
-            from sklearn.isotonic import IsotonicRegression
-
             iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(p, labels)
             self.x, self.y = iso.X_thresholds_.astype(np.float64), iso.y_thresholds_.astype(np.float64)
         return self
 
     def __call__(self, p: np.ndarray) -> np.ndarray:
         if self.method == "platt":
-            from scipy.special import expit  # the logistic function without overflow
-
             return expit(self.a * self._logit(p) + self.b)
         if self.method == "isotonic":
             return np.interp(p, self.x, self.y)
@@ -71,15 +68,10 @@ class Calibrator:
 
 
 class SourceClassifier:
-    """P(target | prompt, response). Subclasses implement ``_fit``, ``_scores`` and the array/config state."""
+    """P(target | prompt, response). Subclasses implement ``_fit``, ``_scores`` and the array/config state; the
+    backends are listed in ``dora.classifier.backends.BACKENDS``."""
 
     backend: ClassVar[str] = ""
-    registry: ClassVar[dict[str, type[SourceClassifier]]] = {}
-
-    def __init_subclass__(cls, **kw):
-        super().__init_subclass__(**kw)
-        if cls.backend:
-            SourceClassifier.registry[cls.backend] = cls
 
     def __init__(self, calibration: str = "platt", seed: int = 0):
         self.calibrator = Calibrator(calibration)
@@ -136,20 +128,19 @@ class SourceClassifier:
 
     @classmethod
     def from_pretrained(cls, path: str) -> SourceClassifier:
-        with open(os.path.join(path, CONFIG_FILE)) as f:
-            cfg = json.load(f)
-        backend = SourceClassifier.registry.get(cfg.get("backend"))
-        if backend is None:
-            raise ValueError(f"{path}: unknown classifier backend {cfg.get('backend')!r}")
+        """A classifier of this backend saved with ``save_pretrained`` (``dora.classifier.load_classifier``
+        reads any backend)."""
+        cfg = read_config(path)
+        if cfg.get("backend") != cls.backend:
+            raise ValueError(f"{path}: a {cfg.get('backend')!r} classifier, not {cls.backend!r}")
         arrays = load_file(os.path.join(path, WEIGHTS_FILE))
-        clf = backend._restore(path, cfg, arrays)
+        clf = cls._restore(path, cfg, arrays)
         clf.calibrator = Calibrator.from_state(cfg["calibration"], arrays)
         clf.seed = cfg.get("seed", 0)
         return clf
 
 
-def load_classifier(path: str) -> SourceClassifier:
-    """A classifier saved with ``save_pretrained`` (safetensors + JSON)."""
-    from dora.classifier import embedding, tfidf, transformer  # noqa: F401  (register the backends)
-
-    return SourceClassifier.from_pretrained(path)
+def read_config(path: str) -> dict:
+    """The ``classifier.json`` of a saved classifier."""
+    with open(os.path.join(path, CONFIG_FILE)) as f:
+        return json.load(f)

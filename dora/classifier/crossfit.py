@@ -1,25 +1,88 @@
 """Cross-fitting: folds grouped by prompt and by response text (so no response is scored or calibrated by a
 model that saw it or an identical copy), out-of-fold classifier scores, calibration fitted within each fold,
-and the reliability measures computed on those out-of-fold probabilities."""
+and the reliability measures computed on those out-of-fold probabilities. ``fit_scores`` is the whole step,
+shared by the labelled and the no-labels pipelines."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 from tqdm.auto import tqdm
 
+from dora.classifier.backends import make_classifier
 from dora.classifier.base import Calibrator, SourceClassifier
 
-__all__ = ["make_folds", "cross_fit", "cross_calibrate", "reliability_bins", "expected_calibration_error"]
+__all__ = [
+    "Scores",
+    "fit_scores",
+    "make_folds",
+    "cross_fit",
+    "cross_calibrate",
+    "reliability_bins",
+    "expected_calibration_error",
+]
+
+
+@dataclass
+class Scores:
+    """What ``fit_scores`` returns."""
+
+    probs: np.ndarray  # calibrated P(positive), out of fold (in sample with folds = 1), float64 [N]
+    classifier: SourceClassifier  # fit on all rows, its calibrator fit on all out-of-fold scores
+    grouping: str  # how the folds were grouped (``make_folds``)
+    C: float | None  # the tfidf regularisation strength used (chosen from ``c_grid``), None when not given
+
+
+def fit_scores(
+    backend: str,
+    backend_kwargs: dict,
+    calibration: str,
+    prompts: list[str],
+    texts: list[str],
+    labels: np.ndarray,
+    rows: np.ndarray,
+    folds: int,
+    seed: int,
+    c_grid: tuple[float, ...] | None = None,
+) -> Scores:
+    """Cross-fitted, cross-calibrated probabilities of the positive class (``labels`` 1) and the classifier fit
+    on all rows. ``rows``: each response's row (a row's responses share a fold). ``c_grid``: regularisation
+    strengths to try (the one with the lowest out-of-fold log-loss is kept); by default the backend's own."""
+    grid = list(c_grid) if c_grid else [backend_kwargs.get("C")]
+    if folds >= 2:
+        fold, groups, grouping = make_folds(prompts, texts, rows, folds, seed)
+    else:
+        fold, groups, grouping = None, None, "none (in-sample)"
+    best = None
+    for C in grid:
+        kw = dict(backend_kwargs, **({} if C is None else {"C": C}))
+        make = functools.partial(make_classifier, backend, calibration=calibration, seed=seed, **kw)
+        raw, final = cross_fit(make, prompts, texts, labels, folds, seed, fold=fold)
+        loss = log_loss(labels, raw)
+        if best is None or loss < best[0]:
+            best = (loss, C, raw, final)
+    _, chosen, raw, final = best
+    final.calibrate(raw, labels)  # the saved classifier's calibrator: fitted on all out-of-fold scores
+    if fold is None:
+        probs = final.calibrator(raw)
+    else:
+        probs = cross_calibrate(calibration, raw, labels, fold, groups, seed)  # no calibrator saw the scores it maps
+    return Scores(probs, final, grouping, chosen)
+
+
+def log_loss(labels: np.ndarray, p: np.ndarray) -> float:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return float(-np.mean(labels * np.log(p) + (1 - labels) * np.log1p(-p)))
 
 
 def _components(n: int, keys: list[np.ndarray]) -> np.ndarray:
     """Connected components of the responses, two being linked when they share a value of any key."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
     src, dst, offset = [], [], n
     for key in keys:
         _, ids = np.unique(key, return_inverse=True)

@@ -38,6 +38,7 @@ class EmbeddingClassifier(SourceClassifier):
 
     def _load(self):
         if self._encoder is None:
+            # transformers' model classes cost seconds to import; the default tfidf backend never needs them
             from transformers import AutoModel, AutoTokenizer
 
             self._tokenizer = AutoTokenizer.from_pretrained(self.model_name_or_path)

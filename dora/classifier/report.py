@@ -1,5 +1,6 @@
 """The classifier's diagnostics: discrimination and calibration on out-of-fold probabilities, the weights per
-source and their effective sample size, written as report.json / report.md and two plots."""
+source and their effective sample size, written as report.json / report.md and two plots (both pipelines:
+``save_outputs``)."""
 
 from __future__ import annotations
 
@@ -7,31 +8,37 @@ import json
 import os
 
 import numpy as np
+from sklearn.metrics import brier_score_loss, roc_auc_score
 
 from dora.classifier.crossfit import expected_calibration_error, reliability_bins
 from dora.ratio import effective_sample_size
 
-__all__ = ["diagnostics", "format_table", "write_report", "plot_diagnostics"]
+__all__ = ["score_summary", "diagnostics", "format_table", "markdown_table", "save_outputs", "plot_diagnostics"]
 
 
-def diagnostics(probs, labels, h, row_src, sources, known) -> dict:
-    """Scores of the out-of-fold probabilities, and statistics of the written per-row weights h."""
-    from sklearn.metrics import brier_score_loss, roc_auc_score
-
-    src, rsrc = np.array(sources), np.array(row_src)
-    bins = reliability_bins(probs, labels)
+def score_summary(probs, labels, weights) -> dict:
+    """Scores of the out-of-fold probabilities, and statistics of the written per-row weights."""
+    ess = effective_sample_size(weights)
     return {
         "roc_auc": float(roc_auc_score(labels, probs)),
         "brier": float(brier_score_loss(labels, probs)),
         "ece": expected_calibration_error(probs, labels),
-        "reliability": bins,
-        "weight_min": float(h.min()),
-        "weight_median": float(np.median(h)),
-        "weight_max": float(h.max()),
-        "weight_mean": float(h.mean()),
-        "ess": effective_sample_size(h),
-        "ess_fraction": effective_sample_size(h) / len(h),
-        "mean_weight_by_source": {s: float(h[rsrc == s].mean()) for s in sorted(set(row_src))},
+        "reliability": reliability_bins(probs, labels),
+        "weight_min": float(weights.min()),
+        "weight_median": float(np.median(weights)),
+        "weight_max": float(weights.max()),
+        "weight_mean": float(weights.mean()),
+        "ess": ess,
+        "ess_fraction": ess / len(weights),
+    }
+
+
+def diagnostics(probs, labels, weights, row_src, sources, known) -> dict:
+    """``score_summary``, and the weights and probabilities per source (labelled mode)."""
+    src, rsrc = np.array(sources), np.array(row_src)
+    return {
+        **score_summary(probs, labels, weights),
+        "mean_weight_by_source": {s: float(weights[rsrc == s].mean()) for s in sorted(set(row_src))},
         "rows_by_source": {s: int((rsrc == s).sum()) for s in sorted(set(row_src))},
         "mean_target_prob_by_source": {s: float(probs[src == s].mean()) for s in known},
     }
@@ -72,27 +79,38 @@ def format_table(report: dict) -> str:
         (f"mean weight, {s} ({counts.get(s, '?')} rows)", f"{w:.3f}")
         for s, w in report["mean_weight_by_source"].items()
     ]
-    width = max(len(k) for k, _ in rows)
-    table = "\n".join(
-        f"| {k.ljust(width)} | {v} |" for k, v in [("metric", "value"), ("-" * width, "---"), *rows]
-    )
-    return table + (
+    return markdown_table(rows) + (
         f"\n\nWeights: the written per-row `dora_weight`, {_scale(report)}. Probabilities, ROC-AUC, Brier and "
         "ECE: out of fold (classifier and calibrator)."
     )
 
 
-def write_report(report: dict, output_dir: str) -> None:
+def markdown_table(rows: list[tuple[str, str]]) -> str:
+    """A two-column (metric, value) markdown table."""
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"| {k.ljust(width)} | {v} |" for k, v in [("metric", "value"), ("-" * width, "---"), *rows])
+
+
+def save_outputs(output_dir: str, classifier, report: dict, markdown: str, weights, row_src) -> None:
+    """classifier/ (fit on all rows), report.json, report.md (``markdown``) and the two plots."""
+    os.makedirs(output_dir, exist_ok=True)
+    classifier.save_pretrained(os.path.join(output_dir, "classifier"))
     with open(os.path.join(output_dir, "report.json"), "w") as f:
         json.dump(report, f, indent=1)
     with open(os.path.join(output_dir, "report.md"), "w") as f:
-        f.write(
-            "# Source classifier report\n\n" + format_table(report) + "\n\n![reliability](reliability.png)\n"
-            "![weights](weights.png)\n"
-        )
+        f.write(markdown)
+    plot_diagnostics(report, weights, row_src, output_dir)
 
 
-def plot_diagnostics(report: dict, h, row_src, output_dir: str) -> None:
+def report_markdown(report: dict) -> str:
+    """report.md of labelled mode."""
+    return (
+        "# Source classifier report\n\n" + format_table(report) + "\n\n![reliability](reliability.png)\n"
+        "![weights](weights.png)\n"
+    )
+
+
+def plot_diagnostics(report: dict, weights, row_src, output_dir: str) -> None:
     """reliability.png (out-of-fold, with the count of responses per bin) and weights.png (the written
     per-row weights, per row source: the scale of report.md)."""
     import matplotlib
@@ -123,9 +141,9 @@ def plot_diagnostics(report: dict, h, row_src, output_dir: str) -> None:
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(6, 4))
     src = np.array(row_src)
-    edges = np.linspace(0.0, float(h.max()) if h.max() > 0 else 1.0, 41)
+    edges = np.linspace(0.0, float(weights.max()) if weights.max() > 0 else 1.0, 41)
     for s in sorted(set(row_src)):
-        ax.hist(h[src == s], bins=edges, alpha=0.6, label=s)
+        ax.hist(weights[src == s], bins=edges, alpha=0.6, label=s)
     ax.set_xlabel(f"dora_weight per row (as written, {_scale(report)})")
     ax.set_ylabel("rows")
     ax.legend()

@@ -48,6 +48,7 @@ class TransformerClassifier(SourceClassifier):
         self.tokenizer = None
 
     def _fit(self, prompts, responses, labels):
+        # transformers' Trainer costs seconds to import; the default tfidf backend never needs it
         from transformers import (
             AutoModelForSequenceClassification,
             AutoTokenizer,

@@ -51,12 +51,11 @@ class IterateConfig:
         _check_keys("generation", self.generation, GENERATION_KEYS)
         _check_keys("training", self.training, _doraconfig_fields())
         if self.classifier.get("backend") is not None:
-            from dora.classifier.annotate import make_classifier  # noqa: F401  (registers the backends)
-            from dora.classifier.base import SourceClassifier
+            from dora.classifier.backends import BACKENDS
 
-            if self.classifier["backend"] not in SourceClassifier.registry:
+            if self.classifier["backend"] not in BACKENDS:
                 raise ValueError(f"classifier.backend {self.classifier['backend']!r} is not one of "
-                                 f"{sorted(SourceClassifier.registry)}")  # fmt: skip
+                                 f"{sorted(BACKENDS)}")  # fmt: skip
         if "output_dir" in (self.training or {}):
             raise ValueError("training.output_dir: each round trains in output_dir/round_<r>/trainer (removed after "
                              "the round); set the top-level output_dir instead")  # fmt: skip
