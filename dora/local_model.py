@@ -14,9 +14,10 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "voc
                    "spiece.model", "sentencepiece.bpe.model")  # fmt: skip
 
 
-def check_model_folder(path: str | None, what: str = "model", tokenizer: bool = True) -> None:
-    """A missing local path (with a near name), a folder without ``config.json`` / ``adapter_config.json``, and
-    (``tokenizer``) one without tokenizer files: one line each. A Hub id passes unchecked."""
+def check_model_folder(path: str | None, what: str = "model", tokenizer: bool = True, strict: bool = True) -> None:
+    """A missing local path (with a near name), a folder without ``config.json`` / ``adapter_config.json``
+    (``strict``), and (``tokenizer``) a model folder without tokenizer files: one line each. A Hub id passes
+    unchecked."""
     if not path:
         return
     check_local_path(path, what)
@@ -26,7 +27,7 @@ def check_model_folder(path: str | None, what: str = "model", tokenizer: bool = 
             raise ValueError(f"{what} {path!r} is a file: a model folder (or a Hub id) expected")
         return
     names = set(os.listdir(full))
-    if not names & {"config.json", "adapter_config.json"}:
+    if strict and not names & {"config.json", "adapter_config.json"}:
         raise ValueError(f"{what} {path!r}: not a model folder (no config.json or adapter_config.json)")
     if tokenizer and "config.json" in names and not names & set(TOKENIZER_FILES):
         raise ValueError(f"{what} {path!r} has no tokenizer (no tokenizer.json or tokenizer_config.json): save "

@@ -4,12 +4,18 @@ Recipe keys: the fields of ``IterateConfig`` plus ``pool`` (the initial preferen
 and optionally ``prompts`` (jsonl with a ``prompt`` column), ``eval_data`` (held-out pairs) and
 ``eval_judge``, and ``trusted`` (the trusted sample of ``weights: density``). Flags override top-level
 keys. Runs the same under ``accelerate launch -m dora iterate``.
-Started again with the same ``output_dir``, it resumes after the last finished round.
+Started again with the same ``output_dir``, it resumes after the last finished round, and says so.
+A judge given as ``module:callable`` imports that module, which runs its code (from the working directory
+too, like ``trust_remote_code=True`` in transformers): use only judges whose code you have read.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+
+from dora.iterate.config import load_iterate_recipe
+from dora.local_model import check_model_folder
 
 ACCEPTS_OVERRIDES = True
 
@@ -20,24 +26,53 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.epilog = "Any other --key value pair overrides the recipe key of that name (e.g. --rounds 2)."
 
 
+def finished_rounds(output_dir: str) -> list[int]:
+    """The rounds of an earlier run in ``output_dir`` whose report exists (a round's report is written last)."""
+    if not os.path.isdir(output_dir):
+        return []
+    done = []
+    for name in os.listdir(output_dir):
+        r = name.removeprefix("round_")
+        if name.startswith("round_") and r.isdigit() and os.path.isfile(os.path.join(output_dir, name, "report.json")):
+            done.append(int(r))
+    return sorted(done)
+
+
+def _say_resume(cfg) -> None:
+    """One line when an earlier run is continued (a run started again with the same output_dir resumes)."""
+    done = [r for r in finished_rounds(cfg.output_dir) if r >= 1]
+    if not done or not os.path.isfile(os.path.join(cfg.output_dir, "iterate_config.json")):
+        return
+    last = max(done)
+    if last >= cfg.rounds:
+        print(f"dora iterate: {cfg.output_dir} already holds rounds 1..{last} of this run: nothing left to train")
+    else:
+        print(f"dora iterate: resuming the run in {cfg.output_dir} after round {last} (rounds 1..{last} are kept)")
+
+
 def run(args) -> int:
-    from dora.iterate.config import load_iterate_recipe
+    from dora.iterate.generate import process_state
     from dora.iterate.loop import iterate
     from dora.iterate.report import markdown_table
     from dora.train_cli import parse_overrides
 
     cfg, data = load_iterate_recipe(args.config, parse_overrides(args.overrides or []))
-    reports = iterate(
-        cfg,
-        pool=data["pool"],
-        judge=data["judge"],
-        prompts=data.get("prompts"),
-        eval_data=data.get("eval_data"),
-        eval_judge=data.get("eval_judge"),
-        trusted=data.get("trusted"),
-    )
-    from dora.iterate.generate import process_state
-
+    check_model_folder(cfg.model, "model", strict=False)  # a model without a tokenizer, before anything loads
+    if process_state().is_main_process:
+        _say_resume(cfg)
+    try:
+        reports = iterate(
+            cfg,
+            pool=data["pool"],
+            judge=data["judge"],
+            prompts=data.get("prompts"),
+            eval_data=data.get("eval_data"),
+            eval_judge=data.get("eval_judge"),
+            trusted=data.get("trusted"),
+        )
+    except OSError as e:  # a model or file that cannot be read: one line naming it
+        first = (e.strerror or str(e)).strip().splitlines()[0] if (e.strerror or str(e)).strip() else type(e).__name__
+        raise ValueError(f"{e.filename or cfg.model}: {first}") from e
     if process_state().is_main_process:
         print(markdown_table(reports))
         print(f"\nwrote {cfg.output_dir}/report.md, curves.png and round_<r>/ checkpoints")

@@ -13,7 +13,7 @@ import importlib
 import math
 from collections.abc import Callable
 
-__all__ = ["RewardModelJudge", "load_judge", "judge_distributed", "make_pairs"]
+__all__ = ["RewardModelJudge", "check_judge_spec", "load_judge", "judge_distributed", "make_pairs"]
 
 
 class RewardModelJudge:
@@ -35,27 +35,61 @@ class RewardModelJudge:
         return out
 
 
-def load_judge(spec) -> Callable:
-    """A judge from a recipe value: a callable, ``{"reward_model": path, ...}``, ``{"callable": "mod:name",
-    "kwargs": {...}}``, or a string ``"mod:name"``."""
+def check_judge_spec(spec, key: str = "judge") -> None:
+    """The shape of a recipe's judge, checked when the recipe is read (nothing is imported or loaded here)."""
     if callable(spec):
-        return spec
+        return
     if isinstance(spec, str):
         spec = {"callable": spec}
     if not isinstance(spec, dict) or len({"reward_model", "callable"} & set(spec)) != 1:
-        raise ValueError(f"judge: expected {{reward_model: PATH}} or {{callable: 'module:name'}}, got {spec!r}")
-    spec = dict(spec)
+        raise ValueError(f"{key}: expected {{reward_model: PATH}} or {{callable: 'module:name'}}, got {spec!r}")
+    if "callable" in spec:
+        target = spec["callable"]
+        if not isinstance(target, str) or ":" not in target or not all(target.split(":", 1)):
+            raise ValueError(f"{key}: callable must read 'package.module:name', got {target!r}")
+        unknown = sorted(set(spec) - {"callable", "kwargs"})
+        if unknown:
+            raise ValueError(f"{key}: unknown key(s) {unknown} next to callable")
+        if not isinstance(spec.get("kwargs") or {}, dict):
+            raise ValueError(f"{key}: kwargs must be a mapping, got {spec['kwargs']!r}")
+    elif not isinstance(spec["reward_model"], str):
+        raise ValueError(f"{key}: reward_model must be a folder or a Hub id, got {spec['reward_model']!r}")
+    else:
+        unknown = sorted(set(spec) - {"reward_model", "batch_size", "max_length", "device"})
+        if unknown:
+            raise ValueError(f"{key}: unknown key(s) {unknown} next to reward_model")
+
+
+def load_judge(spec, key: str = "judge") -> Callable:
+    """A judge from a recipe value: a callable, ``{"reward_model": path, ...}``, ``{"callable": "mod:name",
+    "kwargs": {...}}``, or a string ``"mod:name"``. A ``module:name`` judge imports that module, which runs its
+    code (from the working directory too): use only judges whose code you trust."""
+    check_judge_spec(spec, key)
+    if callable(spec):
+        return spec
+    spec = dict({"callable": spec} if isinstance(spec, str) else spec)
     if "reward_model" in spec:
+        from dora.local_model import check_model_folder, local_num_labels
+
+        check_model_folder(spec["reward_model"], f"{key}.reward_model")
+        if local_num_labels(spec["reward_model"]) not in (None, 1, 2):
+            raise ValueError(f"{key}.reward_model {spec['reward_model']!r}: a reward model has 1 or 2 labels")
         return RewardModelJudge(spec.pop("reward_model"), **spec)
-    target = spec.pop("callable")
-    if ":" not in target:
-        raise ValueError(f"judge: callable must read 'package.module:name', got {target!r}")
-    module, name = target.split(":", 1)
-    obj = getattr(importlib.import_module(module), name)
-    kwargs = spec.pop("kwargs", {}) or {}
-    if spec:
-        raise ValueError(f"judge: unknown key(s) {sorted(spec)} next to callable")
-    return obj(**kwargs) if isinstance(obj, type) else obj
+    module, name = spec["callable"].split(":", 1)
+    try:
+        obj = getattr(importlib.import_module(module), name)
+    except ImportError as e:
+        raise ValueError(f"{key}: cannot import module {module!r} ({e})") from None
+    except AttributeError:
+        raise ValueError(f"{key}: module {module!r} has no {name!r}") from None
+    kwargs = spec.get("kwargs") or {}
+    try:
+        judge = obj(**kwargs) if isinstance(obj, type) else obj
+    except TypeError as e:
+        raise ValueError(f"{key}: {spec['callable']}(**kwargs): {e}") from None
+    if not callable(judge):
+        raise ValueError(f"{key}: {spec['callable']} is not callable")
+    return judge
 
 
 def judge_distributed(judge: Callable, prompts: list, responses: list[list[str]]) -> list[list[float]]:

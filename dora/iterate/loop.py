@@ -41,8 +41,12 @@ POOL_COLUMNS = ("prompt", "chosen", "rejected", "source")
 
 def read_jsonl(path: str) -> list[dict]:
     rows = []
-    with open(path) as f:
-        for line_no, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ValueError(f"{path}, line {line_no}: not UTF-8 text") from None
             if line.strip():
                 try:
                     rows.append(json.loads(line))
@@ -105,6 +109,9 @@ def _describe_judge(spec):
     return {"callable": f"{kind.__module__}:{kind.__qualname__}", "state": _digest(state)}
 
 
+ROUND_SETTINGS = ("training", "generation", "classifier", "lora", "samples_per_prompt", "prompts_per_round")
+
+
 def _check_same_run(out: str, cfg: IterateConfig, data: dict | None = None) -> None:
     """Refuses an ``output_dir`` that holds a run with other settings or data (anything but ``rounds``)."""
     path = os.path.join(out, "iterate_config.json")
@@ -112,9 +119,14 @@ def _check_same_run(out: str, cfg: IterateConfig, data: dict | None = None) -> N
     now = json.loads(json.dumps({k: v for k, v in asdict(cfg).items() if k != "rounds"}))
     if data is not None:
         now["data"] = json.loads(json.dumps(data))
+    # a run that failed before training a round binds its data, model and judges, not how rounds train: a
+    # corrected recipe continues in the same folder
+    trained = any(_done(out, r) for r in range(1, 1 + max(cfg.rounds, len(os.listdir(out)))))
     if os.path.isfile(path):
         with open(path) as f:
             before = json.load(f)
+        if not trained:
+            before.update({k: now[k] for k in ROUND_SETTINGS if k in now})
         if "data" in now and "data" in before:
             keys = set(now["data"]) | set(before["data"])
             changed = sorted(f"data.{k}" for k in keys if now["data"].get(k) != before["data"].get(k))
@@ -123,7 +135,8 @@ def _check_same_run(out: str, cfg: IterateConfig, data: dict | None = None) -> N
         changed += sorted(k for k in set(now) | set(before) if k != "data" and now.get(k) != before.get(k))
         if changed:
             raise ValueError(f"{out} holds a run with other settings ({changed}); use a new output_dir")
-        return
+        if trained:
+            return
     with open(path, "w") as f:
         json.dump(now, f, indent=1)
 
