@@ -8,7 +8,6 @@ the modules beside this one.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections import defaultdict
@@ -38,6 +37,7 @@ from dora.objectives import (
 )
 from dora.ratio import effective_sample_size
 from dora.trainer.callbacks import HISTOGRAM_TRACKERS, SyncReferenceCallback, WeightHistogramCallback
+from dora.trainer.checkpoint import CheckpointMixin  # complete checkpoints, or ignored ones
 from dora.trainer.checks import (
     check_data,
     check_padding_free,
@@ -61,8 +61,6 @@ logger = logging.getLogger("dora.trainer")
 
 __all__ = ["DoRATrainer", "PolicyOutput"]
 
-STATE_FILE = "dora_state.json"
-
 
 @dataclass
 class PolicyOutput:
@@ -75,7 +73,7 @@ class PolicyOutput:
     aux_loss: torch.Tensor | None = None  # the MoE load-balancing loss (a scalar)
 
 
-class DoRATrainer(ReferenceMixin, MetricsMixin, Trainer):
+class DoRATrainer(CheckpointMixin, ReferenceMixin, MetricsMixin, Trainer):
     """Preference training with a robust objective over the global batch (DoRA, Zhu et al. 2025)."""
 
     def __init__(
@@ -461,19 +459,3 @@ class DoRATrainer(ReferenceMixin, MetricsMixin, Trainer):
                 )
             dataset = self._precompute_ref(dataset, name)
         return dataset
-
-    # ------------------------------------------------------------------ checkpoints
-
-    def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
-        if self.group_state is not None and self.args.should_save:
-            folder = os.path.join(self._get_output_dir(trial), f"checkpoint-{self.state.global_step}")
-            with open(os.path.join(folder, STATE_FILE), "w") as f:
-                json.dump({"group_dro": self.group_state.state_dict()}, f)
-
-    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        super()._load_from_checkpoint(resume_from_checkpoint, model)
-        path = os.path.join(resume_from_checkpoint, STATE_FILE)
-        if self.group_state is not None and os.path.exists(path):
-            with open(path) as f:
-                self.group_state.load_state_dict(json.load(f)["group_dro"])
