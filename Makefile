@@ -6,7 +6,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: install test lint demo docs bench clean
+.PHONY: install test lint demo docs bench gpu-check gpu-check-dry gpu-wheels clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,18 @@ docs: install
 
 bench: install
 	$(BIN)/dora bench
+
+# On a lent GPU machine (its own python3, no network; docs/benchmarks.md has the device run command):
+gpu-check:
+	bash scripts/gpu_check.sh $(GPU_CHECK_FLAGS)
+
+# The same check here, tiny and on the CPU, CUDA parts skipped (tests/test_gpu_check.py runs it too)
+gpu-check-dry: install
+	PYTHON=$(BIN)/python bash scripts/gpu_check.sh --dry-run --out gpu_check_out $(GPU_CHECK_FLAGS)
+
+# The wheels the GPU machine lacks, into .whl/ (git-ignored), for the device run to carry
+gpu-wheels: install
+	PYTHON=$(BIN)/python bash scripts/gpu_wheels.sh
 
 clean:
 	rm -rf $(VENV) site build *.egg-info
