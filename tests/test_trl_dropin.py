@@ -4,6 +4,8 @@ rows, image columns refused, model tags and card, and the migration docs."""
 
 from __future__ import annotations
 
+import pytest
+
 from dora import DoRAConfig
 
 
@@ -19,3 +21,46 @@ def test_trl_parser_reads_loss_type_default_and_list(tmp_path):
         ["--output_dir", str(tmp_path), "--loss_type", "sigmoid", "sft", "--loss_weights", "1", "0.5"]
     )
     assert args.loss_type == ["sigmoid", "sft"] and args.loss_weights == [1.0, 0.5]
+
+
+# a chat template that reads a per-row keyword (shout) and the tools, in characters the tiny tokenizer has
+TEMPLATE = (
+    "{% if tools %}Tools: {% for t in tools %}{{ t.function.name }} {% endfor %}\n{% endif %}"
+    "{% for m in messages %}{{ m.role[0] | upper }}: {% if m.tool_calls %}call {{ m.tool_calls[0].function.name }}"
+    "{% else %}{{ m.content }}{% endif %}{% if shout %}!{% endif %}\n{% endfor %}"
+    "{% if add_generation_prompt %}A: {% endif %}"
+)
+
+
+@pytest.fixture
+def chat_tokenizer(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tok.chat_template = TEMPLATE
+    return tok
+
+
+def _rendered(tok, messages, **kwargs) -> list[int]:
+    return list(tok.apply_chat_template(messages, tokenize=True, return_dict=True, **kwargs)["input_ids"])
+
+
+def test_chat_template_kwargs_column_reaches_the_template_per_row(chat_tokenizer):
+    """Each row's chat_template_kwargs go to its chat template, as TRL 1.16 (the column was dropped)."""
+    from datasets import Dataset
+
+    from dora.data import prepare_dataset
+
+    prompt = [{"role": "user", "content": "Hi"}]
+    rows = [
+        {"prompt": prompt, "chosen": [{"role": "assistant", "content": "yes"}],
+         "rejected": [{"role": "assistant", "content": "no"}], "chat_template_kwargs": {"shout": bool(i % 2)}}
+        for i in range(2)
+    ]  # fmt: skip
+    out = prepare_dataset(Dataset.from_list(rows), chat_tokenizer)
+    for i in range(2):
+        expected = _rendered(chat_tokenizer, prompt, add_generation_prompt=True, shout=bool(i % 2))
+        assert out[i]["prompt_ids"] == expected
+        full = _rendered(chat_tokenizer, prompt + rows[i]["chosen"], shout=bool(i % 2))
+        assert out[i]["prompt_ids"] + out[i]["completion_ids"][0] == full
+    assert out[0]["prompt_ids"] != out[1]["prompt_ids"]

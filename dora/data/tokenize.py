@@ -4,6 +4,7 @@ where the tokenised prompt and prompt + completion diverge; chat messages go thr
 
 from __future__ import annotations
 
+import json
 import logging
 
 from dora.data.formats import add_implicit_prompt, is_listwise
@@ -11,7 +12,7 @@ from dora.data.validation import check_weight_columns, validate_rows
 
 logger = logging.getLogger("dora.data")
 
-__all__ = ["tokenize_row", "prepare_dataset"]
+__all__ = ["tokenize_row", "chat_template_kwargs", "prepare_dataset"]
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
@@ -30,12 +31,21 @@ def _encode(tokenizer, x, **chat_kwargs) -> list[int]:
     return tokenizer(x)["input_ids"]
 
 
-def tokenize_row(tokenizer, prompt, completions: list) -> tuple[list[int], list[list[int]]]:
-    """(prompt_ids, [completion_ids, ...]) for a prompt and its responses, split as TRL's DPOTrainer does."""
+def chat_template_kwargs(row: dict) -> dict:
+    """A row's keyword arguments of ``apply_chat_template``, as TRL 1.16: its ``tools`` (a list, or JSON text) and
+    its ``chat_template_kwargs`` column (e.g. ``{"enable_thinking": False}``)."""
+    tools = row.get("tools")
+    tools = json.loads(tools) if isinstance(tools, str) else tools
+    return {"tools": tools, **(row.get("chat_template_kwargs") or {})}
+
+
+def tokenize_row(tokenizer, prompt, completions: list, **chat_kwargs) -> tuple[list[int], list[list[int]]]:
+    """(prompt_ids, [completion_ids, ...]) for a prompt and its responses, split as TRL's DPOTrainer does;
+    ``chat_kwargs`` go to the chat template (chat rows only)."""
     chat = isinstance(prompt, list)
     if chat:
-        prompt_ids = _encode(tokenizer, prompt, add_generation_prompt=True)
-        full = [_encode(tokenizer, prompt + c) for c in completions]
+        prompt_ids = _encode(tokenizer, prompt, add_generation_prompt=True, **chat_kwargs)
+        full = [_encode(tokenizer, prompt + c, **chat_kwargs) for c in completions]
     else:
         eos = tokenizer.eos_token or ""
         texts = [c if c.endswith(eos) else c + eos for c in completions]
@@ -76,7 +86,7 @@ def prepare_dataset(
 
     def tok(row):
         completions = row["responses"] if listwise else [row["chosen"], row["rejected"]]
-        prompt_ids, completion_ids = tokenize_row(tokenizer, row["prompt"], completions)
+        prompt_ids, completion_ids = tokenize_row(tokenizer, row["prompt"], completions, **chat_template_kwargs(row))
         n = len(completion_ids)
         if listwise:
             sources = row.get("sources") or [row.get(source_column)] * n
