@@ -64,3 +64,30 @@ def test_chat_template_kwargs_column_reaches_the_template_per_row(chat_tokenizer
         full = _rendered(chat_tokenizer, prompt + rows[i]["chosen"], shout=bool(i % 2))
         assert out[i]["prompt_ids"] + out[i]["completion_ids"][0] == full
     assert out[0]["prompt_ids"] != out[1]["prompt_ids"]
+
+
+def test_tool_calling_rows_are_accepted_and_their_tools_rendered(chat_tokenizer, tiny_model_dir):
+    """Assistant messages with tool_calls and no content, tool messages and a tools column (TRL's toolcall data,
+    stored as JSON values so a message has only its own keys) are valid rows; the tools reach the template."""
+    from datasets import Dataset
+
+    from dora.data import prepare_dataset, validate_rows
+
+    call = {"role": "assistant", "tool_calls": [{"type": "function", "function": {"name": "timer", "arguments": {}}}]}
+    tools = [{"type": "function", "function": {"name": "timer", "description": "Starts a timer"}}]
+    prompt = [{"role": "user", "content": "Set a timer"}]
+    answer = [call, {"role": "tool", "name": "timer", "content": "ok"}, {"role": "assistant", "content": "Set"}]
+    data = {
+        "prompt": [prompt, prompt],
+        "chosen": [answer] * 2,
+        "rejected": [[{"role": "assistant", "content": "No"}]] * 2,
+        "tools": [tools, tools],
+    }  # fmt: skip
+    ds = Dataset.from_dict(data, on_mixed_types="use_json")
+    assert "content" not in ds[0]["chosen"][0]  # the tool call has no content key, as in TRL's data set
+    validate_rows(ds)
+    out = prepare_dataset(ds, chat_tokenizer, validated=True)
+    assert out[0]["prompt_ids"] == _rendered(chat_tokenizer, prompt, add_generation_prompt=True, tools=tools)
+    full = _rendered(chat_tokenizer, prompt + data["chosen"][0], tools=tools)
+    assert out[0]["prompt_ids"] + out[0]["completion_ids"][0] == full
+    assert chat_tokenizer.decode(out[0]["prompt_ids"]).startswith("Tools: timer")

@@ -38,7 +38,9 @@ def _number_problem(value, column: str, low: float, high: float) -> str | None:
 
 def _text_problem(x, column: str) -> str | None:
     """Why ``x`` is not a usable prompt or response (text or a list of chat messages), or None."""
-    if isinstance(x, list) and x and not all(isinstance(m, dict) and "content" in m for m in x):
+    items = x if isinstance(x, list) else []
+    messages = all(isinstance(m, dict) and ("content" in m or m.get("tool_calls")) for m in items)
+    if items and not messages:  # a tool call's message may have no content
         return f"column '{column}': a list must hold chat messages ({{'role': ..., 'content': ...}})"
     if isinstance(x, list):  # a message's content null (not a tool call's) would train as an empty text
         for j, m in enumerate(x):
