@@ -91,3 +91,14 @@ def test_tool_calling_rows_are_accepted_and_their_tools_rendered(chat_tokenizer,
     full = _rendered(chat_tokenizer, prompt + data["chosen"][0], tools=tools)
     assert out[0]["prompt_ids"] + out[0]["completion_ids"][0] == full
     assert chat_tokenizer.decode(out[0]["prompt_ids"]).startswith("Tools: timer")
+
+
+def test_image_column_is_refused_before_the_model_loads(tmp_path):
+    """Rows with images are refused in one line naming the column (they were dropped without a word); the model
+    path does not exist, so an error about it would mean the rows passed."""
+    from dora import DoRATrainer
+
+    rows = [{"prompt": "Q", "chosen": "a", "rejected": "b", "images": [[1, 2]]}] * 2
+    args = DoRAConfig(output_dir=str(tmp_path / "out"), report_to=[])
+    with pytest.raises(ValueError, match="column 'images'.*text-only"):
+        DoRATrainer(str(tmp_path / "no-model"), args=args, train_dataset=rows)

@@ -11,7 +11,7 @@ from dora.data.loading import row_labels
 
 logger = logging.getLogger("dora.data")
 
-__all__ = ["validate_rows", "check_weight_columns", "check_loss_fits_data", "add_prompt"]
+__all__ = ["validate_rows", "check_weight_columns", "check_loss_fits_data", "add_prompt", "check_no_images"]
 
 MAX_WEIGHT = 1e30  # h times a loss stays finite in float32 (max 3.4e38), where the objective is computed
 PROMPT_LIKE = ("question", "instruction", "input", "query", "prompt_text", "context", "user", "text", "history")
@@ -126,6 +126,7 @@ def validate_rows(
         near = {c: difflib.get_close_matches(c, sorted(cols), n=1) for c in missing}
         hint = "".join(f"; '{m[0]}' for '{c}'?" for c, m in near.items() if m)
         raise ValueError(f"{where}: missing column(s) {missing}; it has {sorted(cols)}{hint}")
+    check_no_images(cols, where)
     n = len(dataset)
     if n == 0:
         raise ValueError(f"{where}: the dataset is empty")
@@ -160,6 +161,17 @@ def validate_rows(
         + "\n".join(shown)
         + more
     )
+
+
+def check_no_images(columns, where: str = "train dataset") -> None:
+    """Image columns are refused, not dropped: DoRATrainer trains text-only causal LMs (TRL's vision DPO path,
+    processor and pixel values, is not built), and TRL refuses images on a text-only model too."""
+    images = [c for c in ("image", "images") if c in columns]
+    if images:
+        raise ValueError(
+            f"{where}: column '{images[0]}' holds images, and DoRATrainer trains text-only language models: drop the "
+            f"column to train on the text alone, or use TRL's DPOTrainer for vision-language models"
+        )
 
 
 def _check_weight_total(weights, where: str, column: str) -> None:
