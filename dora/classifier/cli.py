@@ -11,6 +11,7 @@ import warnings
 
 from dora.classifier.extremes import format_extremes, weight_extremes
 from dora.data import check_local_path, load_rows
+from dora.local_model import check_model_folder
 from dora.output_dir import claim_output_dir
 
 
@@ -125,11 +126,11 @@ def apply_config(args, parser: argparse.ArgumentParser) -> None:
             if key not in actions:
                 raise ValueError(f"{args.config}: unknown key {key!r}")
             action = actions[key]
-            if getattr(args, key) != action.default:
-                continue  # the flag wins
             if key == "target_sources" and isinstance(value, list):
                 value = ",".join(map(str, value))
-            setattr(args, key, _config_value(args.config, key, value, action))
+            value = _config_value(args.config, key, value, action)  # checked even where a flag wins
+            if getattr(args, key) == action.default:
+                setattr(args, key, value)
     required = ("dataset", "output") if args.target_dataset else ("dataset", "target_sources", "output")
     missing = [f"--{k.replace('_', '-')}" for k in required if not getattr(args, k)]
     if missing:
@@ -213,7 +214,7 @@ def run(args) -> int:
         check_no_labels_flags(args)
     check_weight_flags(args)
     if args.model:  # a mistyped local path is named, not looked up on the Hub
-        check_local_path(args.model, "model")
+        check_model_folder(args.model, "--model")
     if args.target_dataset:
         check_local_path(args.target_dataset, "--target-dataset")
     dataset = load_rows(args.dataset, args.split)
