@@ -223,6 +223,7 @@ def test_chosen_recipe_parses_with_dora_train(tmp_path, tiny_model_dir, choice, 
         assert args.objective == "reweight" and args.weight_column == "label_weight"
         alpha = 40 / 60  # every row of the user's data, held-out ones included
         assert len(train) == 60
-        assert sorted(set(train["label_weight"])) == pytest.approx([0.0, 1 / alpha])
+        assert sorted(set(train["label_weight"])) == pytest.approx([1.0, 1 / alpha])
+        assert [w for w, s in zip(train["label_weight"], train["source"]) if s == "human"] == [1 / alpha] * 40
     else:
         assert args.objective == "dora" and args.dro_lambda == 0.5 and extra["dataset"] == str(tmp_path / "d.jsonl")

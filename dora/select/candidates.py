@@ -4,13 +4,14 @@
 |-----------------|-----------------------------------|----------------------------------------------------------|
 | DPO             | mean of the sigmoid loss          | all                                                      |
 | DPO (target)    | mean of the sigmoid loss          | the target-source rows only                              |
-| Label reweight  | reweight: mean h·ℓ                | all; h = 1/α on target rows, 0 elsewhere (``label_weight``) |
+| Label reweight  | reweight: mean h·ℓ                | all; h = 1/α on target rows, 1 elsewhere (``label_weight``) |
 | Reweight        | reweight: mean h·ℓ                | all; h = ``dora_weight`` (dQ₀/dP from `dora classify`)   |
 | KL-DRO          | λ log mean exp(ℓ/λ)               | all                                                      |
 | DoRA λ=…        | λ log mean exp(h·ℓ/λ)             | all; h = ``dora_weight``                                 |
 | rDPO            | the robust loss, ε = 0.2          | all                                                      |
 
-α is the target share of the pilot's training rows; the label weights h = 1/α make mean h = 1 over them.
+α is the target share of the pilot's training rows: label reweighting multiplies the target rows' loss by 1/α
+(the baseline a source label alone gives; the demo's "Label reweight").
 """
 
 from __future__ import annotations

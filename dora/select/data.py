@@ -61,13 +61,13 @@ def target_share(rows: list[dict], source_column: str, targets: list[str]) -> fl
 
 def candidate_rows(kind: str, rows: list[dict], source_column: str, targets: list[str]) -> list[dict]:
     """The rows a candidate trains on: all, the target rows, or all with ``label_weight`` = 1/α on target rows
-    and 0 elsewhere (α the target share of ``rows``; the weight a source label gives dQ₀/dP)."""
+    and 1 elsewhere (α the target share of ``rows``: the target rows' loss multiplied by 1/α)."""
     if kind == "all":
         return rows
     if kind == "target":
         return [r for r in rows if is_target(r, source_column, targets)]
     alpha = target_share(rows, source_column, targets)
-    return [dict(r, **{LABEL_WEIGHT: 1.0 / alpha if is_target(r, source_column, targets) else 0.0}) for r in rows]
+    return [dict(r, **{LABEL_WEIGHT: 1.0 / alpha if is_target(r, source_column, targets) else 1.0}) for r in rows]
 
 
 def write_jsonl(path: str, rows: list[dict]) -> str:
