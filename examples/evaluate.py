@@ -28,7 +28,8 @@ rows = load_rows(args.dataset)
 
 # 1. Implicit-reward accuracy: overall on the human rows, and per source.
 acc = preference.implicit_reward_accuracy(args.model, args.ref_model, tokenizer, rows, beta=0.1)
-print(f"implicit-reward accuracy (human): {acc['accuracy']:.3f}  95% CI {acc['accuracy_ci95']}")
+lo, hi = acc["accuracy_ci95"]
+print(f"implicit-reward accuracy (human): {acc['accuracy']:.3f}  95% CI [{lo:.3f}, {hi:.3f}]")
 for source, r in acc["by_source"].items():
     print(f"  {source:>12}: {r['accuracy']:.3f} (n={r['n']}, margin {r['margin']:+.3f})")
 
@@ -39,7 +40,8 @@ if args.reward_model:
     human = rows.filter(lambda r: r["source"] == "human")
     prompts = list(dict.fromkeys(human["prompt"]))[:100]
     wr = preference.win_rate(args.model, args.ref_model, tokenizer, rm, prompts, max_new_tokens=128)
-    print(f"win / tie / lose: {wr['win']:.3f} / {wr['tie']:.3f} / {wr['lose']:.3f}, CI {wr['win_ci95']}")
+    lo, hi = wr["win_ci95"]
+    print(f"win / tie / lose: {wr['win']:.3f} / {wr['tie']:.3f} / {wr['lose']:.3f}, win 95% CI [{lo:.3f}, {hi:.3f}]")
 
 # 3. Distributional alignment: log-p and verbalized distributions under persona steering, 20 questions a file.
 if args.distalign_data:
