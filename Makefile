@@ -23,8 +23,13 @@ lint: install
 test: lint
 	$(BIN)/python -m pytest -q tests
 
+# the default world, three seeds, all nine methods, two seeds at a time (one per core)
 demo: install
-	$(BIN)/dora demo
+	$(BIN)/dora demo --jobs 2
+
+# docs/results.md's ten-seed table: DPO, DoRA and the baselines on the default world
+demo-seeds: install
+	$(BIN)/dora demo --seeds 10 --methods "DPO,DoRA,Human-only,Oracle,Label reweight" --jobs 2 --output demo_out/seeds10
 
 docs: install
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict

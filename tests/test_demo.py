@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from dora.cli import main
 from dora.demo import METHODS
 
@@ -69,3 +71,47 @@ def test_no_labels_table_gives_the_share_of_the_gain_kept():
     assert "DoRA's mean gain over DPO: +8.0 points; DoRA (no labels): +6.0 points; 75% of it kept." in table
     table = no_labels_table([seed(0.50, 0.49, 0.52)])
     assert "+2.0 points; the share of the gain kept is undefined (DoRA did not beat DPO)." in table
+
+
+def test_baseline_rows():
+    """Human-only keeps the human rows; Label reweight gives them 1/α and the rest 1; the Oracle sets every
+    label right (the same prompts and responses); the mixture's own methods see the rows unchanged."""
+    from dora.demo.stages import rows_for_method
+    from dora.worlds import get_world, make_world, parse_answer
+
+    rows = make_world(get_world("shared-phrase", n_train=200, seed=1))["train"]
+    human = [r for r in rows if r["source"] == "human"]
+    assert rows_for_method("Human-only", rows) == human and len(human) == 40
+    weighted = rows_for_method("Label reweight", rows)
+    assert [r["dora_weight"] for r in weighted] == [5.0 if r["source"] == "human" else 1.0 for r in rows]
+    oracle = rows_for_method("Oracle", rows)
+    assert any(not r["label_correct"] for r in rows)  # there is something to set right
+    for before, after in zip(rows, oracle, strict=True):
+        assert after["prompt"] == before["prompt"] and {after["chosen"], after["rejected"]} == {
+            before["chosen"], before["rejected"]}
+        assert parse_answer(after["chosen"]) == before["answer"] != parse_answer(after["rejected"])
+    assert rows_for_method("DoRA", rows) is rows
+
+
+def test_harm_and_recovery_against_a_hand_computation():
+    """Harm = mean(Oracle − DPO), share = mean(DoRA − DPO) / harm; the bootstrap interval brackets them, and a
+    resample whose harm is <= 0 is dropped and counted."""
+    from dora.demo.report import bootstrap_over_seeds, comparison_table, harm_and_recovery
+
+    acc = {"DPO": [0.50, 0.52, 0.54, 0.50], "DoRA": [0.53, 0.53, 0.57, 0.53], "Oracle": [0.56, 0.58, 0.56, 0.50],
+           "Human-only": [0.55, 0.50, 0.55, 0.50]}  # fmt: skip
+    per_seed = [{m: {"preference_accuracy": v[i]} for m, v in acc.items()} for i in range(4)]
+    h = harm_and_recovery(per_seed)
+    harm = (0.06 + 0.06 + 0.02 + 0.0) / 4
+    gain = (0.03 + 0.01 + 0.03 + 0.03) / 4
+    assert h["harm"] == pytest.approx(harm) and h["share"] == pytest.approx(gain / harm)
+    assert h["harm_ci"][0] <= harm <= h["harm_ci"][1] and h["share_ci"][0] <= gain / harm <= h["share_ci"][1]
+    # resamples made only of the last seed (harm 0) have no share: (1/4)^4 of them, about 39 of 10 000
+    assert 5 < h["dropped"] < 100
+    values, dropped = bootstrap_over_seeds(per_seed, lambda rows: len(rows), n_boot=50)
+    assert values == [4] * 50 and dropped == 0
+    table = comparison_table(per_seed)
+    assert f"| DPO | +3.0, +1.0, +3.0, +3.0 | {100 * gain:+.1f} [" in table
+    assert "| Human-only | -2.0, +3.0, +2.0, +3.0 | +1.5 [" in table
+    assert f"Oracle − DPO: +{100 * harm:.1f} points" in table
+    assert f"recovers, (DoRA − DPO) / (Oracle − DPO): {100 * gain / harm:.0f}% [" in table

@@ -83,3 +83,68 @@ def test_tiny_model_round_trip(tmp_path):
     ids = tok2(text, add_special_tokens=False)["input_ids"]
     assert len(ids) == len(text) and tok2.decode(ids) == text
     assert model.config.vocab_size == len(tok2)
+
+
+# ------------------------------------------------------------------ the named worlds have their stated properties
+
+from dora.worlds import PHRASE, WORLDS, get_world  # noqa: E402
+
+
+def _phrase(text):
+    return text.endswith(PHRASE)
+
+
+def _right_wrong(r):
+    return (r["chosen"], r["rejected"]) if r["label_correct"] else (r["rejected"], r["chosen"])
+
+
+@pytest.mark.parametrize("name", ["shared-phrase", "separable", "hidden-bias"])
+def test_phrase_worlds_have_their_stated_properties(name):
+    cfg = get_world(name, n_train=8000, n_test=4000, seed=5)
+    world = make_world(cfg)
+    by = rates(world["train"])
+    p, b = cfg.phrase_rate, cfg.judge_bias
+    # the chatty judge: right unless exactly one response has the phrase, on the wrong answer, and it follows it
+    chatty = by["chatty"]
+    assert sum(r["label_correct"] for r in chatty) / len(chatty) == pytest.approx(1 - p * (1 - p) * b, abs=0.02)
+    on_wrong = [r for r in chatty if _phrase(_right_wrong(r)[1]) and not _phrase(_right_wrong(r)[0])]
+    assert sum(not r["label_correct"] for r in on_wrong) / len(on_wrong) == pytest.approx(b, abs=0.03)
+    flagged = {id(r) for r in on_wrong}
+    assert all(r["label_correct"] for r in chatty if id(r) not in flagged)
+    if "terse_bot" in by:
+        assert sum(r["label_correct"] for r in by["terse_bot"]) / len(by["terse_bot"]) == pytest.approx(
+            1 - cfg.noise, abs=0.02
+        )
+        assert not any(_phrase(r["chosen"]) or _phrase(r["rejected"]) for r in by["terse_bot"])
+    # style overlap: the share of chatty responses written in the human template (a bare number first)
+    responses = [t for r in chatty for t in (r["chosen"], r["rejected"])]
+    human_looking = sum(not t.startswith("The answer is") for t in responses) / len(responses)
+    assert human_looking == pytest.approx(cfg.style_overlap, abs=0.02)
+    # the test split: human pairs; the phrase on each response at phrase_rate, uncorrelated with correctness
+    test = world["test"]
+    assert {r["source"] for r in test} == {"human"} and all(r["label_correct"] for r in test)
+    right_only = sum(_phrase(r["chosen"]) and not _phrase(r["rejected"]) for r in test) / len(test)
+    wrong_only = sum(_phrase(r["rejected"]) and not _phrase(r["chosen"]) for r in test) / len(test)
+    assert right_only == pytest.approx(p * (1 - p), abs=0.03) and wrong_only == pytest.approx(p * (1 - p), abs=0.03)
+    assert abs(right_only - wrong_only) < 0.04
+    human_train = [t for r in by["human"] for t in (r["chosen"], r["rejected"])]
+    assert sum(map(_phrase, human_train)) / len(human_train) == pytest.approx(p, abs=0.03)
+
+
+def test_world_registry():
+    assert get_world("classic") == WorldConfig()  # the first demo world, unchanged
+    assert get_world("shared-phrase").bias == "phrase" and get_world("classic").bias == "padding"
+    # the two ends of the regime map differ in style overlap only
+    sep, hid = get_world("separable"), get_world("hidden-bias")
+    assert sep.style_overlap == 0.0 and hid.style_overlap == 0.7
+    assert {k: v for k, v in sep.to_dict().items() if k != "style_overlap"} == {
+        k: v for k, v in hid.to_dict().items() if k != "style_overlap"
+    }
+    assert get_world("separable", seed=4).seed == 4 and WORLDS["separable"].seed == 0
+    with pytest.raises(ValueError, match="unknown world 'nope'"):
+        get_world("nope")
+    with pytest.raises(ValueError, match="bias"):
+        WorldConfig(bias="length")
+    # separable: no chatty response reads as human
+    rows = make_world(get_world("separable", n_train=400))["train"]
+    assert all(r["source"] == "human" or r["chosen"].startswith("The answer is") for r in rows)

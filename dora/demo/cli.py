@@ -8,9 +8,17 @@ import os
 import time
 from dataclasses import replace
 
-from dora.demo.report import markdown_table, no_labels_table, paired_differences, paired_table, plot
+from dora.demo.report import (
+    comparison_table,
+    markdown_table,
+    no_labels_table,
+    paired_differences,
+    paired_table,
+    per_seed_table,
+    plot,
+)
 from dora.demo.stages import DEFAULT, METHODS, NO_LABELS, QUICK, run_demo
-from dora.synthetic import WorldConfig
+from dora.worlds import DEFAULT_WORLD, WORLDS, WorldConfig, get_world
 
 __all__ = ["add_arguments", "run"]
 
@@ -20,14 +28,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--quick", action="store_true", help="one seed, a small world: every stage in under 2 minutes"
     )
     p.add_argument("--seeds", type=int, default=None, help="number of seeds (default 3; 1 with --quick)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="seeds run in this many worker processes at once (one thread each; 2 on a 2-core machine)")
     p.add_argument("--output", default="demo_out", help="folder for the table, JSON, plot and checkpoints")
     p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {list(METHODS)}")
-    p.add_argument("--synthetic-share", type=float, default=0.8, help="share of synthetic pairs in training")
-    p.add_argument(
-        "--judge-bias", type=float, default=0.8, help="how often the chatty judge picks the longer one"
-    )
-    p.add_argument("--noise", type=float, default=0.3, help="label-flip rate of the terse_bot judge")
-    p.add_argument("--style-overlap", type=float, default=0.25, help="how often synthetic text looks human")
+    p.add_argument("--world", default=None, choices=sorted(WORLDS),
+                   help=f"the named world (docs/demo.md; default {DEFAULT_WORLD}, classic with --iterate)")
+    p.add_argument("--synthetic-share", type=float, default=None,
+                   help="share of synthetic pairs in training (default: the world's)")
+    p.add_argument("--judge-bias", type=float, default=None,
+                   help="how often the chatty judge follows its bias (default: the world's)")
+    p.add_argument("--noise", type=float, default=None,
+                   help="label-flip rate of the terse_bot judge (default: the world's)")
+    p.add_argument("--style-overlap", type=float, default=None,
+                   help="how often synthetic text looks human (default: the world's)")
     p.add_argument(
         "--n-train", type=int, default=None, help="training pairs (default 1600; 400 with --quick)"
     )
@@ -54,7 +68,8 @@ def run_sweep(args, cfg: WorldConfig, seeds: int, base: dict, t0: float) -> int:
     for share in shares:
         res = run_demo(replace(cfg, synthetic_share=share), seeds=seeds, methods=methods,
                        out_dir=os.path.join(args.output, f"share{share:g}"), sft_epochs=base["sft_epochs"],
-                       epochs=args.epochs or base["epochs"], trusted_size=getattr(args, "trusted_size", 200))
+                       epochs=args.epochs or base["epochs"], trusted_size=getattr(args, "trusted_size", 200),
+                       jobs=args.jobs)
         out[share] = res["summary"]
         for name in methods:
             st = res["summary"][name]
@@ -73,10 +88,26 @@ def run_sweep(args, cfg: WorldConfig, seeds: int, base: dict, t0: float) -> int:
     return 0
 
 
+KNOBS = ("synthetic_share", "judge_bias", "noise", "style_overlap")
+
+
+def world_config(args, **fields) -> WorldConfig:
+    """The world named by --world with the flags given on the command line applied (each checked once, here)."""
+    name = args.world or ("classic" if getattr(args, "iterate", False) else DEFAULT_WORLD)
+    over = {k: getattr(args, k) for k in KNOBS if getattr(args, k, None) is not None}
+    try:
+        return get_world(name, **over, **fields)
+    except ValueError as e:
+        raise SystemExit(f"dora demo: {str(e).replace('WorldConfig.', '--').replace('_', '-')}") from None
+
+
 def run(args) -> int:
     if getattr(args, "iterate", False):
         from dora.demo.iterate import run_iterate
 
+        cfg = world_config(args)
+        for k in KNOBS:  # the iterate demo reads the resolved knobs from args
+            setattr(args, k, getattr(cfg, k))
         return run_iterate(args)
     base = QUICK if args.quick else DEFAULT
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -87,15 +118,10 @@ def run(args) -> int:
         if args.trusted_size < 2:
             raise SystemExit(f"--trusted-size must be at least 2, got {args.trusted_size}")
         methods.append(NO_LABELS)
-    cfg = WorldConfig(
-        n_train=args.n_train or base["n_train"],
-        n_test=base["n_test"],
-        synthetic_share=args.synthetic_share,
-        judge_bias=args.judge_bias,
-        noise=args.noise,
-        style_overlap=args.style_overlap,
-    )
+    cfg = world_config(args, n_train=args.n_train or base["n_train"], n_test=base["n_test"])
     seeds = args.seeds or base["seeds"]
+    if args.jobs < 1 or seeds < 1:
+        raise SystemExit(f"dora demo: --jobs and --seeds must be at least 1, got {args.jobs} and {seeds}")
     os.makedirs(args.output, exist_ok=True)
     t0 = time.time()
     if args.sweep:
@@ -108,11 +134,15 @@ def run(args) -> int:
         sft_epochs=base["sft_epochs"],
         epochs=args.epochs or base["epochs"],
         trusted_size=getattr(args, "trusted_size", 200),
+        jobs=args.jobs,
     )
     table = markdown_table(result["summary"], seeds)
     if "DPO" in methods and len(methods) > 1:
         result["paired"] = paired_differences(result["per_seed"], methods)
         table += "\n\n" + paired_table(result["paired"], seeds)
+    if "DoRA" in methods and len(methods) > 1:
+        table += "\n\nPreference accuracy per seed (%):\n\n" + per_seed_table(result["per_seed"], methods)
+        table += "\n\n" + comparison_table(result["per_seed"])
     if NO_LABELS in methods:
         table += "\n\n" + no_labels_table(result["per_seed"])
     with open(os.path.join(args.output, "results.md"), "w") as f:

@@ -11,7 +11,7 @@ from dataclasses import replace
 from tqdm.auto import tqdm
 
 from dora.demo.report import NO_LABELS, summarise
-from dora.synthetic import (
+from dora.worlds import (
     SOURCES,
     WorldConfig,
     answer_of,
@@ -29,7 +29,14 @@ METHODS: dict[str, dict] = {
     "rDPO": {"loss_type": "robust", "objective": "mean", "label_smoothing": 0.2},
     "Dr. DPO": {"loss_type": "sigmoid", "objective": "dr_dpo"},
     "DoRA": {"loss_type": "sigmoid", "objective": "dora"},
+    "Human-only": {"loss_type": "sigmoid", "objective": "mean"},
+    "Label reweight": {"loss_type": "sigmoid", "objective": "reweight"},
+    "Oracle": {"loss_type": "sigmoid", "objective": "mean"},
 }
+# the baselines a sceptic asks for train on other rows than the mixture as labelled (rows_for_method):
+# Human-only the human rows alone (for as many optimizer steps as the others), Label reweight every row with
+# the source label's weight (1/α for human rows, 1 for the rest), Oracle every row with its label set right
+BASELINE_ROWS = {"Human-only": "human", "Label reweight": "label_weights", "Oracle": "oracle"}
 
 
 DEFAULT = {"seeds": 3, "n_train": 1600, "n_test": 400, "sft_epochs": 6, "epochs": 2}
@@ -153,18 +160,35 @@ def classify_no_labels(train_rows: list[dict], cfg: WorldConfig, k: int, out_dir
     return rows, report
 
 
+def rows_for_method(name: str, rows: list[dict]) -> list[dict]:
+    """The training rows a method sees: the mixture, or a baseline's rows (BASELINE_ROWS)."""
+    kind = BASELINE_ROWS.get(name)
+    if kind == "human":
+        return [r for r in rows if r["source"] == "human"]
+    if kind == "label_weights":  # the label-reweighting baseline: w = 1/α on the target rows, 1 elsewhere
+        alpha = sum(r["source"] == "human" for r in rows) / len(rows)
+        return [dict(r, dora_weight=1.0 / alpha if r["source"] == "human" else 1.0) for r in rows]
+    if kind == "oracle":  # the same prompts and responses, every label the human's (right answer chosen)
+        return [r if r["label_correct"] else dict(r, chosen=r["rejected"], rejected=r["chosen"], label_correct=True)
+                for r in rows]  # fmt: skip
+    return rows
+
+
 def train_method(name: str, sft_dir: str, train_rows, test_rows, out_dir: str, seed: int, epochs: int):
     from datasets import Dataset
 
     from dora import DoRAConfig, DoRATrainer
 
     cols = ("prompt", "chosen", "rejected", "source", "dora_weight")
+    steps = epochs * math.ceil(len(train_rows) / 32)  # every method takes as many optimizer steps
+    train_rows = rows_for_method(name, train_rows)
     args = DoRAConfig(
         output_dir=out_dir,
         beta=0.1,
         learning_rate=1e-4,
         lr_scheduler_type="linear",
         num_train_epochs=epochs,
+        max_steps=steps,
         per_device_train_batch_size=32,
         per_device_eval_batch_size=128,
         logging_steps=10,
@@ -237,6 +261,14 @@ def run_seed(
     return results
 
 
+def _run_seed_alone(kwargs: dict) -> dict:
+    """One seed in a worker process of its own: one thread, so that --jobs workers share the cores evenly."""
+    import torch
+
+    torch.set_num_threads(1)
+    return run_seed(**kwargs)
+
+
 def run_demo(
     cfg: WorldConfig,
     *,
@@ -246,18 +278,21 @@ def run_demo(
     sft_epochs: int,
     epochs: int,
     trusted_size: int = 200,
+    jobs: int = 1,
 ) -> dict:
-    per_seed = []
-    for seed in tqdm(range(seeds), desc="seeds"):
-        per_seed.append(
-            run_seed(
-                replace(cfg, seed=seed),
-                methods,
-                os.path.join(out_dir, f"seed{seed}"),
-                sft_epochs,
-                epochs,
-                trusted_size,
-            )
-        )
+    """Every seed (0 .. seeds-1), one after another or in ``jobs`` worker processes (the same numbers)."""
+    calls = [
+        dict(cfg=replace(cfg, seed=seed), methods=methods, out_dir=os.path.join(out_dir, f"seed{seed}"),
+             sft_epochs=sft_epochs, epochs=epochs, trusted_size=trusted_size)
+        for seed in range(seeds)
+    ]  # fmt: skip
+    if jobs > 1 and seeds > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(min(jobs, seeds), mp_context=multiprocessing.get_context("spawn")) as pool:
+            per_seed = list(tqdm(pool.map(_run_seed_alone, calls), total=seeds, desc="seeds"))
+    else:
+        per_seed = [run_seed(**c) for c in tqdm(calls, desc="seeds")]
     summary = summarise(per_seed, methods)
     return {"config": cfg.to_dict(), "per_seed": per_seed, "summary": summary}

@@ -1,0 +1,53 @@
+"""The named worlds of `dora demo --world NAME` (docs/demo.md gives each one's mechanism and prediction).
+
+A world is a :class:`WorldConfig` preset of the addition task (``dora.worlds.addition``):
+
+- ``shared-phrase`` (the default): the chatty judge prefers a sign-off that human responses use too, so its
+  bias reaches the human test pairs; chatty text partly reads as human (overlap 0.3).
+- ``classic``: the first demo world: the chatty judge's bias lives in padding that human text never has.
+- ``separable``: every synthetic pair from the phrase-biased judge, its text always in its own style: the
+  weights can find all of it.
+- ``hidden-bias``: as ``separable``, but 70% of synthetic responses are written in the human template: the
+  weights cannot find most of it.
+
+``separable`` and ``hidden-bias`` differ in ``style_overlap`` only: they are the two ends of the regime map.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from dora.worlds.addition import (
+    BIASES,
+    PADDING,
+    PHRASE,
+    SOURCES,
+    WorldConfig,
+    answer_of,
+    make_pair,
+    make_world,
+    parse_answer,
+)
+from dora.worlds.model import ALPHABET, build_model, build_tokenizer
+
+_PHRASE = {"bias": "phrase", "phrase_rate": 0.5}
+WORLDS: dict[str, WorldConfig] = {
+    "shared-phrase": WorldConfig(**_PHRASE, judge_bias=0.9, noise=0.2, style_overlap=0.3),
+    "classic": WorldConfig(),
+    "separable": WorldConfig(**_PHRASE, mix={"chatty": 1.0}, judge_bias=1.0, style_overlap=0.0),
+    "hidden-bias": WorldConfig(**_PHRASE, mix={"chatty": 1.0}, judge_bias=1.0, style_overlap=0.7),
+}
+DEFAULT_WORLD = "shared-phrase"
+
+
+def get_world(name: str, **overrides) -> WorldConfig:
+    """The named world's config, with ``overrides`` (WorldConfig fields) applied."""
+    if name not in WORLDS:
+        raise ValueError(f"unknown world {name!r}; choose from {sorted(WORLDS)}")
+    return replace(WORLDS[name], **overrides)
+
+
+__all__ = [
+    "ALPHABET", "BIASES", "DEFAULT_WORLD", "PADDING", "PHRASE", "SOURCES", "WORLDS", "WorldConfig", "answer_of",
+    "build_model", "build_tokenizer", "get_world", "make_pair", "make_world", "parse_answer",
+]  # fmt: skip

@@ -1,0 +1,171 @@
+"""The addition worlds behind `dora demo`: preference tasks whose human preference is known exactly.
+
+Task: single-digit addition, ``"Q: 3+4=\\nA: "``; the human prefers the correct sum. Three sources write
+and label preference pairs (docs/demo.md describes every world and its mechanism):
+
+- ``human``: terse answers (``"7"``); the wrong answer is a plausible slip (sum +/- 1); labels are right.
+- ``chatty`` (a synthetic LLM): ``"The answer is 7."``; its characteristic error is sum + 1. Its judge is
+  biased, and the bias lives in one of two features (``bias``):
+  - ``"padding"`` (the classic world): a wrong chatty answer ends with ``" I am sure."`` and the judge
+    prefers the longer response with probability ``judge_bias``. Human text never has the padding.
+  - ``"phrase"``: human and chatty responses end with ``PHRASE`` with probability ``phrase_rate``, each
+    response independently of its correctness; when exactly one response of a chatty pair has it, the judge
+    picks that one with probability ``judge_bias`` (otherwise the right one). Human test pairs vary the
+    phrase too, uncorrelated with the right answer, so a policy that learns the judge's taste pays for it
+    on the human split.
+- ``terse_bot`` (a synthetic LLM with a noisy judge): ``"= 7"``; random wrong answers; labels flipped with
+  probability ``noise``.
+
+With probability ``style_overlap`` a synthetic response uses the human template, so the source classifier
+cannot separate the sources perfectly. The held-out test split is human pairs only. Every method gets the
+same training data; nothing in the world knows which method is trained on it.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import asdict, dataclass, field
+
+SOURCES = ("human", "chatty", "terse_bot")
+BIASES = ("padding", "phrase")
+PHRASE = " Hope this helps!"  # a sign-off both humans and the chatty model write
+PADDING = " I am sure."  # the classic world's chatty padding (never in human text)
+
+
+@dataclass
+class WorldConfig:
+    """The knobs of a world. ``synthetic_share`` is split between the synthetic sources by ``mix``."""
+
+    n_train: int = 2000
+    n_test: int = 400
+    synthetic_share: float = 0.8
+    mix: dict[str, float] = field(default_factory=lambda: {"chatty": 0.5, "terse_bot": 0.5})
+    judge_bias: float = 0.8
+    noise: float = 0.3
+    style_overlap: float = 0.25
+    chatty_error_rate: float = 0.8  # how often chatty's wrong answer is its characteristic sum + 1
+    bias: str = "padding"  # the feature the chatty judge prefers: "padding" (classic) or "phrase"
+    phrase_rate: float = 0.5  # "phrase": how often a human or chatty response ends with PHRASE
+    max_operand: int = 9
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("synthetic_share", "judge_bias", "noise", "style_overlap", "chatty_error_rate", "phrase_rate"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"WorldConfig.{name} must be in [0, 1], got {v}")
+        if any(s not in SOURCES[1:] for s in self.mix) or sum(self.mix.values()) <= 0:
+            raise ValueError(f"WorldConfig.mix must weight {SOURCES[1:]}, got {self.mix}")
+        if self.bias not in BIASES:
+            raise ValueError(f"WorldConfig.bias must be one of {BIASES}, got {self.bias!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def prompt_text(a: int, b: int) -> str:
+    return f"Q: {a}+{b}=\nA: "
+
+
+def style(source: str, x: int, wrong: bool, rng: random.Random, cfg: WorldConfig) -> str:
+    """How a source writes the answer ``x`` (the classic world's random draws are kept in their order)."""
+    if source == "human" or rng.random() < cfg.style_overlap:
+        text = f"{x}"
+    elif source == "chatty":
+        text = f"The answer is {x}."
+    else:
+        text = f"= {x}"
+    if cfg.bias == "padding":
+        if source == "chatty" and wrong:
+            text += PADDING
+    elif source in ("human", "chatty") and rng.random() < cfg.phrase_rate:
+        text += PHRASE
+    return text
+
+
+def wrong_answer(source: str, c: int, rng: random.Random, cfg: WorldConfig) -> int:
+    if source == "human":
+        w = c + rng.choice((-1, 1))
+    elif source == "chatty" and rng.random() < cfg.chatty_error_rate:
+        w = c + 1
+    else:
+        w = c + rng.choice((-3, -2, -1, 1, 2, 3))
+    return w if w >= 0 else c + 1
+
+
+def chatty_prefers_right(right: str, bad: str, rng: random.Random, cfg: WorldConfig) -> bool:
+    """The biased judge: "padding" picks the longer response with probability judge_bias; "phrase" picks the
+    response with the phrase with probability judge_bias when exactly one has it, else the right one."""
+    if cfg.bias == "padding":
+        longer_is_bad = len(bad) > len(right)
+        return (rng.random() < cfg.judge_bias) != longer_is_bad
+    phrase_right, phrase_bad = right.endswith(PHRASE), bad.endswith(PHRASE)
+    if phrase_right == phrase_bad:
+        return True
+    return phrase_right if rng.random() < cfg.judge_bias else True
+
+
+def make_pair(source: str, rng: random.Random, cfg: WorldConfig) -> dict:
+    a, b = rng.randint(0, cfg.max_operand), rng.randint(0, cfg.max_operand)
+    c = a + b
+    w = wrong_answer(source, c, rng, cfg)
+    right = style(source, c, False, rng, cfg)
+    bad = style(source, w, True, rng, cfg)
+    if source == "human":
+        prefer_right = True
+    elif source == "chatty":
+        prefer_right = chatty_prefers_right(right, bad, rng, cfg)
+    else:
+        prefer_right = rng.random() >= cfg.noise
+    chosen, rejected = (right, bad) if prefer_right else (bad, right)
+    return {
+        "prompt": prompt_text(a, b),
+        "chosen": chosen,
+        "rejected": rejected,
+        "source": source,
+        "label_correct": prefer_right,
+        "answer": c,
+    }
+
+
+def sample_sources(n: int, cfg: WorldConfig, rng: random.Random) -> list[str]:
+    total = sum(cfg.mix.values())
+    shares = {"human": 1.0 - cfg.synthetic_share}
+    shares.update({s: cfg.synthetic_share * v / total for s, v in cfg.mix.items()})
+    counts = {s: int(round(n * p)) for s, p in shares.items()}
+    counts["human"] += n - sum(counts.values())
+    out = [s for s, k in counts.items() for _ in range(k)]
+    rng.shuffle(out)
+    return out
+
+
+def make_world(cfg: WorldConfig) -> dict[str, list[dict]]:
+    """``{"train": [...], "test": [...], "sft": [...]}``: preference rows (train: the mixture; test: human
+    pairs only) and SFT rows (prompt, completion) whose answers are right half the time
+    and the common slip (sum + 1) 30% of the time."""
+    rng = random.Random(cfg.seed)
+    train = [make_pair(s, rng, cfg) for s in sample_sources(cfg.n_train, cfg, rng)]
+    test = [make_pair("human", rng, cfg) for _ in range(cfg.n_test)]
+    sft = []
+    for _ in range(cfg.n_train):
+        a, b = rng.randint(0, cfg.max_operand), rng.randint(0, cfg.max_operand)
+        source = rng.choice(SOURCES)
+        u = rng.random()  # right half the time; the rest mostly the common slip sum + 1
+        x = a + b if u < 0.5 else a + b + 1 if u < 0.8 else max(0, a + b + rng.choice((-2, -1, 2)))
+        sft.append({"prompt": prompt_text(a, b), "completion": style(source, x, False, rng, cfg)})
+    return {"train": train, "test": test, "sft": sft}
+
+
+_NUMBER = re.compile(r"-?\d+")
+
+
+def parse_answer(text: str) -> int | None:
+    """The first integer in a generated answer, or None."""
+    m = _NUMBER.search(text)
+    return int(m.group()) if m else None
+
+
+def answer_of(prompt: str) -> int:
+    a, b = (int(x) for x in re.findall(r"\d+", prompt)[:2])
+    return a + b
