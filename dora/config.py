@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import torch
 from transformers import TrainingArguments
 
-from dora.losses import F_DIVERGENCE_LOSSES, F_DIVERGENCES, loss_spec
-from dora.objectives import OBJECTIVES
+from dora.losses import check_loss_settings, loss_spec
+from dora.objectives import check_objective_settings, objective_spec
 
 __all__ = ["DoRAConfig"]
 
@@ -222,21 +222,19 @@ class DoRAConfig(TrainingArguments):
         self._check_trl_features()
         if self.beta is None:
             self.beta = 2.0 if self.loss_type == ["simpo"] else 0.1
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"unknown objective {self.objective!r}; known: {', '.join(sorted(OBJECTIVES))}")
-        if self.dora_placement not in ("inside", "outside"):
-            raise ValueError(f"dora_placement must be 'inside' or 'outside', got {self.dora_placement!r}")
+        objective_spec(self.objective)  # a clear error for an unknown name
         if self.dro_accumulation not in ("micro_batch", "full"):
             raise ValueError(
                 f"dro_accumulation must be 'micro_batch' or 'full', got {self.dro_accumulation!r}"
             )
-        if self.rrhf_sft not in ("best", "authors"):
-            raise ValueError(f"rrhf_sft must be 'best' or 'authors', got {self.rrhf_sft!r}")
-        if not (0 < self.dro_lambda < math.inf):
-            raise ValueError(f"dro_lambda must be a finite number > 0, got {self.dro_lambda}")
         if not (0 < self.beta < math.inf):
             raise ValueError(f"beta must be a finite number > 0, got {self.beta}")
         self._check_ranges()
+        # the losses' and objectives' own rules (dora.losses / dora.objectives), applied once, here
+        check_loss_settings(self.loss_type, label_smoothing=self.label_smoothing, rrhf_sft=self.rrhf_sft,
+                            lire_temperature=self.lire_temperature, f_divergence_type=self.f_divergence_type)
+        check_objective_settings(dro_lambda=self.dro_lambda, dora_placement=self.dora_placement,
+                                 dr_dpo_beta=self.dr_dpo_beta, kldpo_tau=self.kldpo_tau, cvar_alpha=self.cvar_alpha)
         if not torch.accelerator.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
             self.use_cpu = True  # several processes on a CPU-only machine: gloo (MULTI_CPU)
         cuda = torch.cuda.is_available() and not self.use_cpu
@@ -263,29 +261,10 @@ class DoRAConfig(TrainingArguments):
         for name in ("max_length", "max_prompt_length"):
             if getattr(self, name) is not None and not getattr(self, name) >= 1:
                 raise ValueError(f"{name} must be >= 1 (or None: no limit), got {getattr(self, name)}")
-        for name in ("dr_dpo_beta", "kldpo_tau", "lire_temperature"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        if not 0.0 < self.cvar_alpha <= 1.0:
-            raise ValueError(f"cvar_alpha must be in (0, 1], got {self.cvar_alpha}")
-        top = 0.5 if "robust" in self.loss_type else 1.0
-        if not 0.0 <= self.label_smoothing < top:
-            raise ValueError(
-                f"label_smoothing must be in [0, {top})" + (" with loss 'robust'" if top < 1 else "")
-                + f", got {self.label_smoothing}"
-            )
 
     def _check_trl_features(self) -> None:
         if self.truncation_mode not in ("keep_start", "keep_end"):
             raise ValueError(f"truncation_mode must be 'keep_start' or 'keep_end', got {self.truncation_mode!r}")
-        if self.f_divergence_type not in F_DIVERGENCES:
-            raise ValueError(f"unknown f_divergence_type {self.f_divergence_type!r}; known: {', '.join(F_DIVERGENCES)}")
-        other = [n for n in self.loss_type if n not in F_DIVERGENCE_LOSSES]
-        if self.f_divergence_type != "reverse_kl" and other:
-            raise ValueError(
-                f"f_divergence_type={self.f_divergence_type!r} applies only to the losses of the reward difference "
-                f"({', '.join(sorted(F_DIVERGENCE_LOSSES))}), not {other}: use f_divergence_type='reverse_kl'"
-            )
         if self.ld_alpha is not None and not 0.0 <= self.ld_alpha <= 1.0:
             raise ValueError(f"ld_alpha must be in [0, 1], got {self.ld_alpha}")
         if self.use_weighting:

@@ -28,6 +28,7 @@ __all__ = [
     "implicit_rewards",
     "ranked",
     "loss_kwargs",
+    "check_loss_settings",
     "PAIRWISE_LOSSES",
     "LISTWISE_LOSSES",
     "loss_spec",
@@ -182,24 +183,22 @@ def _bce(z: Tensor, eps: float) -> Tensor:
 
 
 @register_pairwise("sigmoid", "dpo")
-def dpo_loss(p: Pair, beta: float, **_) -> Tensor:
+def dpo_loss(p: Pair, beta: float) -> Tensor:
     """DPO (Rafailov et al. 2023, Eq. 7): -log sigmoid(beta * delta)."""
     return -F.logsigmoid(beta * p.delta)
 
 
 @register_pairwise("cdpo")
-def cdpo_loss(p: Pair, beta: float, label_smoothing: float = 0.0, **_) -> Tensor:
+def cdpo_loss(p: Pair, beta: float, *, label_smoothing: float = 0.0) -> Tensor:
     """Conservative DPO (Mitchell 2023): -(1-eps) log sigmoid(beta*delta) - eps log sigmoid(-beta*delta)."""
     return _bce(beta * p.delta, label_smoothing)
 
 
 @register_pairwise("robust")
-def robust_dpo_loss(p: Pair, beta: float, label_smoothing: float = 0.0, **_) -> Tensor:
+def robust_dpo_loss(p: Pair, beta: float, *, label_smoothing: float = 0.0) -> Tensor:
     """Provably robust DPO (Chowdhury et al. 2024, arXiv 2403.00409), unbiased under flip rate eps < 0.5:
 
     [-(1-eps) log sigmoid(beta*delta) + eps log sigmoid(-beta*delta)] / (1 - 2 eps)."""
-    if not 0.0 <= label_smoothing < 0.5:
-        raise ValueError(f"robust DPO needs 0 <= label_smoothing < 0.5, got {label_smoothing}")
     z = beta * p.delta
     return (-(1 - label_smoothing) * F.logsigmoid(z) + label_smoothing * F.logsigmoid(-z)) / (
         1 - 2 * label_smoothing
@@ -207,20 +206,20 @@ def robust_dpo_loss(p: Pair, beta: float, label_smoothing: float = 0.0, **_) -> 
 
 
 @register_pairwise("ipo", needs_lengths=True)
-def ipo_loss(p: Pair, beta: float, **_) -> Tensor:
+def ipo_loss(p: Pair, beta: float) -> Tensor:
     """IPO (Azar et al. 2023, Eq. 17), length-normalised as TRL: (u_w/|y_w| - u_l/|y_l| - 1/(2 beta))^2."""
     uw, ul = p.per_token(p.s_w, p.s_l)
     return (uw - ul - 1 / (2 * beta)) ** 2
 
 
 @register_pairwise("hinge")
-def hinge_loss(p: Pair, beta: float, **_) -> Tensor:
+def hinge_loss(p: Pair, beta: float) -> Tensor:
     """SLiC-HF hinge (Zhao et al. 2023), on the reference-normalised margin: max(0, 1 - beta * delta)."""
     return torch.relu(1 - beta * p.delta)
 
 
 @register_pairwise("exo_pair")
-def exo_pair_loss(p: Pair, beta: float, label_smoothing: float = 0.0, **_) -> Tensor:
+def exo_pair_loss(p: Pair, beta: float, *, label_smoothing: float = 0.0) -> Tensor:
     """EXO-pref (Ji et al. 2024, Eq. 16, K = 2): KL(softmax(beta*u) || [1-eps, eps]).
 
     eps = label_smoothing, or 1e-3 (the paper's value) when it is 0, where the KL is undefined."""
@@ -232,14 +231,14 @@ def exo_pair_loss(p: Pair, beta: float, label_smoothing: float = 0.0, **_) -> Te
 
 
 @register_pairwise("sigmoid_norm", needs_lengths=True)
-def sigmoid_norm_loss(p: Pair, beta: float, **_) -> Tensor:
+def sigmoid_norm_loss(p: Pair, beta: float) -> Tensor:
     """Length-normalised DPO (as TRL's "sigmoid_norm"): -log sigmoid(beta (u_w/|y_w| - u_l/|y_l|))."""
     uw, ul = p.per_token(p.s_w, p.s_l)
     return -F.logsigmoid(beta * (uw - ul))
 
 
 @register_pairwise("nca_pair")
-def nca_pair_loss(p: Pair, beta: float, **_) -> Tensor:
+def nca_pair_loss(p: Pair, beta: float) -> Tensor:
     """NCA (Chen et al. 2024, arXiv 2402.05369), pairwise as TRL:
     -log s(r_w) - 0.5 log s(-r_w) - 0.5 log s(-r_l)."""
     rw, rl = beta * p.u_w, beta * p.u_l
@@ -247,31 +246,31 @@ def nca_pair_loss(p: Pair, beta: float, **_) -> Tensor:
 
 
 @register_pairwise("bco_pair")
-def bco_pair_loss(p: Pair, beta: float, **_) -> Tensor:
+def bco_pair_loss(p: Pair, beta: float) -> Tensor:
     """BCO (Jung et al. 2024), pairwise form as TRL 1.16: -log s(beta u_w) - log s(-beta u_l)."""
     return -F.logsigmoid(beta * p.u_w) - F.logsigmoid(-beta * p.u_l)
 
 
 @register_pairwise("sppo_hard")
-def sppo_hard_loss(p: Pair, beta: float, **_) -> Tensor:
+def sppo_hard_loss(p: Pair, beta: float) -> Tensor:
     """SPPO with hard probabilities (Wu et al. 2024, Eq. 4.7, P = 1 / 0): (u_w - 1/2b)^2 + (u_l + 1/2b)^2."""
     return (p.u_w - 0.5 / beta) ** 2 + (p.u_l + 0.5 / beta) ** 2
 
 
 @register_pairwise("apo_zero")
-def apo_zero_loss(p: Pair, beta: float, **_) -> Tensor:
+def apo_zero_loss(p: Pair, beta: float) -> Tensor:
     """APO-zero (D'Oosterlinck et al. 2024, Eq. 7): 1 - s(beta u_w) + s(beta u_l)."""
     return 1 - torch.sigmoid(beta * p.u_w) + torch.sigmoid(beta * p.u_l)
 
 
 @register_pairwise("apo_down")
-def apo_down_loss(p: Pair, beta: float, **_) -> Tensor:
+def apo_down_loss(p: Pair, beta: float) -> Tensor:
     """APO-down (D'Oosterlinck et al. 2024, Eq. 8): s(beta u_w) + 1 - s(beta (u_w - u_l))."""
     return torch.sigmoid(beta * p.u_w) + 1 - torch.sigmoid(beta * p.delta)
 
 
 @register_pairwise("discopop")
-def discopop_loss(p: Pair, beta: float, discopop_tau: float = 0.05, **_) -> Tensor:
+def discopop_loss(p: Pair, beta: float, *, discopop_tau: float = 0.05) -> Tensor:
     """DiscoPOP (Chris Lu et al. 2024, arXiv 2406.08414, Eq. 5), log-ratio modulated: with z = beta delta and
     m = sigmoid(z / tau), (1 - m) * (-log sigmoid(z)) + m * exp(-z). The second term is evaluated as
     exp(log sigmoid(z / tau) - z), finite where TRL's exp(-z) * m overflows (z < -88 in float32)."""
@@ -280,7 +279,7 @@ def discopop_loss(p: Pair, beta: float, discopop_tau: float = 0.05, **_) -> Tens
 
 
 @register_pairwise("aot")
-def aot_loss(p: Pair, beta: float, label_smoothing: float = 0.0, **_) -> Tensor:
+def aot_loss(p: Pair, beta: float, *, label_smoothing: float = 0.0) -> Tensor:
     """AOT, paired (Melnyk et al. 2024, arXiv 2406.05882, Eq. 9), as TRL: the batch's sorted policy log-ratios
     log pi(y_w) - log pi(y_l) against the sorted reference ones, in a smoothed logistic loss. The i-th value
     belongs to the i-th order statistic, not to pair i: only objectives that ignore sample identity apply."""
@@ -290,7 +289,7 @@ def aot_loss(p: Pair, beta: float, label_smoothing: float = 0.0, **_) -> Tensor:
 
 
 @register_pairwise("aot_unpaired")
-def aot_unpaired_loss(p: Pair, beta: float, label_smoothing: float = 0.0, **_) -> Tensor:
+def aot_unpaired_loss(p: Pair, beta: float, *, label_smoothing: float = 0.0) -> Tensor:
     """AOT, unpaired (Melnyk et al. 2024, Eq. 8), as TRL: sorted u_w against sorted u_l over the batch."""
     uw, _ = torch.sort(p.u_w, dim=0)
     ul, _ = torch.sort(p.u_l, dim=0)
@@ -298,7 +297,7 @@ def aot_unpaired_loss(p: Pair, beta: float, label_smoothing: float = 0.0, **_) -
 
 
 @register_pairwise("rdpo_length")
-def rdpo_length_loss(p: Pair, beta: float, rdpo_alpha: float = 0.01, **_) -> Tensor:
+def rdpo_length_loss(p: Pair, beta: float, *, rdpo_alpha: float = 0.01) -> Tensor:
     """R-DPO (Park et al. 2024, arXiv 2403.19159): -log sigmoid(beta delta - alpha (|y_w| - |y_l|))."""
     if p.chosen_lengths is None or p.rejected_lengths is None:
         raise ValueError("loss 'rdpo_length' needs chosen_lengths and rejected_lengths")
@@ -309,7 +308,7 @@ def rdpo_length_loss(p: Pair, beta: float, rdpo_alpha: float = 0.01, **_) -> Ten
 
 
 @register_pairwise("simpo", needs_ref=False, needs_lengths=True)
-def simpo_loss(p: Pair, beta: float, simpo_gamma: float = 0.5, label_smoothing: float = 0.0, **_) -> Tensor:
+def simpo_loss(p: Pair, beta: float, *, simpo_gamma: float = 0.5, label_smoothing: float = 0.0) -> Tensor:
     """SimPO (Meng et al. 2024, Eq. 6): -log sigmoid(beta (logp_w/|y_w| - logp_l/|y_l|) - gamma).
 
     ``simpo_gamma`` is the absolute margin gamma, as TRL's CPOTrainer; label smoothing as CPO."""
@@ -318,7 +317,7 @@ def simpo_loss(p: Pair, beta: float, simpo_gamma: float = 0.5, label_smoothing: 
 
 
 @register_pairwise("sft", needs_ref=False, needs_lengths=True)
-def sft_loss(p: Pair, beta: float, sft_scale: float | None = None, **_) -> Tensor:
+def sft_loss(p: Pair, beta: float, *, sft_scale: float | None = None) -> Tensor:
     """Negative log-likelihood of the chosen responses (RPO, Pang et al. 2024, arXiv 2404.19733, Eq. 3, with
     loss_type=["sigmoid", "sft"]). TRL 1.16 takes the mean over the batch's chosen tokens; here that mean is split
     over the pairs in proportion to their tokens, -B logp(y_w,i) / sum_j |y_w,j|, so its batch mean is TRL's.
@@ -333,7 +332,7 @@ def sft_loss(p: Pair, beta: float, sft_scale: float | None = None, **_) -> Tenso
 
 
 @register_listwise("dpo_pl")
-def plackett_luce_dpo_loss(lst: Listwise, beta: float, **_) -> Tensor:
+def plackett_luce_dpo_loss(lst: Listwise, beta: float) -> Tensor:
     """Plackett-Luce DPO (Rafailov et al. 2023, App. A.3), averaged over the n ranks as the DoRA code:
 
     -(1/n) sum_k [ r_(k) - logsumexp_{j >= k} r_(j) ],  r = beta (logp - ref), sorted by score."""
@@ -347,10 +346,10 @@ def plackett_luce_dpo_loss(lst: Listwise, beta: float, **_) -> Tensor:
 def rrhf_loss(
     lst: Listwise,
     beta: float,
+    *,
     rrhf_sft_weight: float = 1.0,
     rrhf_sft: str = "best",
     padded_length: float | None = None,
-    **_,
 ) -> Tensor:
     """RRHF (Yuan et al. 2023, arXiv 2304.05302, Eq. 2-4): with p_i = logp_i / |y_i|,
     (1/n) sum_{s_i < s_j} max(0, p_i - p_j)  +  rrhf_sft_weight * L_sft.
@@ -362,19 +361,17 @@ def rrhf_loss(
     n = p.shape[-1]
     worse = lst.scores.unsqueeze(-1) < lst.scores.unsqueeze(-2)  # [B, i, j]: s_i < s_j
     rank = (torch.relu(p.unsqueeze(-1) - p.unsqueeze(-2)) * worse).sum(dim=(-1, -2)) / n
-    if rrhf_sft == "best":
-        sft = -torch.gather(p, -1, lst.scores.argmax(dim=-1, keepdim=True)).squeeze(-1)
-    elif rrhf_sft == "authors":
+    if rrhf_sft == "authors":
         if padded_length is None or n < 2:
             raise ValueError("rrhf_sft='authors' needs lists of >= 2 responses and the batch's padded_length")
         sft = -lst.logps[:, -2] / float(padded_length)
-    else:
-        raise ValueError(f"rrhf_sft must be 'best' or 'authors', got {rrhf_sft!r}")
+    else:  # "best" (check_loss_settings allows no other value)
+        sft = -torch.gather(p, -1, lst.scores.argmax(dim=-1, keepdim=True)).squeeze(-1)
     return rank + rrhf_sft_weight * sft
 
 
 @register_listwise("lire", needs_ref=False)
-def lire_loss(lst: Listwise, beta: float, lire_temperature: float = 2.0, **_) -> Tensor:
+def lire_loss(lst: Listwise, beta: float, *, lire_temperature: float = 2.0) -> Tensor:
     """LIRE (Zhu et al. 2024, arXiv 2405.13516) as the DoRA code:
     -(1/n) sum_j softmax(logp / T)_j softmax(s)_j."""
     q = torch.softmax(lst.logps / lire_temperature, dim=-1)
@@ -390,6 +387,44 @@ def _need(spec_name: str, what: str, value):
     return value
 
 
+def check_loss_settings(
+    loss_types: list[str],
+    *,
+    label_smoothing: float | None = None,
+    rrhf_sft: str | None = None,
+    lire_temperature: float | None = None,
+    f_divergence_type: str | None = None,
+) -> None:
+    """The rules of the losses' settings, in one place: ``DoRAConfig`` applies them when a run's settings enter, and
+    ``pairwise_loss`` / ``listwise_loss`` when a caller passes values directly. None: not given, nothing to check."""
+    if label_smoothing is not None:
+        top = 0.5 if "robust" in loss_types else 1.0  # rDPO divides by 1 - 2 eps
+        if not 0.0 <= label_smoothing < top:
+            raise ValueError(
+                f"label_smoothing must be in [0, {top})" + (" with loss 'robust'" if top < 1 else "")
+                + f", got {label_smoothing}"
+            )
+    if rrhf_sft is not None and rrhf_sft not in ("best", "authors"):
+        raise ValueError(f"rrhf_sft must be 'best' or 'authors', got {rrhf_sft!r}")
+    if lire_temperature is not None and not lire_temperature > 0:
+        raise ValueError(f"lire_temperature must be > 0, got {lire_temperature}")
+    if f_divergence_type is not None:
+        if f_divergence_type not in F_DIVERGENCES:
+            raise ValueError(f"unknown f_divergence_type {f_divergence_type!r}; known: {', '.join(F_DIVERGENCES)}")
+        other = [n for n in loss_types if n not in F_DIVERGENCE_LOSSES]
+        if f_divergence_type != "reverse_kl" and other:
+            raise ValueError(
+                f"f_divergence_type={f_divergence_type!r} applies only to the losses of the reward difference "
+                f"({', '.join(sorted(F_DIVERGENCE_LOSSES))}), not {other}: use f_divergence_type='reverse_kl'"
+            )
+
+
+def _call(spec: LossSpec, batch, beta: float, given: dict) -> Tensor:
+    """The loss on ``batch`` with the given (not None) hyper-parameters it takes; other losses' are left out."""
+    own = {k: v for k, v in given.items() if v is not None and k in spec.hyper and k not in F_DIVERGENCE_KEYWORDS}
+    return spec.fn(batch, beta, **own)
+
+
 def pairwise_loss(
     name: str,
     chosen_logps: Tensor,
@@ -403,18 +438,20 @@ def pairwise_loss(
     beta: float = 0.1,
     f_divergence_type: str = "reverse_kl",
     f_alpha_divergence_coef: float = 0.5,
-    **hyper,
+    label_smoothing: float | None = None,
+    simpo_gamma: float | None = None,
+    rdpo_alpha: float | None = None,
+    discopop_tau: float | None = None,
+    sft_scale: float | None = None,
 ) -> Tensor:
-    """One loss per pair, shape [B]. ``hyper``: label_smoothing, simpo_gamma, rdpo_alpha, discopop_tau.
-    ``f_divergence_type`` replaces u = logp - ref by f'(exp(u)) in the delta-based losses (TRL's set)."""
+    """One loss per pair, shape [B]. The hyper-parameters (None: the loss's own default) reach the losses that take
+    them (``loss_spec(name).hyper``) and are left out of the others, so that one set serves a combination of losses;
+    a misspelt one is a TypeError. ``f_divergence_type`` replaces u = logp - ref by f'(exp(u)) in the delta-based
+    losses (TRL's set)."""
     spec = loss_spec(name)
-    if f_divergence_type != "reverse_kl" and name not in F_DIVERGENCE_LOSSES:
-        raise ValueError(
-            f"f_divergence_type={f_divergence_type!r} applies only to {', '.join(sorted(F_DIVERGENCE_LOSSES))}; "
-            f"use the default 'reverse_kl' with loss {name!r}"
-        )
     if spec.listwise:
         raise ValueError(f"loss {name!r} is listwise: call listwise_loss")
+    check_loss_settings([name], label_smoothing=label_smoothing, f_divergence_type=f_divergence_type)
     if spec.needs_ref:
         _need(name, "reference log-probs (ref_chosen_logps, ref_rejected_logps)", ref_chosen_logps)
         _need(name, "reference log-probs (ref_chosen_logps, ref_rejected_logps)", ref_rejected_logps)
@@ -425,7 +462,9 @@ def pairwise_loss(
         chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, chosen_lengths, rejected_lengths,
         chosen_full, f_divergence_type, f_alpha_divergence_coef,
     )  # fmt: skip
-    return spec.fn(pair, beta, **hyper)
+    given = dict(label_smoothing=label_smoothing, simpo_gamma=simpo_gamma, rdpo_alpha=rdpo_alpha,
+                 discopop_tau=discopop_tau, sft_scale=sft_scale)  # fmt: skip
+    return _call(spec, pair, beta, given)
 
 
 def listwise_loss(
@@ -437,12 +476,24 @@ def listwise_loss(
     lengths: Tensor | None = None,
     full_logps: Tensor | None = None,
     beta: float = 0.1,
-    **hyper,
+    rrhf_sft_weight: float | None = None,
+    rrhf_sft: str | None = None,
+    padded_length: float | None = None,
+    lire_temperature: float | None = None,
+    f_divergence_type: str = "reverse_kl",
+    f_alpha_divergence_coef: float = 0.5,
+    label_smoothing: float | None = None,
+    simpo_gamma: float | None = None,
+    rdpo_alpha: float | None = None,
+    discopop_tau: float | None = None,
+    sft_scale: float | None = None,
 ) -> Tensor:
     """One loss per list, shape [B]; ``logps``, ``ref_logps``, ``scores``, ``lengths`` are [B, n]
     (``full_logps``: log-probs over every token where ``logps`` are LD-DPO weighted; read by "sft").
+    Hyper-parameters as ``pairwise_loss``'s: each reaches the losses that take it.
 
-    A pairwise loss is accepted for n = 2 when ``scores`` rank the two responses."""
+    A pairwise loss is accepted for n = 2 when ``scores`` rank the two responses: this is the one path from a
+    batch of ranked responses to any loss."""
     spec = loss_spec(name)
     if logps.dim() != 2 or scores.shape != logps.shape:
         raise ValueError(
@@ -466,9 +517,18 @@ def listwise_loss(
             rejected_lengths=None if ln is None else ln[:, 1],
             chosen_full=None if fp is None else fp[:, 0],
             beta=beta,
-            **hyper,
+            f_divergence_type=f_divergence_type,
+            f_alpha_divergence_coef=f_alpha_divergence_coef,
+            label_smoothing=label_smoothing,
+            simpo_gamma=simpo_gamma,
+            rdpo_alpha=rdpo_alpha,
+            discopop_tau=discopop_tau,
+            sft_scale=sft_scale,
         )
-    return spec.fn(Listwise(logps, scores, ref_logps, lengths), beta, **hyper)
+    check_loss_settings([name], rrhf_sft=rrhf_sft, lire_temperature=lire_temperature)
+    given = dict(rrhf_sft_weight=rrhf_sft_weight, rrhf_sft=rrhf_sft, padded_length=padded_length,
+                 lire_temperature=lire_temperature)  # fmt: skip
+    return _call(spec, Listwise(logps, scores, ref_logps, lengths), beta, given)
 
 
 def implicit_rewards(

@@ -23,9 +23,10 @@ gradient of the global objective. One process on 2B samples and two on B each ag
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
@@ -35,6 +36,10 @@ from dora.ratio import effective_sample_size
 
 __all__ = [
     "OBJECTIVES",
+    "ObjectiveSpec",
+    "objective_spec",
+    "check_objective_settings",
+    "describe_objective",
     "ObjectiveOutput",
     "GroupDROState",
     "robust_objective",
@@ -61,47 +66,41 @@ def _log_mean_exp(x: Tensor) -> Tensor:
     return m + precise + (usual - usual.detach())
 
 
-def mean_objective(l: Tensor, h: Tensor, **_) -> Tensor:
+def mean_objective(l: Tensor, h: Tensor) -> Tensor:
     """ERM: mean l."""
     return l.mean()
 
 
-def reweight_objective(l: Tensor, h: Tensor, **_) -> Tensor:
+def reweight_objective(l: Tensor, h: Tensor) -> Tensor:
     """Importance weighting: mean h*l (the DoRA ablation's "reweighting only")."""
     return (h * l).mean()
 
 
-def kl_dro_objective(l: Tensor, h: Tensor, *, dro_lambda: float = 1.0, **_) -> Tensor:
+def kl_dro_objective(l: Tensor, h: Tensor, *, dro_lambda: float = 1.0) -> Tensor:
     """KL-DRO dual (Hu & Hong 2013): lam log mean exp(l/lam) (the DoRA ablation's "DRO only")."""
     return dro_lambda * _log_mean_exp(l / dro_lambda)
 
 
-def dora_objective(
-    l: Tensor, h: Tensor, *, dro_lambda: float = 1.0, dora_placement: str = "inside", **_
-) -> Tensor:
+def dora_objective(l: Tensor, h: Tensor, *, dro_lambda: float = 1.0, dora_placement: str = "inside") -> Tensor:
     """DoRA (Zhu et al. 2025): lam log mean exp(h l / lam); "outside": mean(h) lam log mean exp(l / lam)."""
-    if dora_placement == "inside":
-        return dro_lambda * _log_mean_exp(h * l / dro_lambda)
     if dora_placement == "outside":
         return h.mean() * dro_lambda * _log_mean_exp(l / dro_lambda)
-    raise ValueError(f"dora_placement must be 'inside' or 'outside', got {dora_placement!r}")
+    return dro_lambda * _log_mean_exp(h * l / dro_lambda)  # "inside" (check_objective_settings allows no other)
 
 
-def dr_dpo_objective(l: Tensor, h: Tensor, *, dr_dpo_beta: float = 1.0, **_) -> Tensor:
+def dr_dpo_objective(l: Tensor, h: Tensor, *, dr_dpo_beta: float = 1.0) -> Tensor:
     """Dr. DPO (Wu et al. 2024): -b log mean exp(-l/b), a soft minimum that down-weights noisy pairs."""
     return -dr_dpo_beta * _log_mean_exp(-l / dr_dpo_beta)
 
 
-def kldpo_objective(l: Tensor, h: Tensor, *, kldpo_tau: float = 1.0, **_) -> Tensor:
+def kldpo_objective(l: Tensor, h: Tensor, *, kldpo_tau: float = 1.0) -> Tensor:
     """KLDPO (Xu et al. 2025): mean of detached clamp(exp((l - mean l)/tau), max=10) * l."""
     w = torch.exp((l.detach() - l.detach().mean()) / kldpo_tau).clamp(max=10.0)
     return (w * l).mean()
 
 
-def cvar_objective(l: Tensor, h: Tensor, *, cvar_alpha: float = 0.2, **_) -> Tensor:
+def cvar_objective(l: Tensor, h: Tensor, *, cvar_alpha: float = 0.2) -> Tensor:
     """CVaR at level alpha: the mean of the ceil(alpha N) largest h*l."""
-    if not 0.0 < cvar_alpha <= 1.0:
-        raise ValueError(f"cvar_alpha must be in (0, 1], got {cvar_alpha}")
     x = h * l
     k = max(1, math.ceil(cvar_alpha * x.numel()))
     return torch.topk(x, k).values.mean()
@@ -142,7 +141,6 @@ def group_dro_objective(
     group_dro_state: GroupDROState | None = None,
     group_dro_eta: float = 0.01,
     update: bool = True,
-    **_,
 ) -> Tensor:
     """Group DRO (Ramesh et al. 2024): sum_g a_g L_g, L_g the mean of h*l over group g, a updated first."""
     if groups is None:
@@ -163,17 +161,93 @@ def group_dro_objective(
     return (alpha * group_losses * present).sum()
 
 
-OBJECTIVES: dict[str, Callable[..., Tensor]] = {
-    "mean": mean_objective,
-    "erm": mean_objective,
-    "reweight": reweight_objective,
-    "kl_dro": kl_dro_objective,
-    "dora": dora_objective,
-    "dr_dpo": dr_dpo_objective,
-    "kldpo": kldpo_objective,
-    "cvar": cvar_objective,
-    "group_dro": group_dro_objective,
+@dataclass(frozen=True)
+class ObjectiveSpec:
+    """A registry entry: the function, what it computes and reduces to (the start-up summary's words; ``{loss}`` is
+    the base loss), whether it reads the calibration weights h and the group ids, and its keywords (``hyper``, read
+    from the function's signature)."""
+
+    fn: Callable[..., Tensor]
+    title: str
+    weighted: bool = False
+    needs_groups: bool = False
+    equal_weights: str | None = None  # what a weighted objective reduces to when every weight is equal
+    unit_weights: str | None = None  # ... when every weight is 1, where that says more
+    weighted_form: str | None = None  # the objective that is this one with the calibration weights
+    hyper: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self):
+        params = list(inspect.signature(self.fn).parameters.values())[2:]  # after (l, h)
+        object.__setattr__(self, "hyper", tuple(p.name for p in params))
+
+
+_KL_DRO_UNWEIGHTED = "KL-DRO (objective kl_dro): every weight is 1, no '{column}' column or all 1"
+OBJECTIVES: dict[str, ObjectiveSpec] = {
+    "mean": ObjectiveSpec(mean_objective, "{loss} (ERM)"),
+    "erm": ObjectiveSpec(mean_objective, "{loss} (ERM)"),
+    "reweight": ObjectiveSpec(
+        reweight_objective, "importance-weighted mean of the losses", weighted=True,
+        equal_weights="{loss} (objective mean): every weight is equal",
+    ),  # fmt: skip
+    "kl_dro": ObjectiveSpec(kl_dro_objective, "KL-DRO", weighted_form="dora"),
+    "dora": ObjectiveSpec(
+        dora_objective, "DoRA: KL-DRO over the calibrated losses", weighted=True,
+        equal_weights="KL-DRO on a constant multiple of the losses: every weight is equal",
+        unit_weights=_KL_DRO_UNWEIGHTED,
+    ),  # fmt: skip
+    "dr_dpo": ObjectiveSpec(dr_dpo_objective, "Dr. DPO: a soft minimum of the losses"),
+    "kldpo": ObjectiveSpec(kldpo_objective, "KLDPO: the losses reweighted by their exponentiated deviation"),
+    "cvar": ObjectiveSpec(cvar_objective, "CVaR", weighted=True),
+    "group_dro": ObjectiveSpec(group_dro_objective, "group DRO", weighted=True, needs_groups=True),
 }
+def objective_spec(name: str) -> ObjectiveSpec:
+    """The registry entry of an objective; a clear error for an unknown name."""
+    if name not in OBJECTIVES:
+        raise ValueError(f"unknown objective {name!r}; known: {', '.join(sorted(OBJECTIVES))}")
+    return OBJECTIVES[name]
+
+
+def check_objective_settings(
+    *,
+    dro_lambda: float | None = None,
+    dora_placement: str | None = None,
+    dr_dpo_beta: float | None = None,
+    kldpo_tau: float | None = None,
+    cvar_alpha: float | None = None,
+) -> None:
+    """The rules of the objectives' settings, in one place: ``DoRAConfig`` applies them when a run's settings
+    enter, and ``evaluate_objective`` when a caller passes values directly. None: not given, nothing to check."""
+    if dro_lambda is not None and not 0 < dro_lambda < math.inf:
+        raise ValueError(f"dro_lambda must be a finite number > 0, got {dro_lambda}")
+    if dora_placement is not None and dora_placement not in ("inside", "outside"):
+        raise ValueError(f"dora_placement must be 'inside' or 'outside', got {dora_placement!r}")
+    for name, value in (("dr_dpo_beta", dr_dpo_beta), ("kldpo_tau", kldpo_tau)):
+        if value is not None and not value > 0:
+            raise ValueError(f"{name} must be > 0, got {value}")
+    if cvar_alpha is not None and not 0.0 < cvar_alpha <= 1.0:
+        raise ValueError(f"cvar_alpha must be in (0, 1], got {cvar_alpha}")
+
+
+def describe_objective(name: str, weights: str, *, num_groups: int, cvar_alpha: float, loss: str, column: str) -> str:
+    """What objective ``name`` computes on this data, for the start-up summary. ``weights``: "ones" (none, or all
+    1), "equal" (all the same) or "differ"; ``loss`` names the base loss; ``column`` the weight column."""
+    spec = objective_spec(name)
+    if name == "cvar" and cvar_alpha >= 1:  # the tail is the whole batch: the (weighted) mean
+        if weights == "differ":
+            return "importance-weighted mean of the losses: cvar_alpha 1 keeps every sample"
+        return f"{loss} (ERM): cvar_alpha 1 keeps every sample"
+    if spec.needs_groups and num_groups <= 1:
+        return f"{loss} (ERM): one group"
+    text = spec.title
+    if weights == "ones" and (spec.unit_weights or spec.equal_weights):
+        text = spec.unit_weights or spec.equal_weights
+    elif weights in ("ones", "equal") and spec.equal_weights:
+        text = spec.equal_weights
+    elif weights == "differ" and not spec.weighted:
+        text += f"; the '{column}' weights are not used"
+        if spec.weighted_form:
+            text += f" (objective {spec.weighted_form} uses them)"
+    return text.format(loss=loss, column=column)
 
 
 # --------------------------------------------------------------------------- the global batch
@@ -233,14 +307,31 @@ class ObjectiveOutput:
     value: float
 
 
-def objective_gradients(name: str, losses: Tensor, weights: Tensor, groups: Tensor | None = None, **hyper):
-    """Value and gradient dL/dl of objective ``name`` at detached float32 ``losses`` (the global batch)."""
-    fn = OBJECTIVES.get(name)
-    if fn is None:
-        raise ValueError(f"unknown objective {name!r}; known: {', '.join(sorted(OBJECTIVES))}")
+def objective_gradients(
+    name: str,
+    losses: Tensor,
+    weights: Tensor,
+    groups: Tensor | None = None,
+    *,
+    dro_lambda: float | None = None,
+    dora_placement: str | None = None,
+    dr_dpo_beta: float | None = None,
+    kldpo_tau: float | None = None,
+    cvar_alpha: float | None = None,
+    group_dro_eta: float | None = None,
+    group_dro_state: GroupDROState | None = None,
+    update: bool | None = None,
+):
+    """Value and gradient dL/dl of objective ``name`` at detached float32 ``losses`` (the global batch). Each
+    keyword (None: the objective's default) reaches the objectives that take it; a misspelt one is a TypeError."""
+    spec = objective_spec(name)
+    given = dict(dro_lambda=dro_lambda, dora_placement=dora_placement, dr_dpo_beta=dr_dpo_beta, kldpo_tau=kldpo_tau,
+                 cvar_alpha=cvar_alpha, group_dro_eta=group_dro_eta, group_dro_state=group_dro_state, update=update,
+                 groups=groups)  # fmt: skip
+    own = {k: v for k, v in given.items() if v is not None and k in spec.hyper}
     with torch.enable_grad():
         leaf = losses.detach().float().requires_grad_(True)
-        value = fn(leaf, weights.detach().float(), groups=groups, **hyper)
+        value = spec.fn(leaf, weights.detach().float(), **own)
         (grad,) = torch.autograd.grad(value, leaf, allow_unused=True)
     if grad is None:
         grad = torch.zeros_like(leaf)
@@ -276,20 +367,30 @@ def evaluate_objective(
     *,
     weights: Tensor | None = None,
     groups: Tensor | None = None,
-    dro_lambda: float = 1.0,
     process_group=None,
-    **hyper,
+    dro_lambda: float | None = None,
+    dora_placement: str | None = None,
+    dr_dpo_beta: float | None = None,
+    kldpo_tau: float | None = None,
+    cvar_alpha: float | None = None,
+    group_dro_eta: float | None = None,
+    group_dro_state: GroupDROState | None = None,
+    update: bool | None = None,
 ) -> ObjectiveOutput:
     """The objective over the global batch, with the weights the gradient gives each sample (for logging).
 
     ``process_group``: None (this process's batch is the batch), a torch ProcessGroup, or an accelerate
-    ``Accelerator``. ``hyper``: dora_placement, dr_dpo_beta, kldpo_tau, cvar_alpha, group_dro_eta,
-    group_dro_state (a ``GroupDROState``), update (group_dro: False to leave the state as it is)."""
-    if dro_lambda <= 0:
-        raise ValueError(f"dro_lambda must be > 0, got {dro_lambda}")
+    ``Accelerator``. The hyper-parameters (None: the objective's default) reach the objectives that take them
+    (``objective_spec(name).hyper``), so one set serves any objective; a misspelt one is a TypeError.
+    ``group_dro_state``: a ``GroupDROState``; ``update``: group_dro, False to leave the state as it is."""
+    hyper = dict(dro_lambda=dro_lambda, dora_placement=dora_placement, dr_dpo_beta=dr_dpo_beta, kldpo_tau=kldpo_tau,
+                 cvar_alpha=cvar_alpha, group_dro_eta=group_dro_eta, group_dro_state=group_dro_state, update=update)
+    objective_spec(name)
+    check_objective_settings(dro_lambda=dro_lambda, dora_placement=dora_placement, dr_dpo_beta=dr_dpo_beta,
+                             kldpo_tau=kldpo_tau, cvar_alpha=cvar_alpha)  # fmt: skip
     h = _check_inputs(losses, weights, groups)
     l_all, h_all, g_all, offset, world = gather_batch(losses.detach().float(), h, groups, process_group)
-    value, grad = objective_gradients(name, l_all, h_all, g_all, dro_lambda=dro_lambda, **hyper)
+    value, grad = objective_gradients(name, l_all, h_all, g_all, **hyper)
     local = grad[offset : offset + losses.numel()]
     return ObjectiveOutput(
         loss=surrogate_loss(losses, local, value, world),
@@ -305,17 +406,19 @@ def robust_objective(
     *,
     weights: Tensor | None = None,
     groups: Tensor | None = None,
-    dro_lambda: float = 1.0,
     process_group=None,
-    **hyper,
+    dro_lambda: float | None = None,
+    dora_placement: str | None = None,
+    dr_dpo_beta: float | None = None,
+    kldpo_tau: float | None = None,
+    cvar_alpha: float | None = None,
+    group_dro_eta: float | None = None,
+    group_dro_state: GroupDROState | None = None,
+    update: bool | None = None,
 ) -> Tensor:
     """A scalar objective whose gradient flows through ``losses``; see ``evaluate_objective``."""
     return evaluate_objective(
-        name,
-        losses,
-        weights=weights,
-        groups=groups,
-        dro_lambda=dro_lambda,
-        process_group=process_group,
-        **hyper,
-    ).loss
+        name, losses, weights=weights, groups=groups, process_group=process_group, dro_lambda=dro_lambda,
+        dora_placement=dora_placement, dr_dpo_beta=dr_dpo_beta, kldpo_tau=kldpo_tau, cvar_alpha=cvar_alpha,
+        group_dro_eta=group_dro_eta, group_dro_state=group_dro_state, update=update,
+    ).loss  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from types import SimpleNamespace
 
@@ -9,7 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from dora.losses import LISTWISE_LOSSES, PAIRWISE_LOSSES, implicit_rewards, listwise_loss, pairwise_loss
+from dora.losses import (
+    LISTWISE_LOSSES,
+    PAIRWISE_LOSSES,
+    implicit_rewards,
+    listwise_loss,
+    loss_kwargs,
+    pairwise_loss,
+)
 
 
 def nls(x):  # -log sigmoid(x), stable, float64
@@ -272,3 +280,34 @@ def test_implicit_rewards():
     with pytest.raises(ValueError):
         implicit_rewards(lp)
     assert math.isclose(float(implicit_rewards(lp, ref)[0]), 0.1, rel_tol=1e-6)
+
+
+def test_a_misspelt_loss_keyword_is_a_type_error_naming_it():
+    x, n = torch.tensor([-1.0, -2.0]), torch.tensor([3.0, 3.0])
+    with pytest.raises(TypeError, match="simpo_gama"):
+        pairwise_loss("simpo", x, x - 1, beta=2.0, chosen_lengths=n, rejected_lengths=n, simpo_gama=3.0)
+    with pytest.raises(TypeError, match="lire_temp"):
+        listwise_loss("lire", x.view(1, 2), scores=torch.tensor([[1.0, 0.0]]), lire_temp=1.0)
+
+
+@pytest.mark.parametrize("name", sorted({**PAIRWISE_LOSSES, **LISTWISE_LOSSES}))
+def test_every_loss_takes_explicit_keywords_only(name):
+    """No catch-all: a keyword a loss does not name reaches it as a TypeError."""
+    spec = {**PAIRWISE_LOSSES, **LISTWISE_LOSSES}[name]
+    kinds = {p.kind for p in inspect.signature(spec.fn).parameters.values()}
+    assert inspect.Parameter.VAR_KEYWORD not in kinds
+    with pytest.raises(TypeError, match="not_a_setting"):
+        spec.fn(None, 0.1, not_a_setting=1.0)
+
+
+def test_a_hyper_parameter_reaches_only_the_losses_that_take_it(batch):
+    """One set of settings serves a combination of losses: simpo_gamma moves SimPO and leaves DPO as it is."""
+    np.testing.assert_allclose(run("sigmoid", batch, simpo_gamma=9.0), reference("sigmoid", batch))
+    simpo = run("simpo", batch, beta=2.0, simpo_gamma=9.0)
+    np.testing.assert_allclose(simpo, reference("simpo", batch, 2.0, gamma=9.0))
+    assert loss_kwargs("simpo", {"simpo_gamma": 1.0, "rdpo_alpha": 2.0, "label_smoothing": 0.1}) == {
+        "simpo_gamma": 1.0, "label_smoothing": 0.1,
+    }
+    assert loss_kwargs("sigmoid", {"f_divergence_type": "js_divergence", "simpo_gamma": 1.0}) == {
+        "f_divergence_type": "js_divergence"
+    }

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from dora.objectives import GroupDROState, evaluate_objective, robust_objective
+from dora.objectives import OBJECTIVES, GroupDROState, evaluate_objective, robust_objective
 
 
 def grad_of(name, l, h=None, **kw):
@@ -173,3 +174,27 @@ def test_bad_inputs():
         robust_objective("dora", l, dro_lambda=0.0)
     with pytest.raises(ValueError, match="1-D"):
         robust_objective("mean", torch.ones(2, 2))
+
+
+def test_a_misspelt_objective_keyword_is_a_type_error_naming_it():
+    l, h = torch.tensor([0.5, 0.7]), torch.tensor([1.0, 1.0])
+    with pytest.raises(TypeError, match="dro_lamda"):
+        robust_objective("dora", l, weights=h, dro_lamda=0.01)
+    with pytest.raises(TypeError, match="cvar_alfa"):
+        evaluate_objective("cvar", l, weights=h, cvar_alfa=0.5)
+
+
+@pytest.mark.parametrize("name", sorted(OBJECTIVES))
+def test_every_objective_takes_explicit_keywords_only(name):
+    fn = OBJECTIVES[name].fn
+    kinds = {p.kind for p in inspect.signature(fn).parameters.values()}
+    assert inspect.Parameter.VAR_KEYWORD not in kinds
+    with pytest.raises(TypeError, match="not_a_setting"):
+        fn(torch.ones(2), torch.ones(2), not_a_setting=1.0)
+
+
+def test_a_setting_reaches_only_the_objectives_that_take_it(lh):
+    """cvar_alpha moves CVaR and leaves the mean as it is (one set of settings serves any objective)."""
+    l, h = lh
+    v, _ = grad_of("mean", l, h, cvar_alpha=0.25, dro_lambda=3.0)
+    assert v == pytest.approx(float(np.mean(l)), rel=1e-6)

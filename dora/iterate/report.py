@@ -9,6 +9,8 @@ from collections import Counter
 
 import numpy as np
 
+from dora.ratio import effective_sample_size
+
 __all__ = ["round_summary", "write_run_report", "markdown_table"]
 
 
@@ -25,7 +27,7 @@ def round_summary(r, policy, rows, pairs, weight_report, train_stats, evaluation
         "mean": float(w.mean()),
         "min": float(w.min()),
         "max": float(w.max()),
-        "ess_fraction": float(w.sum() ** 2 / (w * w).sum() / len(w)) if (w > 0).any() else 0.0,
+        "ess_fraction": effective_sample_size(w) / len(w),
         "mean_by_source": {s: float(w[src == s].mean()) for s in sorted(set(src.tolist()))},
         "mean_policy_rows": float(w[policy_rows].mean()) if policy_rows.any() else None,
         "mean_target_rows": float(w[target_rows].mean()) if target_rows.any() else None,

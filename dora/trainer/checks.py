@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dora.data import add_implicit_prompt, as_dataset, check_loss_fits_data, check_weight_columns, validate_rows
 from dora.logprobs import PADDING_FREE_ATTENTION, unwrap_causal_lm
+from dora.objectives import objective_spec
 
 __all__ = ["check_data", "set_pad_token", "router_aux_loss", "check_padding_free", "check_sorting_losses", "vocab",
            "source_columns"]
@@ -70,15 +71,14 @@ def check_padding_free(model) -> None:
 
 
 SORTING_LOSSES = ("aot", "aot_unpaired")
-SAMPLE_WEIGHTED_OBJECTIVES = ("reweight", "dora", "cvar", "group_dro")
 
 
 def check_sorting_losses(args, datasets_) -> None:
     """AOT sorts the batch, so its i-th loss is not pair i's: a per-sample weight or group cannot follow it."""
     sorting = [n for n in args.loss_type if n in SORTING_LOSSES]
-    if not sorting or args.objective not in SAMPLE_WEIGHTED_OBJECTIVES:
+    if not sorting or not objective_spec(args.objective).weighted:
         return
-    weighted = args.objective == "group_dro" or any(
+    weighted = objective_spec(args.objective).needs_groups or any(
         ds is not None and len(set(ds["weight"])) > 1 for ds in datasets_
     )
     if weighted:

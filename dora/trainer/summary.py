@@ -7,6 +7,8 @@ import logging
 import torch
 
 from dora.logprobs import unwrap_causal_lm
+from dora.objectives import describe_objective
+from dora.ratio import effective_sample_size
 from dora.trainer.reference import is_peft, unwrap_peft
 
 logger = logging.getLogger("dora.trainer")
@@ -49,23 +51,12 @@ def startup_summary(trainer) -> str:
     weights = None
     if "weight" in columns:
         weights = torch.as_tensor(list(trainer.train_dataset["weight"]), dtype=torch.float64)
-    uniform = weights is None or bool((weights == weights[0]).all())
     ones = weights is None or bool((weights == 1).all())
+    state = "ones" if ones else "equal" if bool((weights == weights[0]).all()) else "differ"
     base_loss = "DPO" if args.loss_type in (["sigmoid"], ["dpo"]) else f"plain {' + '.join(args.loss_type)}"
     wc = args.weight_column
-    reduces = {
-        "dora": f"KL-DRO (objective kl_dro): every weight is 1, no '{wc}' column or all 1" if ones
-        else "KL-DRO on a constant multiple of the losses: every weight is equal" if uniform
-        else "DoRA: KL-DRO over the calibrated losses",
-        "reweight": f"{base_loss} (objective mean): every weight is equal" if uniform
-        else "importance-weighted mean of the losses",
-        "mean": f"{base_loss} (ERM)" + ("" if uniform else f"; the '{wc}' weights are not used"),
-        "kl_dro": "KL-DRO" + ("" if uniform else f"; the '{wc}' weights are not used (objective dora uses them)"),
-        "cvar": "CVaR" if args.cvar_alpha < 1
-        else f"{base_loss} (ERM): cvar_alpha 1 keeps every sample" if uniform
-        else "importance-weighted mean of the losses: cvar_alpha 1 keeps every sample",
-        "group_dro": f"{base_loss} (ERM): one group" if len(trainer.group_vocab) <= 1 else "group DRO",
-    }.get(args.objective, args.objective)  # fmt: skip
+    reduces = describe_objective(args.objective, state, num_groups=len(trainer.group_vocab),
+                                 cvar_alpha=args.cvar_alpha, loss=base_loss, column=wc)  # fmt: skip
     lines.append(f"objective    {args.objective} -> {reduces}")
     batch = args.per_device_train_batch_size * args.world_size
     how = f"{args.per_device_train_batch_size} per device x {args.world_size} process(es)"
@@ -82,7 +73,7 @@ def startup_summary(trainer) -> str:
             "dro_accumulation='full'", args.objective, batch, how,
         )  # fmt: skip
     if weights is not None and not ones:
-        ess = float(weights.sum() ** 2 / (weights.numel() * (weights**2).sum()))
+        ess = effective_sample_size(weights) / weights.numel()
         lines.append(
             f"weights      '{wc}' over {weights.numel()} rows: mean {weights.mean():.4g}, min {weights.min():.4g}, "
             f"max {weights.max():.4g}, effective sample size {ess:.0%}"
