@@ -315,3 +315,62 @@ def test_broken_recipe_file(world, capsys, no_loads, name, content):
     finally:
         os.remove(path)
 
+
+
+# --------------------------------------------------------------------------- what the checks let through
+
+
+def test_classify_overwrite_and_weight_extremes(tmp_path, capsys):
+    """An earlier run is replaced only with --overwrite-output-dir; extremes.json lists, per source, the rows with
+    the lowest and highest weights, checked against the written data.jsonl (rows named by their file line)."""
+    data = tmp_path / "rows.jsonl"
+    _jsonl(data, pair_rows(40))
+    out = tmp_path / "out"
+    argv = ["classify", "--dataset", str(data), "--target-sources", "human", "--folds", "2", "--output", str(out)]
+    assert main(argv) == 0
+    assert main(argv) == 2 and "--overwrite-output-dir" in capsys.readouterr().err
+    assert main([*argv, "--overwrite-output-dir"]) == 0
+    written = [json.loads(line) for line in (out / "data.jsonl").read_text().splitlines()]
+    extremes = json.loads((out / "extremes.json").read_text())
+    assert set(extremes) == {"human", "gpt"}
+    for source, ends in extremes.items():
+        mine = sorted((r["dora_weight"], i + 1) for i, r in enumerate(written) if r["source"] == source)
+        assert [e["weight"] for e in ends["lowest"]] == pytest.approx([w for w, _ in mine[:3]])
+        assert [e["weight"] for e in ends["highest"]] == pytest.approx([w for w, _ in mine[::-1][:3]])
+        for e in ends["lowest"] + ends["highest"]:
+            line = int(e["row"].split()[-1])
+            assert written[line - 1]["dora_weight"] == pytest.approx(e["weight"])
+            assert e["text"] == " ".join(str(written[line - 1]["chosen"]).split())[:80]
+    assert "Lowest and highest weights per source" in (out / "report.md").read_text()
+
+
+def test_iterate_corrected_recipe_continues_and_resume_is_announced(tmp_path, capsys):
+    """A run that stopped before training any round (here: its model folder holds no model) does not block the
+    same folder for a recipe with corrected training values; a started-again run says that it resumes."""
+    (tmp_path / "empty_model").mkdir()
+    pool = tmp_path / "pool.jsonl"
+    _jsonl(pool, pair_rows(12))
+    recipe = {"model": str(tmp_path / "empty_model"), "pool": str(pool), "judge": {"callable": "json:dumps"},
+              "output_dir": str(tmp_path / "run"), "rounds": 2, "training": {"learning_rate": 1e-3}}  # fmt: skip
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    assert main(["iterate", "--config", str(path)]) == 2  # stops where the policy loads, in one line
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and [line for line in err.splitlines() if line.startswith("dora ")] == [
+        err.strip().splitlines()[-1]]  # fmt: skip
+    path.write_text(yaml.safe_dump({**recipe, "training": {"learning_rate": 1e-4}}))
+    assert main(["iterate", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "other settings" not in err and err.strip().splitlines()[-1].startswith("dora iterate: error: ")
+    saved = json.loads((tmp_path / "run" / "iterate_config.json").read_text())
+    assert saved["training"] == {"learning_rate": 1e-4}
+    # a finished round 1 (its report written last): the next start says it resumes, and a changed judge now binds
+    (tmp_path / "run" / "round_1").mkdir()
+    report = {"round": 1, "policy": str(tmp_path / "empty_model"), "pool": {}, "eval": {}}
+    (tmp_path / "run" / "round_1" / "report.json").write_text(json.dumps(report))
+    assert main(["iterate", "--config", str(path)]) == 2
+    out = capsys.readouterr().out
+    assert f"resuming the run in {tmp_path / 'run'} after round 1" in out
+    path.write_text(yaml.safe_dump({**recipe, "training": {"learning_rate": 1e-5}}))
+    assert main(["iterate", "--config", str(path)]) == 2
+    assert "other settings (['training'])" in capsys.readouterr().err

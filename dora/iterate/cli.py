@@ -73,6 +73,10 @@ def run(args) -> int:
     except OSError as e:  # a model or file that cannot be read: one line naming it
         first = (e.strerror or str(e)).strip().splitlines()[0] if (e.strerror or str(e)).strip() else type(e).__name__
         raise ValueError(f"{e.filename or cfg.model}: {first}") from e
+    except ValueError as e:  # a library's message over several lines (a tokenizer that cannot load): one line
+        if "\n" not in str(e).strip():
+            raise
+        raise ValueError(" ".join(str(e).split())) from e
     if process_state().is_main_process:
         print(markdown_table(reports))
         print(f"\nwrote {cfg.output_dir}/report.md, curves.png and round_<r>/ checkpoints")
