@@ -16,8 +16,13 @@ class ModelLoaded(BaseException):  # noqa: N818 - a BaseException, so that no `e
 
 @pytest.fixture
 def forbid_model_loads(monkeypatch):
-    """Any model load (``from_pretrained`` of a transformers model class, a PeftModel, a sentence encoder) fails
-    the test: the errors under test must come before one. Tokenizers may load (they are checked up front)."""
+    """Any model load (``from_pretrained`` of a transformers model class or a PeftModel) fails the test: the
+    errors under test must come before one. Tokenizers may load (they are checked up front)."""
+    return forbid_loads(monkeypatch)
+
+
+def forbid_loads(monkeypatch):
+    """``forbid_model_loads`` for a test module's own fixture."""
     import peft
     import transformers
 

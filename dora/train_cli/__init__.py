@@ -54,10 +54,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build(config_kwargs: dict, extra: dict, skip_invalid: bool = False):
-    """The DoRATrainer a recipe describes; every check runs before the model loads."""
-    args, base, peft_config, train, evald = preflight(config_kwargs, extra, skip_invalid)
+    """(the DoRATrainer a recipe describes, the plan of preflight); every check runs before the model loads."""
+    plan = preflight(config_kwargs, extra, skip_invalid)
+    args, base = plan["args"], plan["base"]
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     from dora.trainer import DoRATrainer
 
@@ -68,59 +69,84 @@ def build(config_kwargs: dict, extra: dict, skip_invalid: bool = False):
     for key, name in (("model_revision", "revision"), ("attn_implementation", "attn_implementation")):
         if extra.get(key):
             init[name] = extra[key]
-    model, tokenizer = os.path.expanduser(str(extra["model_name_or_path"])), None
+    model = os.path.expanduser(str(extra["model_name_or_path"]))
     if base is not None:  # a trained adapter: its base, then the adapter on it, trainable
         from peft import PeftModel
 
         kwargs = {**(args.model_init_kwargs or {}), **init}
         if args.trust_remote_code:
             kwargs["trust_remote_code"] = True
-        adapter = model
-        model = PeftModel.from_pretrained(
-            AutoModelForCausalLM.from_pretrained(base, **kwargs), adapter, is_trainable=True
-        )
-        has_tokenizer = os.path.isfile(os.path.join(adapter, "tokenizer_config.json"))
-        tokenizer = AutoTokenizer.from_pretrained(adapter if has_tokenizer else base)
+        base_model = AutoModelForCausalLM.from_pretrained(base, **kwargs)
+        model = PeftModel.from_pretrained(base_model, model, is_trainable=True)
     trainer = DoRATrainer(
         model=model,
         ref_model=extra.get("ref_model_name_or_path"),
         args=args,
-        train_dataset=train,
-        eval_dataset=evald,
-        processing_class=tokenizer,
-        peft_config=peft_config,
+        train_dataset=plan["train"],
+        eval_dataset=plan["eval"],
+        processing_class=plan["tokenizer"],
+        peft_config=plan["peft_config"],
         model_init_kwargs=init,
     )
     if extra.get("ignore_bias_buffers"):  # trl dpo's DDP workaround
         trainer.model._ddp_params_and_buffers_to_ignore = [
             n for n, b in trainer.model.named_buffers() if b.dtype == torch.bool
         ]
-    return trainer
+    return trainer, plan
 
 
-def _train(trainer, resume_from_checkpoint=None) -> int:
-    trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+def _final_eval(trainer) -> dict | None:
+    """The metrics of an evaluation at the last step (the Trainer's own, when eval_strategy hit it), else of
+    one run now: the final evaluation runs once."""
+    last = trainer.state.global_step
+    done = [h for h in trainer.state.log_history if h.get("step") == last and "eval_loss" in h]
+    return done[-1] if done else trainer.evaluate()
+
+
+def _train(trainer, plan: dict) -> int:
+    from dora.train_cli.run_dir import write_manifest
+
+    if trainer.accelerator.is_main_process:
+        write_manifest(trainer.args.output_dir, plan["record"], resuming=plan["resume"] is not None)
+    trainer.train(resume_from_checkpoint=plan["resume"])
     trainer.save_model(trainer.args.output_dir)
     if trainer.accelerator.is_main_process:
         trainer.processing_class.save_pretrained(trainer.args.output_dir)
     if trainer.eval_dataset is not None:
-        metrics = trainer.evaluate()
+        metrics = _final_eval(trainer)
         if trainer.accelerator.is_main_process:
             print({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
     return 0
 
 
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    known = (ValueError, OSError, ImportError, yaml.YAMLError, TypeError, KeyError)
+    return text if isinstance(e, known) else f"{type(e).__name__}: {text}"
+
+
 def run(args) -> int:
-    """Mistakes (keys, paths, data, trackers, loading) end in one line on stderr before training starts;
-    ``--debug`` re-raises them. Errors during training keep their traceback."""
+    """Mistakes (keys, values, paths, data, outputs, trackers, loading) end in one line on stderr, exit status
+    2, before any model loads; ``--debug`` re-raises them. Errors during training keep their traceback."""
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+    quiet_libraries()
     try:
         config_kwargs, extra = load_recipe(args.config, parse_overrides(args.overrides or []))
-        trainer = build(config_kwargs, extra, skip_invalid=args.skip_invalid_rows)
-    except (ValueError, OSError, ImportError, yaml.YAMLError) as e:
+        trainer, plan = build(config_kwargs, extra, skip_invalid=args.skip_invalid_rows)
+    except Exception as e:  # noqa: BLE001 - bad input of any kind: one line, not a traceback (--debug: it)
         if getattr(args, "debug", False):
             raise
-        text = str(e).strip() or type(e).__name__
-        print(f"dora train: error: {text}", file=sys.stderr)
+        print(f"dora train: error: {_one_line(e)}", file=sys.stderr)
         return 2
-    return _train(trainer, config_kwargs.get("resume_from_checkpoint"))
+    return _train(trainer, plan)
+
+
+def quiet_libraries() -> None:
+    """Start-up lines of libraries that say nothing to a user (DeepSpeed's "Setting accelerator to CPU")."""
+    import logging as _logging
+
+    class _Drop(_logging.Filter):
+        def filter(self, record):
+            return "Setting ds_accelerator" not in record.getMessage() and "accelerator to" not in record.getMessage()
+
+    _logging.getLogger("DeepSpeed").addFilter(_Drop())

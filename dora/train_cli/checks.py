@@ -43,9 +43,56 @@ def check_model_path(path: str, what: str) -> None:
         raise UsageError(f"{what} {path!r}: the folder has no config.json (nor adapter_config.json)")
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "spiece.model")
+
+
+def load_tokenizer(model: str, base: str | None, trust_remote_code: bool = False):
+    """The policy's tokenizer (an adapter's own, else its base's), loaded before the model: a local folder
+    without one is an error naming it."""
+    from transformers import AutoTokenizer
+
+    full = os.path.expanduser(model)
+    where = full
+    if base is not None and not any(os.path.isfile(os.path.join(full, n)) for n in TOKENIZER_FILES):
+        where = base
+    if os.path.isdir(where) and not any(os.path.isfile(os.path.join(where, n)) for n in TOKENIZER_FILES):
+        raise UsageError(
+            f"model {where!r}: the folder has no tokenizer ({', '.join(TOKENIZER_FILES[:2])}, ...): save one there "
+            "with tokenizer.save_pretrained(folder)"
+        )
+    try:
+        return AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UsageError(f"model {where!r}: its tokenizer cannot be loaded ({first})") from e
+
+
+def check_prompt_lengths(ds, tokenizer, args, where: str) -> None:
+    """Every row's prompt longer than the limit (max_prompt_length, or max_length - 1 when keeping the start):
+    nothing would be left to train on; refused here, before the model loads (some rows: dropped and counted)."""
+    from dora.data import tokenize_row
+
+    limit = args.max_prompt_length
+    if args.max_length is not None and args.truncation_mode == "keep_start":
+        limit = min(limit, args.max_length - 1) if limit is not None else args.max_length - 1
+    if limit is None:
+        return
+    longest = 0
+    for row in ds.select_columns(["prompt"]):
+        n = len(tokenize_row(tokenizer, row["prompt"], ["x"])[0])
+        if n <= limit:
+            return  # one row fits: rows that do not are dropped and counted in a warning
+        longest = max(longest, n)
+    raise UsageError(
+        f"{where}: every prompt is longer than {limit} tokens (max_length {args.max_length}, max_prompt_length "
+        f"{args.max_prompt_length}; the longest {longest}): raise max_length"
+    )
+
+
 def load_data(args, extra: dict, skip_invalid: bool = False):
     """(train, eval or None), loaded and every row validated, before any model loads."""
-    from dora.data import add_implicit_prompt, check_loss_fits_data, check_weight_columns, load_rows, validate_rows
+    from dora.data import check_loss_fits_data, check_weight_columns, load_rows, validate_rows
+    from dora.data.validation import add_prompt
 
     group = args.group_column if args.objective == "group_dro" else None
     parts = [("train", extra["dataset"], extra.get("dataset_split", "train"))]
@@ -64,7 +111,7 @@ def load_data(args, extra: dict, skip_invalid: bool = False):
             raise no_eval  # a file is one split
         try:
             what = "eval_dataset" if name == "eval" and extra.get("eval_dataset") else "dataset"
-            ds = load_rows(source, split, extra.get("dataset_config"), what=what)
+            ds = load_rows(source, split, extra.get("dataset_config"), what=what, skip_invalid=skip_invalid)
         except ValueError as e:
             if implicit and "split" in str(e).lower():
                 raise no_eval from e
@@ -73,36 +120,74 @@ def load_data(args, extra: dict, skip_invalid: bool = False):
             check_loss_fits_data(ds, args.loss_type, args.listwise, f"{name} dataset {source}")
         except ValueError as e:
             raise UsageError(str(e)) from e
-        ds = add_implicit_prompt(ds)
         path = source if os.path.isfile(os.path.expanduser(source)) else None
+        ds = add_prompt(ds, f"{name} dataset {source}")
+        named, cols = args.weight_column, ds.column_names
+        if name == "train" and named != "dora_weight" and named not in cols:
+            has = ", and 'dora_weight' holds the weights: drop --weight_column" if "dora_weight" in cols else ""
+            raise UsageError(  # a named column that is not there would silently turn DoRA into KL-DRO
+                f"train dataset {source}: no column '{named}' (weight_column); it has {sorted(cols)}{has}"
+            )
         kept = validate_rows(
             ds, weight_column=args.weight_column, name=name, path=path, group_column=group, skip_invalid=skip_invalid
         )
         check_weight_columns(kept.column_names, args.weight_column, name)
-        if name == "train" and args.weight_column != "dora_weight" and args.weight_column not in kept.column_names:
-            raise UsageError(  # a named column that is not there would silently turn DoRA into KL-DRO
-                f"train dataset {source}: no column '{args.weight_column}' (weight_column); it has "
-                f"{sorted(kept.column_names)}"
-            )
         out.append(kept)
     return out[0], (out[1] if len(out) > 1 else None)
 
 
-def preflight(config_kwargs: dict, extra: dict, skip_invalid: bool = False):
-    """Everything that needs no model: the config (refused values, trackers), the paths, the data."""
+def check_tracker_login(report_to) -> None:
+    """wandb without a login would stop at its prompt (or a 30-line traceback) after the model loads."""
+    if "wandb" not in (report_to or []) or os.environ.get("WANDB_MODE", "").lower() in ("offline", "disabled"):
+        return
+    if os.environ.get("WANDB_API_KEY"):
+        return
+    import netrc
+
+    try:
+        rc = netrc.netrc(os.environ.get("NETRC") or None)
+    except (OSError, netrc.NetrcParseError):
+        rc = None
+    if rc is None or rc.authenticators("api.wandb.ai") is None:
+        raise UsageError(
+            "report_to wandb: not logged in (no WANDB_API_KEY, no api.wandb.ai in ~/.netrc): run `wandb login`, "
+            "or set WANDB_MODE=offline to log to files"
+        )
+
+
+def _check_reference(args, extra: dict) -> None:
+    if not extra.get("ref_model_name_or_path"):
+        return
+    check_model_path(str(extra["ref_model_name_or_path"]), "ref_model")
+    if args.reference_free:
+        raise UsageError(
+            f"ref_model given, but loss_type {args.loss_type} uses no reference: it would be loaded and never "
+            "used; drop ref_model"
+        )
+
+
+def preflight(config_kwargs: dict, extra: dict, skip_invalid: bool = False) -> dict:
+    """Everything that needs no model, in one pass before any model loads: the config (values, trackers),
+    the model paths and tokenizer, the output folder and the checkpoint to resume, the data. Returns the
+    pieces `build` needs: args, base, peft_config, tokenizer, train, eval, resume, record."""
     from dora.config import DoRAConfig
+    from dora.train_cli.run_dir import check_run_dir
 
     try:
         args = DoRAConfig(**config_kwargs)
     except TypeError as e:
         raise UsageError(str(e)) from e
-    check_model_path(str(extra["model_name_or_path"]), "model")
-    resume = config_kwargs.get("resume_from_checkpoint")
-    if isinstance(resume, str) and resume.lower() not in ("true", "") and not os.path.isdir(os.path.expanduser(resume)):
-        raise UsageError(f"resume_from_checkpoint {resume!r}: no such checkpoint folder")
-    if extra.get("ref_model_name_or_path"):
-        check_model_path(str(extra["ref_model_name_or_path"]), "ref_model")
-    base = adapter_base(os.path.expanduser(str(extra["model_name_or_path"])))
+    check_tracker_login(args.report_to)
+    model = str(extra["model_name_or_path"])
+    check_model_path(model, "model")
+    _check_reference(args, extra)
+    base = adapter_base(os.path.expanduser(model))
     peft_config = lora_config(extra)
+    resume, record = check_run_dir(args, extra, base, peft=peft_config is not None or base is not None)
     train, evald = load_data(args, extra, skip_invalid)
-    return args, base, peft_config, train, evald
+    tokenizer = load_tokenizer(model, base, args.trust_remote_code)
+    for name, ds, source in (("train", train, extra["dataset"]), ("eval", evald, extra.get("eval_dataset"))):
+        if ds is not None:
+            check_prompt_lengths(ds, tokenizer, args, f"{name} dataset {source or extra['dataset']}")
+    return dict(args=args, base=base, peft_config=peft_config, tokenizer=tokenizer, train=train, eval=evald,
+                resume=resume, record=record)  # fmt: skip

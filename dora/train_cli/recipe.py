@@ -33,6 +33,7 @@ RECIPE_KEYS = {
     "use_rslora": "rank-stabilised LoRA (scaling alpha / sqrt(r))",
     "use_dora": "PEFT's weight-decomposed LoRA (a LoRA variant, not this library's DoRA objective)",
     "ignore_bias_buffers": "DDP: ignore the model's boolean buffers (as trl dpo)",
+    "overwrite_output_dir": "write into an output_dir that holds files (an earlier run's are replaced)",
 }
 # `trl dpo`'s names (and --model / --ref_model, as `dora eval`) for recipe keys
 ALIASES = {
@@ -162,7 +163,11 @@ def _read_yaml(path: str) -> dict:
 
 
 def _suggest(key: str, known) -> str:
-    near = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+    """The nearest known name; among near ones, one holding every word of ``key`` first, a train setting
+    before an eval one (``per_device_batch_size``: ``per_device_train_batch_size``)."""
+    near = difflib.get_close_matches(key.replace("-", "_"), sorted(known), n=4, cutoff=0.6)
+    words = set(key.replace("-", "_").split("_"))
+    near.sort(key=lambda k: (not words <= set(k.split("_")), "eval" in k and "eval" not in words))
     return f" (did you mean '{near[0]}'?)" if near else ""
 
 
@@ -171,7 +176,8 @@ TRUE, FALSE = ("true", "yes", "y", "on", "1"), ("false", "no", "n", "off", "0")
 ONE_VALUE = ("model_name_or_path", "ref_model_name_or_path", "dataset", "dataset_config", "dataset_split",
              "eval_dataset", "eval_dataset_split", "output_dir", "resume_from_checkpoint", "torch_dtype",
              "model_revision", "attn_implementation")  # fmt: skip
-RECIPE_BOOLS = ("use_peft", "use_rslora", "use_dora", "ignore_bias_buffers")
+RECIPE_BOOLS = ("use_peft", "use_rslora", "use_dora", "ignore_bias_buffers", "overwrite_output_dir")
+DTYPES = ("auto", "bfloat16", "float16", "float32")
 
 
 def _kind(f) -> str | None:
@@ -249,6 +255,8 @@ def load_recipe(path: str | None, overrides: dict) -> tuple[dict, dict]:
     recipe = {k: _number(v) if isinstance(v, str) else v for k, v in recipe.items()}
     _check_types(recipe, fields)
     extra = {k: recipe.pop(k) for k in list(recipe) if k in RECIPE_KEYS}
+    if extra.get("torch_dtype") is not None and extra["torch_dtype"] not in DTYPES:
+        raise UsageError(f"torch_dtype {extra['torch_dtype']!r}: one of {', '.join(DTYPES)} expected")
     if "model_name_or_path" not in extra:
         raise UsageError("no model: give --model_name_or_path (or model_name_or_path in the recipe)")
     if "dataset" not in extra:
