@@ -16,7 +16,7 @@ from bad_inputs import forbid_model_loads, one_line_error  # noqa: F401 - a fixt
 import dora.select.pilot as pilot
 from dora.select import parse_candidates, plan, run_plan, verdict
 from dora.select.report import recipe_for
-from dora.train_cli import load_recipe, preflight
+from dora.train_cli import load_recipe
 
 KEYS = {"per_device_train_batch_size": 4, "learning_rate": 1e-3, "report_to": [], "disable_tqdm": True,
         "logging_steps": 1}  # fmt: skip
@@ -52,13 +52,14 @@ def seen(monkeypatch):
     build = pilot.build
 
     def spy(kwargs, extra, *a, **k):
-        trainer = build(kwargs, extra, *a, **k)
+        built = build(kwargs, extra, *a, **k)
+        trainer = built[0] if isinstance(built, tuple) else built
         tok, ds = trainer.processing_class, trainer.train_dataset
         out[os.path.basename(kwargs["output_dir"])] = [
             (tok.decode(r["prompt_ids"]), tok.decode(r["completion_ids"][0]), tok.decode(r["completion_ids"][1]))
             for r in ds
         ]
-        return trainer
+        return built
 
     monkeypatch.setattr(pilot, "build", spy)
     return out
@@ -216,7 +217,7 @@ def test_chosen_recipe_parses_with_dora_train(tmp_path, tiny_model_dir, choice, 
     path = tmp_path / "chosen.yaml"
     path.write_text(yaml.safe_dump(recipe_for(p, choice)))
     cfg, extra = load_recipe(str(path), {})
-    args, *_, train, _ = preflight(cfg, extra)  # every dora train check, no model
+    args, train, _ = pilot._preflight(cfg, extra)  # every dora train check, no model
     assert args.beta == 0.2 and args.num_train_epochs == 3 and args.max_steps == -1  # the user's full run
     assert "use_peft" not in extra and "eval_dataset" not in extra  # the pilot's own settings stay out
     if choice == "Label reweight":

@@ -31,6 +31,7 @@ from dora.train_cli.recipe import UsageError
 __all__ = ["Plan", "plan", "run_plan", "run_candidate", "heldout_logps", "heldout_rewards"]
 
 MANIFEST, DONE = "select.json", "done.json"
+OWN_FOLDER = {"overwrite_output_dir": True}  # a candidate's folder is select's own (its --output was checked)
 PILOT_ONLY = ("eval_dataset", "eval_dataset_split", "max_steps", "output_dir")  # recipe keys the pilot sets itself
 
 
@@ -104,7 +105,8 @@ def plan(config: str | None, overrides: dict, *, output: str, candidates=None, s
         pilot_extra["use_peft"] = True  # pilots are LoRA unless the recipe says otherwise
     if heldout:
         pilot_extra.update(eval_dataset=heldout, eval_dataset_split="train")
-    args, _, _, train, evald = preflight({**kwargs, "output_dir": output}, pilot_extra, skip_invalid_rows)
+    first = os.path.join(output, "candidates", slug(names[0]))
+    args, train, evald = _preflight({**kwargs, "output_dir": first}, {**pilot_extra, **OWN_FOLDER}, skip_invalid_rows)
     for name in names:  # each candidate's settings, checked now rather than after the others have trained
         try:
             type(args)(**{**kwargs, **spec(name)["keys"], "output_dir": output, "max_steps": steps})
@@ -137,6 +139,20 @@ def plan(config: str | None, overrides: dict, *, output: str, candidates=None, s
                 pilot_extra=pilot_extra, train_rows=train_rows, heldout_rows=held, all_rows=rows, settings=settings,
                 confidence=confidence, bootstrap=bootstrap, full_steps=_full_steps(config_kwargs, len(rows)),
                 notes=notes)  # fmt: skip
+
+
+def _preflight(kwargs: dict, extra: dict, skip_invalid: bool = False):
+    """(DoRAConfig, train rows, eval rows) from `dora train`'s preflight (a dict, or the older tuple)."""
+    out = preflight(kwargs, extra, skip_invalid)
+    if isinstance(out, dict):
+        return out["args"], out["train"], out["eval"]
+    return out[0], out[3], out[4]
+
+
+def _build(kwargs: dict, extra: dict):
+    """`dora train`'s trainer for a recipe (its build returns the trainer, or the trainer and its plan)."""
+    out = build(kwargs, extra)
+    return out[0] if isinstance(out, tuple) else out
 
 
 def _check_output(output: str, settings: dict, inputs: list, models: list, overwrite: bool) -> None:
@@ -210,7 +226,7 @@ def run_candidate(p: Plan, name: str, files: dict, state) -> dict:
              "eval_dataset": files["heldout"], "eval_dataset_split": "train"}  # fmt: skip
     extra.pop("dataset_config", None)
     t0 = time.time()
-    trainer = build(kwargs, extra)
+    trainer = _build(kwargs, {**extra, **OWN_FOLDER})
     # the reference: an explicit ref_model, else the start policy (scored before training; with LoRA, the base)
     reference = heldout_logps(trainer, trainer.ref_model if trainer.ref_model is not None and
                               extra.get("ref_model_name_or_path") else trainer.model)  # fmt: skip
