@@ -23,6 +23,7 @@ gradient of the global objective. One process on 2B samples and two on B each ag
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import math
 from collections.abc import Callable
@@ -203,7 +204,9 @@ OBJECTIVES: dict[str, ObjectiveSpec] = {
 def objective_spec(name: str) -> ObjectiveSpec:
     """The registry entry of an objective; a clear error for an unknown name."""
     if name not in OBJECTIVES:
-        raise ValueError(f"unknown objective {name!r}; known: {', '.join(sorted(OBJECTIVES))}")
+        near = difflib.get_close_matches(str(name).replace("-", "_").lower(), sorted(OBJECTIVES), n=1)
+        hint = f" (did you mean '{near[0]}'?)" if near else ""
+        raise ValueError(f"unknown objective {name!r}{hint}; known: {', '.join(sorted(OBJECTIVES))}")
     return OBJECTIVES[name]
 
 

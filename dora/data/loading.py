@@ -33,11 +33,16 @@ def check_local_path(path: str, what: str = "dataset") -> None:
     full = os.path.expanduser(str(path))
     if not looks_local(str(path)) or os.path.exists(full):
         return
-    folder = os.path.dirname(os.path.abspath(full))
-    near = []
+    hint = ""
+    parts, folder = [], os.path.abspath(full)
+    while not os.path.exists(folder) and os.path.dirname(folder) != folder:  # the first missing part of the path
+        parts.insert(0, os.path.basename(folder))
+        folder = os.path.dirname(folder)
     if os.path.isdir(folder):
-        near = difflib.get_close_matches(os.path.basename(full), sorted(os.listdir(folder)), n=1, cutoff=0.6)
-    hint = f"; did you mean {os.path.join(os.path.dirname(str(path)), near[0])!r}?" if near else ""
+        near = difflib.get_close_matches(parts[0], sorted(os.listdir(folder)), n=1, cutoff=0.6)
+        if near:
+            fixed = os.path.join(folder, near[0], *parts[1:])
+            hint = f"; did you mean {os.path.relpath(fixed) if not os.path.isabs(str(path)) else fixed!r}?"
     raise FileNotFoundError(f"{what} {str(path)!r} not found: no file or folder {os.path.abspath(full)}{hint}")
 
 
