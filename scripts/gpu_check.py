@@ -22,6 +22,7 @@ the CUDA parts are reported as skipped. The whole run stays inside ``--budget`` 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -101,8 +102,11 @@ class Check:
             out, _ = proc.communicate(timeout=max(1.0, timeout))
             rc = proc.returncode
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            out, _ = proc.communicate()
+            kill_tree(proc)
+            try:
+                out, _ = proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:  # a survivor still holds the pipe: give up on its output
+                out = "(output lost: a process of the part outlived the kill)"
             rc = None
         self.log.write(out)
         self.log.flush()
@@ -122,6 +126,22 @@ class Check:
     @property
     def cuda(self) -> bool:
         return bool(self.results["parts"].get("versions", {}).get("cuda"))
+
+
+def kill_tree(proc: subprocess.Popen) -> None:
+    """Kill a part's process, its group and every descendant: torch's launcher starts its workers in sessions of
+    their own, which a kill of the group would miss (and they would keep the output pipe open)."""
+    try:
+        import psutil
+
+        family = psutil.Process(proc.pid).children(recursive=True)
+    except Exception:  # noqa: BLE001  no psutil, or the process is gone: the group kill below still runs
+        family = []
+    for p in family:
+        with contextlib.suppress(Exception):
+            p.kill()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def tail(text: str, n: int = 2500) -> str:
@@ -451,7 +471,7 @@ def bench_table(model: str, m: dict) -> list[str]:
         return [f"**{model}**: {m.get('status')}", ""]
     s = m["setup"]
     lines = [
-        f"**{model}** (config of {model}, random weights): sequences up to {s['seq_len']} tokens "
+        f"**{model}** (its config, random weights): sequences up to {s['seq_len']} tokens "
         f"(mean {s['mean_sequence_tokens']:.0f}), {s['batch_pairs']} pairs per step, {s['steps']} steps "
         f"({s['warmup']} warm-up), N = {s['matmul_params'] / 1e6:.1f}M matmul weights, "
         f"{s['flops_per_token'] / 1e9:.3f} GFLOP per token; TRL best: {m['trl_best']}",

@@ -147,8 +147,8 @@ def test_lora_reference_is_the_disabled_adapter(tmp_path, tiny_model_dir):
 def test_precompute_ref_log_probs_on_cuda(tmp_path, tiny_model_dir):
     from torch.utils.data import DataLoader
 
-    t = DoRATrainer(model=tiny_model_dir, args=config(tmp_path, bf16=True, precompute_ref_log_probs=True),
-                    train_dataset=Dataset.from_list(pair_rows(8)))  # fmt: skip
+    args = config(tmp_path, bf16=True, precompute_ref_log_probs=True, objective="mean")
+    t = DoRATrainer(model=tiny_model_dir, args=args, train_dataset=Dataset.from_list(pair_rows(8)))
     column = torch.tensor(t.train_dataset["ref_logps"], dtype=torch.float64, device="cuda")
     loader = DataLoader(t.train_dataset, batch_size=8, shuffle=False, collate_fn=t.data_collator)
     inputs = {k: v.cuda() for k, v in next(iter(loader)).items()}
@@ -169,7 +169,7 @@ def test_gradient_checkpointing_with_peft(tmp_path, tiny_model_dir):
         before = {n: p.detach().clone() for n, p in t.model.named_parameters() if p.requires_grad}
         t.train()
         inner = t.model.get_base_model()
-        assert inner.is_gradient_checkpointing == checkpointing
+        assert inner.is_activation_checkpointing == checkpointing
         return before, {n: p.detach().clone() for n, p in t.model.named_parameters() if n in before}
 
     before, plain = step(False)
