@@ -25,12 +25,22 @@ COMMANDS = {
 ONE_LINE_ERRORS = ("classify", "eval", "iterate", "select")  # bad input: one line, exit 2; --debug: the traceback
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("dora-align")
+    except PackageNotFoundError:  # run from a checkout that is not installed
+        return "unknown (not installed)"
+
+
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dora",
         description="Distribution-aware robust preference alignment.",
         epilog="Bad input to a command is one line naming the file, row or flag; add --debug for the traceback.",
     )
+    parser.add_argument("--version", action="version", version=f"dora-align {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(COMMANDS) + "}")
     wanted = next((a for a in argv if not a.startswith("-")), None)
     for name, (module, help_text) in COMMANDS.items():
