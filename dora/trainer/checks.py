@@ -3,7 +3,10 @@ auxiliary loss, padding-free attention, losses that sort the batch, and the sour
 
 from __future__ import annotations
 
-from dora.data import add_implicit_prompt, as_dataset, check_loss_fits_data, check_weight_columns, validate_rows
+import os
+
+from dora.data import as_dataset, check_loss_fits_data, check_weight_columns, validate_rows
+from dora.data.validation import add_prompt
 from dora.logprobs import PADDING_FREE_ATTENTION, unwrap_causal_lm
 from dora.objectives import objective_spec
 
@@ -16,11 +19,14 @@ def check_data(args, train_dataset, eval_dataset):
     (train, eval) as checked: rows whose prompt is the dialogue's shared start get their ``prompt`` column."""
 
     def check(name, ds):
+        if isinstance(ds, (str, os.PathLike)) and name == "train":  # not loaded for the user: say how
+            raise TypeError(f"train_dataset {str(ds)!r}: rows expected, not a path; load it with "
+                            "dora.data.load_rows(path) (or datasets.load_dataset)")  # fmt: skip
         if ds is None or isinstance(ds, str) or hasattr(ds, "__next__"):  # an eval set's name; an iterator
             return ds
         if not hasattr(ds, "column_names"):
             ds = as_dataset(ds, f"{name} dataset")  # a list of row dicts or a DataFrame
-        ds = add_implicit_prompt(ds)
+        ds = add_prompt(ds, f"{name} dataset")  # a prompt column under another name is named, not emptied
         validate_rows(ds, weight_column=args.weight_column, name=name, group_column=group,
                       skip_hint="dora.data.validate_rows(rows, skip_invalid=True)")  # fmt: skip
         check_weight_columns(ds.column_names, args.weight_column, name)
