@@ -21,13 +21,23 @@ import shutil
 import time
 import types
 from collections import Counter
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
+import torch
+from accelerate.utils import broadcast_object_list
+from datasets import Dataset
+from peft import LoraConfig
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from dora.config import DoRAConfig
+from dora.data import check_local_path
+from dora.eval.preference import implicit_reward_accuracy, load_causal_lm, win_rate_from_scores
 from dora.iterate.config import IterateConfig
 from dora.iterate.generate import process_state, sample_responses, sample_responses_distributed
 from dora.iterate.judge import judge_distributed, load_judge, make_pairs
 from dora.iterate.report import round_summary, write_run_report
 from dora.iterate.weights import fit_weights
+from dora.trainer import DoRATrainer
 
 logger = logging.getLogger(__name__)
 
@@ -146,12 +156,6 @@ def _check_same_run(out: str, cfg: IterateConfig, data: dict | None = None) -> N
 
 def _train_round(cfg: IterateConfig, policy: str, reference: str | None, rows: list[dict], rdir: str, r: int):
     """Step (5): one round of DoRATrainer from ``policy``; saves the new policy to ``rdir/policy``."""
-    import torch
-    from datasets import Dataset
-
-    from dora.config import DoRAConfig
-    from dora.trainer import DoRATrainer
-
     kwargs = dict(
         output_dir=os.path.join(rdir, "trainer"),
         save_strategy="no",
@@ -163,8 +167,6 @@ def _train_round(cfg: IterateConfig, policy: str, reference: str | None, rows: l
     kwargs["seed"] = cfg.seed + r
     peft_config = None
     if cfg.lora:
-        from peft import LoraConfig
-
         lora = dict(cfg.lora)
         peft_config = LoraConfig(
             r=lora.pop("r", 8), lora_alpha=lora.pop("alpha", 16), lora_dropout=lora.pop("dropout", 0.0),
@@ -204,17 +206,11 @@ def _train_round(cfg: IterateConfig, policy: str, reference: str | None, rows: l
 def _evaluate(cfg, policy: str, round0: str, eval_rows, eval_judge, eval_fn, r: int) -> dict:
     """Human-split preference accuracy (implicit reward against the round-0 policy), win rate against the
     round-0 policy's greedy answers by ``eval_judge``, and ``eval_fn(policy_dir)``'s own numbers."""
-    from transformers import AutoTokenizer
-
     out: dict = {}
     tokenizer = AutoTokenizer.from_pretrained(policy)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if eval_rows:
-        from datasets import Dataset
-
-        from dora.eval.preference import implicit_reward_accuracy
-
         if r == 0:  # the policy is its own reference: every implicit reward is 0
             out["preference_accuracy"] = None
         else:
@@ -233,8 +229,6 @@ def _evaluate(cfg, policy: str, round0: str, eval_rows, eval_judge, eval_fn, r: 
 
 
 def _win_rate(cfg, policy, round0, tokenizer, eval_rows, judge) -> dict:
-    from dora.eval.preference import load_causal_lm, win_rate_from_scores
-
     prompts = list(dict.fromkeys(r["prompt"] for r in eval_rows if r.get("source") in cfg.target_sources))
     gen = {k: v for k, v in cfg.generation.items() if k in ("max_new_tokens", "batch_size")}
     answers = [sample_responses(load_causal_lm(p), tokenizer, prompts, 1, greedy=True, **gen) for p in (policy, round0)]
@@ -245,6 +239,22 @@ def _win_rate(cfg, policy, round0, tokenizer, eval_rows, judge) -> dict:
 
 
 # --------------------------------------------------------------------------- the loop
+
+
+@dataclass
+class _Run:
+    """What every round reads: the settings, the prompts, the loaded judges, the evaluation rows, the trusted
+    sample, and this process's place among the processes (accelerate's ``PartialState``)."""
+
+    cfg: IterateConfig
+    state: object
+    prompts: list
+    judge: object
+    eval_rows: list | None
+    eval_judge: object
+    eval_fn: object
+    weights_fn: object
+    trusted: list | None
 
 
 def iterate(
@@ -268,11 +278,51 @@ def iterate(
     -> dict`` adds numbers of your own. ``weights_fn`` replaces step (4) (see ``dora.iterate.weights``);
     ``trusted`` (rows or a jsonl path) is the separate trusted sample of ``weights="density"``.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    state = process_state()
-    cfg, out = config, config.output_dir
     initial = validate_pool(_load_rows(pool, "pool"), "pool")
+    run = _prepare(config, initial, judge, prompts, eval_data, eval_judge, eval_fn, weights_fn, trusted)
+    reports = [_round_zero(run, initial)]
+    # resume: the rounds whose report exists are done; the run goes on from the first one that is not
+    first = next((r for r in range(1, config.rounds + 1) if not _done(config.output_dir, r)), config.rounds + 1)
+    reports += [_read_json(os.path.join(config.output_dir, f"round_{r}", "report.json")) for r in range(1, first)]
+    policy = reports[-1]["policy"] if first > 1 else config.model
+    for r in range(first, config.rounds + 1):
+        reports.append(_run_round(run, r, policy))
+        policy = reports[-1]["policy"]
+    if run.state.is_main_process:
+        write_run_report(reports, config.output_dir)
+    return reports
+
+
+def _run_round(run: _Run, r: int, policy: str) -> dict:
+    """One round, (1) to (5), from ``policy``; its report (written last: a round without one is not done)."""
+    rdir = os.path.join(run.cfg.output_dir, f"round_{r}")
+    pool_rows = _read_pool(run.cfg.output_dir, r - 1)
+    if run.state.is_main_process:
+        os.makedirs(rdir, exist_ok=True)
+    run.state.wait_for_everyone()
+    logger.info("round %d: sampling from %s", r, policy)
+    clock = {"start": time.perf_counter()}
+    prompts, samples = _sample(run, policy, r)
+    clock["sample"] = time.perf_counter()
+    new_rows, counts = _judge(run, prompts, samples, r)
+    pool_rows = _grow_pool(pool_rows, new_rows)
+    clock["judge"] = time.perf_counter()
+    weighted, weight_report = _weigh(run, pool_rows, rdir, r)
+    clock["weights"] = time.perf_counter()
+    # fixed: the round-0 policy; previous: None, i.e. a frozen copy of the starting policy (with LoRA, the base
+    # with the fresh adapter disabled, which is that same policy)
+    reference = run.cfg.model if run.cfg.reference == "fixed" else None
+    new_policy, train_stats = _train_round(run.cfg, policy, reference, weighted, rdir, r)
+    clock["train"] = time.perf_counter()
+    if run.state.is_main_process:
+        _write_round_report(run, r, rdir, new_policy, weighted, counts, weight_report, train_stats, clock)
+    run.state.wait_for_everyone()
+    return _read_json(os.path.join(rdir, "report.json"))
+
+
+def _prepare(cfg, initial, judge, prompts, eval_data, eval_judge, eval_fn, weights_fn, trusted) -> _Run:
+    """Every input checked (the pool, the targets, the evaluation rows, the trusted sample, the prompts, the model
+    folder) before the judges load; then the output folder bound to this run's settings and data."""
     if cfg.weights == "classifier" and weights_fn is None:
         sources = sorted({r["source"] for r in initial})
         if not set(cfg.target_sources) & set(sources):
@@ -284,6 +334,24 @@ def iterate(
         trusted = validate_pool(
             [dict(r, source=r.get("source") or "trusted") for r in _load_rows(trusted, "trusted")], "trusted"
         )
+    prompts = _read_prompts(prompts, initial)
+    data = {
+        "pool": _digest(initial), "prompts": _digest(prompts), "trusted": _digest(trusted),
+        "eval_data": _digest(eval_rows), "judge": _describe_judge(judge), "eval_judge": _describe_judge(eval_judge),
+    }  # fmt: skip
+    check_local_path(cfg.model, "model")  # a mistyped folder is named before the judge and the policy load
+    judge = load_judge(judge)  # a reward model loads here, after the data is checked
+    eval_judge = load_judge(eval_judge) if eval_judge is not None else None
+    state = process_state()
+    os.makedirs(cfg.output_dir, exist_ok=True)
+    if state.is_main_process:
+        _check_same_run(cfg.output_dir, cfg, data)
+    state.wait_for_everyone()
+    return _Run(cfg, state, prompts, judge, eval_rows, eval_judge, eval_fn, weights_fn, trusted)
+
+
+def _read_prompts(prompts, initial: list[dict]) -> list:
+    """The prompts to answer: given, read from a jsonl file (a ``prompt`` per line), or the pool's distinct ones."""
     if prompts is None:
         prompts = list(dict.fromkeys(r["prompt"] for r in initial))
     elif isinstance(prompts, str):
@@ -294,107 +362,86 @@ def iterate(
         prompts = [r["prompt"] for r in prompts]
     if not prompts:
         raise ValueError("prompts: none to sample from")
-    data = {
-        "pool": _digest(initial), "prompts": _digest(prompts), "trusted": _digest(trusted),
-        "eval_data": _digest(eval_rows), "judge": _describe_judge(judge), "eval_judge": _describe_judge(eval_judge),
-    }  # fmt: skip
-    from dora.data import check_local_path
+    return prompts
 
-    check_local_path(cfg.model, "model")  # a mistyped folder is named before the judge and the policy load
-    judge = load_judge(judge)  # a reward model loads here, after the data is checked
-    eval_judge = load_judge(eval_judge) if eval_judge is not None else None
-    os.makedirs(out, exist_ok=True)
-    if state.is_main_process:
-        _check_same_run(out, cfg, data)
-    state.wait_for_everyone()
 
-    reports = []
+def _round_zero(run: _Run, initial: list[dict]) -> dict:
+    """Round 0: the initial pool and the starting policy's evaluation, written once."""
+    out = run.cfg.output_dir
     if not _done(out, 0):
         r0 = os.path.join(out, "round_0")
-        if state.is_main_process:
+        if run.state.is_main_process:
             os.makedirs(r0, exist_ok=True)
             _write_jsonl(os.path.join(r0, "pool.jsonl"), initial)
-            ev = _evaluate(cfg, cfg.model, cfg.model, eval_rows, eval_judge, eval_fn, 0)
-            report = {"round": 0, "policy": cfg.model, "pool": dict(Counter(r["source"] for r in initial)),
+            ev = _evaluate(run.cfg, run.cfg.model, run.cfg.model, run.eval_rows, run.eval_judge, run.eval_fn, 0)
+            report = {"round": 0, "policy": run.cfg.model, "pool": dict(Counter(r["source"] for r in initial)),
                       "eval": ev}  # fmt: skip
             _write_json(os.path.join(r0, "report.json"), report)
-        state.wait_for_everyone()
-    reports.append(_read_json(os.path.join(out, "round_0", "report.json")))
+        run.state.wait_for_everyone()
+    return _read_json(os.path.join(out, "round_0", "report.json"))
 
-    policy = cfg.model
-    for r in range(1, cfg.rounds + 1):
-        rdir = os.path.join(out, f"round_{r}")
-        if _done(out, r):
-            reports.append(_read_json(os.path.join(rdir, "report.json")))
-            policy = reports[-1]["policy"]
-            continue
-        pool_rows = [
-            {c: x[c] for c in POOL_COLUMNS} for x in read_jsonl(os.path.join(out, f"round_{r - 1}", "pool.jsonl"))
-        ]
-        if state.is_main_process:
-            os.makedirs(rdir, exist_ok=True)
-        state.wait_for_everyone()
-        logger.info("round %d: sampling from %s", r, policy)
-        clock = {"start": time.perf_counter()}
-        # (1) sample
-        round_prompts = prompts
-        if cfg.prompts_per_round and cfg.prompts_per_round < len(prompts):
-            round_prompts = random.Random(cfg.seed * 1000 + r).sample(prompts, cfg.prompts_per_round)
-        tokenizer = AutoTokenizer.from_pretrained(policy)
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        gen = dict(cfg.generation)
-        if gen.get("backend", "hf") == "vllm":
-            model = policy
-        else:
-            model = AutoModelForCausalLM.from_pretrained(policy).to(state.device)
-        samples = sample_responses_distributed(
-            model, tokenizer, round_prompts, cfg.samples_per_prompt, seed=cfg.seed * 1000 + r, **gen
-        )
-        del model
-        clock["sample"] = time.perf_counter()
-        # (2) judge, (3) grow the pool
-        scores = judge_distributed(judge, round_prompts, samples)  # each prompt judged once, by one process
-        new_rows, counts = make_pairs(round_prompts, samples, scores, f"policy_r{r}")
-        pool_rows = pool_rows + new_rows
-        clock["judge"] = time.perf_counter()
-        # (4) weights on the grown pool
-        # fit once, on the main process, and send the weights to the others: a transformer or embedding
-        # classifier need not be bit-identical across processes, and every process must train on one set
-        fitted = [None]
-        if state.is_main_process:
-            fitted = [fit_weights(
-                pool_rows, weights_fn or cfg.weights, target_sources=cfg.target_sources,
-                classifier=cfg.classifier, seed=cfg.seed + r, output_dir=os.path.join(rdir, "weights"),
-                trusted=trusted,
-            )]  # fmt: skip
-        if state.num_processes > 1:
-            from accelerate.utils import broadcast_object_list
 
-            fitted = broadcast_object_list(fitted, from_process=0)
-        weighted, wreport = fitted[0]
-        clock["weights"] = time.perf_counter()
-        # (5) train one round
-        # fixed: the round-0 policy; previous: None, i.e. a frozen copy of the starting policy (with LoRA,
-        # the base with the fresh adapter disabled, which is that same policy)
-        reference = cfg.model if cfg.reference == "fixed" else None
-        new_policy, train_stats = _train_round(cfg, policy, reference, weighted, rdir, r)
-        clock["train"] = time.perf_counter()
-        if state.is_main_process:
-            ev = _evaluate(cfg, new_policy, cfg.model, eval_rows, eval_judge, eval_fn, r)
-            clock["eval"] = time.perf_counter()
-            names = list(clock)
-            report = round_summary(r, new_policy, weighted, counts, wreport, train_stats, ev, cfg.target_sources)
-            report["seconds"] = {b: round(clock[b] - clock[a], 2) for a, b in zip(names, names[1:])}
-            _write_jsonl(os.path.join(rdir, "pool.jsonl"), weighted)  # the pool with this round's weights
-            _write_json(os.path.join(rdir, "report.json"), report)
-            logger.info("round %d: %s", r, report["eval"])
-        state.wait_for_everyone()
-        reports.append(_read_json(os.path.join(rdir, "report.json")))
-        policy = new_policy
-    if state.is_main_process:
-        write_run_report(reports, out)
-    return reports
+def _read_pool(out: str, r: int) -> list[dict]:
+    return [{c: x[c] for c in POOL_COLUMNS} for x in read_jsonl(os.path.join(out, f"round_{r}", "pool.jsonl"))]
+
+
+def _sample(run: _Run, policy: str, r: int) -> tuple[list, list]:
+    """Step (1): the round's prompts (a seeded subset with ``prompts_per_round``) and k responses to each."""
+    cfg = run.cfg
+    prompts = run.prompts
+    if cfg.prompts_per_round and cfg.prompts_per_round < len(prompts):
+        prompts = random.Random(cfg.seed * 1000 + r).sample(prompts, cfg.prompts_per_round)
+    tokenizer = AutoTokenizer.from_pretrained(policy)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    gen = dict(cfg.generation)
+    if gen.get("backend", "hf") == "vllm":
+        model = policy  # vLLM loads it itself
+    else:
+        model = AutoModelForCausalLM.from_pretrained(policy).to(run.state.device)
+    samples = sample_responses_distributed(
+        model, tokenizer, prompts, cfg.samples_per_prompt, seed=cfg.seed * 1000 + r, **gen
+    )
+    return prompts, samples
+
+
+def _judge(run: _Run, prompts: list, samples: list, r: int) -> tuple[list[dict], dict]:
+    """Step (2): each prompt's responses judged once, by one process, and paired best against worst."""
+    scores = judge_distributed(run.judge, prompts, samples)
+    return make_pairs(prompts, samples, scores, f"policy_r{r}")
+
+
+def _grow_pool(pool_rows: list[dict], new_rows: list[dict]) -> list[dict]:
+    """Step (3): the new pairs join the pool (as source ``policy_r<r>``); nothing leaves it."""
+    return pool_rows + new_rows
+
+
+def _weigh(run: _Run, pool_rows: list[dict], rdir: str, r: int) -> tuple[list[dict], dict]:
+    """Step (4): the weights refitted on the grown pool. Fitted once, on the main process, and sent to the others:
+    a transformer or embedding classifier need not be bit-identical across processes, and every process must
+    train on one set."""
+    fitted = [None]
+    if run.state.is_main_process:
+        fitted = [fit_weights(
+            pool_rows, run.weights_fn or run.cfg.weights, target_sources=run.cfg.target_sources,
+            classifier=run.cfg.classifier, seed=run.cfg.seed + r, output_dir=os.path.join(rdir, "weights"),
+            trusted=run.trusted,
+        )]  # fmt: skip
+    if run.state.num_processes > 1:
+        fitted = broadcast_object_list(fitted, from_process=0)
+    return fitted[0]
+
+
+def _write_round_report(run, r, rdir, policy, weighted, counts, weight_report, train_stats, clock) -> None:
+    """The round's evaluation, its pool with this round's weights, and its report, written last."""
+    ev = _evaluate(run.cfg, policy, run.cfg.model, run.eval_rows, run.eval_judge, run.eval_fn, r)
+    clock["eval"] = time.perf_counter()
+    names = list(clock)
+    report = round_summary(r, policy, weighted, counts, weight_report, train_stats, ev, run.cfg.target_sources)
+    report["seconds"] = {b: round(clock[b] - clock[a], 2) for a, b in zip(names, names[1:])}
+    _write_jsonl(os.path.join(rdir, "pool.jsonl"), weighted)
+    _write_json(os.path.join(rdir, "report.json"), report)
+    logger.info("round %d: %s", r, report["eval"])
 
 
 def _write_json(path: str, obj) -> None:
