@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pytest
 import yaml
+from bad_inputs import forbid_loads, one_line_error
 from conftest import pair_rows
 
 from dora.cli import main
@@ -254,38 +256,20 @@ ITERATE = [  # (recipe changes, extra flags, expected)
 ]
 
 
-def _snapshot(folder) -> dict:
-    out = {}
-    for root, dirs, files in os.walk(folder):
-        for name in dirs:
-            out[os.path.join(root, name)] = None
-        for name in files:
-            with open(os.path.join(root, name), "rb") as f:
-                out[os.path.join(root, name)] = f.read()
-    return out
-
-
 @pytest.fixture
 def no_loads(monkeypatch):
-    """Any model or tokenizer load fails the test."""
+    """Any model load (the shared harness) and, here, any tokenizer load too fails the test."""
     import transformers
 
-    def refuse(cls, *args, **kwargs):
-        raise AssertionError(f"a model or tokenizer was loaded: {cls.__name__}.from_pretrained{args}")
-
-    for base in (transformers.PreTrainedModel, transformers.PreTrainedTokenizerBase):
-        monkeypatch.setattr(base, "from_pretrained", classmethod(refuse))
+    boom = forbid_loads(monkeypatch)
+    monkeypatch.setattr(transformers.PreTrainedTokenizerBase, "from_pretrained", classmethod(boom))
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", boom)
 
 
 def _check(world, capsys, argv: list[str], command: str, expected: str) -> None:
-    before = _snapshot(world)
-    code = main(argv)
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith("dora ")]
-    assert code == 2, err
-    assert "Traceback" not in err and len(lines) == 1, err
-    assert lines[0].startswith(f"dora {command}: error: ") and expected in lines[0], lines[0]
-    assert _snapshot(world) == before, "a file was changed, added or removed"
+    """Exit status 2, one ``dora <command>: error:`` line holding ``expected``, no traceback, files unchanged."""
+    assert argv[0] == command
+    one_line_error(argv, capsys, watch=(world,), expect=re.escape(expected))
 
 
 @pytest.mark.parametrize("command,argv,expected", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
