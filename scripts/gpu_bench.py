@@ -57,11 +57,13 @@ MODELS = {
 # name -> (trainer, objective, settings); the order is the order of importance (later runs are dropped first)
 RUNS = {
     "TRL DPOTrainer": ("trl", None, {}),
-    "DoRATrainer dora": ("dora", "dora", {"padding_free": True}),
-    "DoRATrainer mean": ("dora", "mean", {"padding_free": True}),
+    "DoRATrainer dora": ("dora", "dora", {}),
+    "DoRATrainer mean": ("dora", "mean", {}),
     "TRL DPOTrainer liger": ("trl", None, {"use_liger_kernel": True}),
-    "DoRATrainer dora padded": ("dora", "dora", {}),
-    "DoRATrainer dora liger": ("dora", "dora", {"padding_free": True, "use_liger_kernel": True}),
+    # packed rows: no compute on padding, but under sdpa one attention over the whole packed row
+    "DoRATrainer dora padding_free": ("dora", "dora", {"padding_free": True}),
+    "DoRATrainer dora liger": ("dora", "dora", {"use_liger_kernel": True}),
+    "DoRATrainer mean padding_free": ("dora", "mean", {"padding_free": True}),
     # TRL 1.16 warns that padding_free is disabled and pads: these two show that it costs the same
     "TRL DPOTrainer padding_free": ("trl", None, {"padding_free": True}),
     "TRL DPOTrainer liger padding_free": ("trl", None, {"use_liger_kernel": True, "padding_free": True}),
