@@ -1,12 +1,13 @@
 """Does a short `dora select` pilot pick what the full comparison picks? ``python -m dora.select.experiment``.
 
-For each seed of a demo world: the world, the tiny model and its SFT, and the tfidf weights exactly as
-`dora demo` makes them for that seed (``dora.demo.stages``); a held-out split of human pairs drawn apart from the
-world (its own random stream; not the world's test split, which scores the full comparison); then `dora select` with
-the demo's recipe (β 0.1, lr 1e-4, batch 32, full fine-tuning) for ``--steps`` steps per candidate. The pilot's
-choice is compared with the full comparison (`dora demo ... --seeds 10`, its results.json): its winner (the
-highest mean preference accuracy) and the methods statistically tied with it (a paired Student-t interval over the
-seeds, method − winner, containing 0). docs/results.md reports the runs.
+Per world and seed: the world, the tiny model and its SFT, and the tfidf weights exactly as `dora demo` makes them
+for that seed (``dora.demo.stages``); the full comparison, each method trained as `dora demo` trains it
+(``train_method``: 2 epochs, 100 steps) and scored on the world's test split; a held-out split of human pairs drawn
+apart from the world (its own random stream, not the test split); then `dora select` with the demo's recipe (β 0.1,
+lr 1e-4, batch 32, full fine-tuning) for ``--steps`` steps per candidate. The pilot's choice is compared with the
+full comparison's winner (the highest mean preference accuracy over the seeds) and the methods statistically tied
+with it (a paired Student-t interval over the seeds, method − winner, containing 0). Every piece is kept and read
+back on a rerun. docs/results.md reports the runs.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import math
 import os
 import random
 import statistics
+import time
 
 from dora.select.pilot import plan, run_plan
 
@@ -34,10 +36,9 @@ def _world(name: str, seed: int, n_train: int):
     return worlds.get_world(name, seed=seed, n_train=n_train), worlds
 
 
-def prepare_seed(world: str, seed: int, out: str, n_train: int, n_heldout: int, sft_epochs: int,
-                 demo_dir: str | None = None) -> dict:  # fmt: skip
-    """The seed's SFT model and data files, as `dora demo` makes them (same seed, same stages); the SFT model of
-    the full comparison's own run (``demo_dir``/seed<k>/sft) when it is there."""
+def prepare_seed(world: str, seed: int, out: str, n_train: int, n_heldout: int, sft_epochs: int) -> dict:
+    """The seed's SFT model and data files, as `dora demo` makes them (same seed, same stages; an SFT model already
+    in ``out``/sft is kept)."""
     import torch
 
     from dora.demo.stages import classify, sft
@@ -50,9 +51,8 @@ def prepare_seed(world: str, seed: int, out: str, n_train: int, n_heldout: int, 
     torch.manual_seed(cfg.seed)
     os.makedirs(out, exist_ok=True)
     data = w.make_world(cfg)
-    model_dir = os.path.join(demo_dir or "", f"seed{seed}", "sft")
-    if not (demo_dir and os.path.isfile(os.path.join(model_dir, "config.json"))):
-        model_dir = os.path.join(out, "sft")
+    model_dir = os.path.join(out, "sft")
+    if not os.path.isfile(os.path.join(model_dir, "model.safetensors")):
         tokenizer = w.build_tokenizer(os.path.join(out, "base"))
         model = w.build_model(os.path.join(out, "base"), tokenizer, seed=cfg.seed)
         sft(model, tokenizer, data["sft"], epochs=sft_epochs, seed=cfg.seed)
@@ -72,66 +72,108 @@ def prepare_seed(world: str, seed: int, out: str, n_train: int, n_heldout: int, 
     return files
 
 
-def full_ranking(path: str, methods: list[str]) -> dict:
-    """From `dora demo`'s results.json: the mean preference accuracy per method, the winner, and the methods whose
-    paired difference from the winner has a 95% Student-t interval over the seeds containing 0."""
+def full_seed(world: str, seed: int, files: dict, methods: list[str], out: str, n_train: int, epochs: int) -> dict:
+    """The full comparison for one seed, as `dora demo` trains it (``dora.demo.stages.train_method``: the same
+    SFT model, weights and steps), one method at a time, each result kept in ``out``/<method>.json."""
+    from dora.demo.stages import train_method
+
+    cfg, w = _world(world, seed, n_train)
+    test = w.make_world(cfg)["test"]
+    with open(files["train"]) as f:
+        rows = [json.loads(line) for line in f]
+    results = {}
+    for m in methods:
+        path = os.path.join(out, f"{m.replace(' ', '_')}.json")
+        if not os.path.isfile(path):
+            res = train_method(m, files["model"], rows, test, os.path.join(out, m.replace(" ", "_")), seed, epochs)
+            with open(path, "w") as f:
+                json.dump(res, f)
+        with open(path) as f:
+            results[m] = json.load(f)
+    return results
+
+
+def full_ranking(per_seed: list[dict], methods: list[str]) -> dict:
+    """The mean preference accuracy per method over the seeds, the winner, and the methods whose paired difference
+    from the winner has a 95% Student-t interval over the seeds containing 0 (tied with it)."""
     from scipy.stats import t
 
-    with open(path) as f:
-        per_seed = json.load(f)["per_seed"]
     acc = {m: [r[m]["preference_accuracy"] for r in per_seed] for m in methods}
     mean = {m: statistics.fmean(v) for m, v in acc.items()}
     winner = max(mean, key=mean.get)
     tied, intervals = [], {}
     for m in methods:
-        if m == winner:
+        if m == winner or len(per_seed) < 2:
             continue
         d = [a - b for a, b in zip(acc[m], acc[winner])]
         half = t.ppf(0.975, len(d) - 1) * statistics.stdev(d) / math.sqrt(len(d))
         intervals[m] = (statistics.fmean(d) - half, statistics.fmean(d) + half)
         if intervals[m][0] <= 0 <= intervals[m][1]:
             tied.append(m)
-    return {"seeds": len(per_seed), "mean": mean, "winner": winner, "tied": tied, "intervals": intervals}
+    return {"seeds": len(per_seed), "accuracy": acc, "mean": mean, "winner": winner, "tied": tied,
+            "intervals": intervals}  # fmt: skip
+
+
+def pilot_seed(files: dict, seed: int, out: str, steps: int, methods: list[str]) -> dict:
+    """`dora select` on one seed's data: the demo's recipe, ``steps`` per candidate, the drawn-apart held-out split."""
+    p = plan(None, {**RECIPE, "model_name_or_path": files["model"], "dataset": files["train"], "seed": seed},
+             output=out, steps=steps, heldout=files["heldout"], candidates=[DEMO_NAMES[m] for m in methods])
+    report = run_plan(p)
+    v = report["verdict"]
+    ranked = sorted(v["candidates"], key=lambda m: -v["candidates"][m]["accuracy"])
+    return {"seed": seed, "choice": v["choice"], "top": ranked[0], "text": v["text"],
+            "accuracy": {m: v["candidates"][m]["accuracy"] for m in ranked},
+            "vs_dpo": {m: (v["candidates"][m]["vs_baseline"], v["candidates"][m]["vs_baseline_ci"]) for m in ranked},
+            "seconds": sum(r["seconds"] for r in report["results"].values())}  # fmt: skip
+
+
+def summarise(world: str, full: list[dict], pilots: list[dict], methods: list[str], steps: int) -> dict:
+    ranking = full_ranking(full, methods) if full else None
+    good = {DEMO_NAMES[m] for m in [ranking["winner"], *ranking["tied"]]} if ranking else set()
+    for r in pilots:
+        r["agrees"], r["top_agrees"] = r["choice"] in good, r["top"] in good
+    return {"world": world, "steps": steps, "full": ranking, "acceptable": sorted(good), "pilots": pilots,
+            "agree": sum(r["agrees"] for r in pilots), "top_agree": sum(r["top_agrees"] for r in pilots)}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m dora.select.experiment", description=__doc__.split("\n")[0])
-    p.add_argument("--world", required=True, help="a world of `dora demo --world`")
-    p.add_argument("--full", default=None, help="results.json of `dora demo --world NAME --seeds 10 --methods ...`")
-    p.add_argument("--methods", default="DPO,DoRA,Human-only,Label reweight", help="demo names, compared both ways")
-    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--worlds", default="separable,hidden-bias", help="worlds of `dora demo --world`")
+    p.add_argument("--methods", default="DPO,DoRA,Human-only", help="`dora demo` names, in both comparisons")
+    p.add_argument("--full-seeds", type=int, default=10, help="seeds of the full comparison")
+    p.add_argument("--pilot-seeds", type=int, default=5, help="seeds of the pilot (the first of the full's)")
     p.add_argument("--steps", type=int, default=25, help="per candidate (the demo's full run: 100)")
+    p.add_argument("--epochs", type=int, default=2, help="the full run's epochs (the demo's: 2)")
     p.add_argument("--n-train", type=int, default=1600)
     p.add_argument("--heldout-size", type=int, default=400)
     p.add_argument("--sft-epochs", type=int, default=6)
+    p.add_argument("--stop-after", default=None, help="UTC time HH:MM: start no new seed after it")
     p.add_argument("--output", required=True)
-    p.add_argument("--demo-output", default=None, help="the full comparison's --output: its SFT models are reused")
     a = p.parse_args(argv)
-    methods = [m.strip() for m in a.methods.split(",")]
-    full = full_ranking(a.full, methods) if a.full else {"winner": None, "tied": []}
-    good = {DEMO_NAMES[m] for m in [full["winner"], *full["tied"]] if m}
-    rows = []
-    for seed in range(a.seeds):
-        files = prepare_seed(a.world, seed, os.path.join(a.output, f"seed{seed}"), a.n_train, a.heldout_size,
-                             a.sft_epochs, a.demo_output or (os.path.dirname(a.full) if a.full else None))  # fmt: skip
-        pl = plan(None, {**RECIPE, "model_name_or_path": files["model"], "dataset": files["train"], "seed": seed},
-                  output=os.path.join(a.output, f"seed{seed}", "select"), steps=a.steps, heldout=files["heldout"],
-                  candidates=[DEMO_NAMES[m] for m in methods])  # fmt: skip
-        report = run_plan(pl)
-        v = report["verdict"]
-        ranked = sorted(v["candidates"], key=lambda m: -v["candidates"][m]["accuracy"])
-        rows.append({"seed": seed, "choice": v["choice"], "top": ranked[0], "ok": v["choice"] in good,
-                     "top_ok": ranked[0] in good, "text": v["text"],
-                     "accuracy": {m: v["candidates"][m]["accuracy"] for m in ranked},
-                     "seconds": sum(r["seconds"] for r in report["results"].values())})  # fmt: skip
-        print(f"seed {seed}: choice {v['choice']} ({'agrees' if rows[-1]['ok'] else 'disagrees'}); {v['text']}",
-              flush=True)  # fmt: skip
-    summary = {"world": a.world, "steps": a.steps, "full": full, "acceptable": sorted(good), "seeds": rows,
-               "agree": sum(r["ok"] for r in rows), "top_agree": sum(r["top_ok"] for r in rows)}  # fmt: skip
-    with open(os.path.join(a.output, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=1)
-    print(f"{a.world}: the pilot's choice is the full winner ({full['winner']}) or tied with it in "
-          f"{summary['agree']}/{a.seeds} seeds (its top accuracy: {summary['top_agree']}/{a.seeds})")
+    worlds, methods = a.worlds.split(","), [m.strip() for m in a.methods.split(",")]
+    full, pilots = {w: [] for w in worlds}, {w: [] for w in worlds}
+    for seed in range(max(a.full_seeds, a.pilot_seeds)):
+        if a.stop_after and time.strftime("%H:%M", time.gmtime()) >= a.stop_after:
+            print(f"stopped before seed {seed} ({a.stop_after} UTC)", flush=True)
+            break
+        for w in worlds:
+            out = os.path.join(a.output, w, f"seed{seed}")
+            files = prepare_seed(w, seed, out, a.n_train, a.heldout_size, a.sft_epochs)
+            if seed < a.full_seeds:
+                full[w].append(full_seed(w, seed, files, methods, os.path.join(out, "full"), a.n_train, a.epochs))
+                print(f"{w} seed {seed} full: " + ", ".join(
+                    f"{m} {100 * full[w][-1][m]['preference_accuracy']:.1f}" for m in methods), flush=True)
+            if seed < a.pilot_seeds:
+                pilots[w].append(pilot_seed(files, seed, os.path.join(out, "select"), a.steps, methods))
+                print(f"{w} seed {seed} pilot: {pilots[w][-1]['text']}", flush=True)
+            summary = {x: summarise(x, full[x], pilots[x], methods, a.steps) for x in worlds}
+            with open(os.path.join(a.output, "summary.json"), "w") as f:
+                json.dump(summary, f, indent=1)
+    for w, s in summary.items():
+        ranking = s["full"] or {"winner": "-", "tied": "-"}
+        print(f"{w}: full winner {ranking['winner']} (tied: {ranking['tied']}); the pilot's choice agrees in "
+              f"{s['agree']}/{len(s['pilots'])} seeds, its top accuracy in "
+              f"{s['top_agree']}/{len(s['pilots'])}")
     return 0
 
 

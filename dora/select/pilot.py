@@ -259,6 +259,7 @@ def load_done(p: Plan, name: str) -> tuple[dict, np.ndarray, np.ndarray] | None:
 def run_plan(p: Plan) -> dict:
     """Every candidate (finished ones read back, not trained again), then the verdict, report and recipe."""
     state = _main()
+    state.wait_for_everyone()  # every process has checked the output folder before rank 0 writes into it
     files = write_data(p, state)
     if state.is_main_process:
         share = f" ({100 * p.steps / p.full_steps:.0f}% of the full run's {p.full_steps})" if p.full_steps else ""
