@@ -305,7 +305,8 @@ def bench_runs(c: Check, folder: str, names: list[str], deadline: float) -> dict
             "--batch-size",
             str(c.args.batch_size),
         ]
-        rc, text = c.run(cmd, left, f"benchmark {', '.join(group)}")
+        limit = left if c.args.dry_run else min(left, c.args.run_timeout)  # one hung run cannot take the rest
+        rc, text = c.run(cmd, limit, f"benchmark {', '.join(group)}")
         for line in text.splitlines():
             if line.startswith("RESULT "):
                 res = json.loads(line[len("RESULT ") :])
@@ -448,6 +449,10 @@ def part_smoke(c: Check, part: str) -> None:
         )
     result = os.path.join(c.work, f"{part}.json")
     c.env["GPU_SMOKE_DIR"] = os.path.join(c.work, f"{part}_runs")
+    if (
+        not c.args.smoke_cpu
+    ):  # ops DeepSpeed builds go to a fresh folder: a killed build leaves a lock that hangs the next
+        c.env["TORCH_EXTENSIONS_DIR"] = os.path.join(c.work, "torch_extensions")
     cmd = [
         sys.executable,
         "-m",
@@ -531,6 +536,8 @@ def markdown(results: dict) -> str:
         note = p.get("reason", "")
         if name == "cuda_tests" and "passed" in p:
             note = f"{p['passed']} passed, {p['failed']} failed, {p['skipped']} skipped"
+            failed = [x["name"] for x in p.get("tests", []) if x["outcome"] != "passed"]
+            note += f" ({', '.join(failed)})" if failed else ""
         elif name == "versions" and p.get("problems"):
             note = "; ".join(p["problems"])
         elif name in ("fsdp2", "zero3") and "checks" in p:
@@ -569,6 +576,7 @@ def parse(argv=None):
     p.add_argument("--batch-size", type=int, default=None, help="pairs per step (8; dry run 2)")
     p.add_argument("--steps", type=int, default=None, help="steps per run (12; dry run 3)")
     p.add_argument("--warmup", type=int, default=None, help="steps left out of the timing (4; dry run 1)")
+    p.add_argument("--run-timeout", type=float, default=150, help="seconds one benchmark run may take")
     p.add_argument("--peak-tflops", type=float, default=None, help="bf16 peak for MFU (default: by the GPU's name)")
     p.add_argument("--smoke-cpu", action="store_true", help="run the FSDP2 / ZeRO-3 smoke on two CPU processes")
     p.add_argument("--probe-versions", action="store_true", help=argparse.SUPPRESS)
