@@ -127,13 +127,14 @@ def test_bad_rows_in_train_and_eval_named(tmp_path, tiny_model_dir, capsys, no_m
     train = write_jsonl(tmp_path / "train.jsonl", rows)
     msg = one_line_error(capsys, "--model_name_or_path", tiny_model_dir, "--dataset_name", train)
     assert msg.splitlines()[0] == (
-        f"train dataset {train}: 2 invalid row(s) of 16 (fix them, or drop them with --skip-invalid-rows):"
+        f"train dataset {train}, line 3, column 'chosen': empty (2 invalid rows of 16: fix them, or drop them with "
+        "--skip-invalid-rows); the others:"
     )
-    assert [x.strip().split(",")[0] for x in msg.splitlines()[1:]] == ["line 3", "line 8"]
+    assert [x.strip().split(",")[0] for x in msg.splitlines()[1:]] == ["line 8"]
     evald = write_jsonl(tmp_path / "eval.jsonl", rows)
     good = write_jsonl(tmp_path / "good.jsonl", pair_rows(8))
     msg = one_line_error(capsys, "--model_name_or_path", tiny_model_dir, "--dataset", good, "--eval_dataset", evald)
-    assert msg.startswith(f"eval dataset {evald}: 2 invalid row(s) of 16")
+    assert msg.startswith(f"eval dataset {evald}, line 3, column 'chosen': empty (2 invalid rows of 16")
 
 
 def test_skip_invalid_rows_drops_and_counts(tmp_path, tiny_model_dir, caplog, no_model):

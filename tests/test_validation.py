@@ -44,7 +44,10 @@ def test_every_bad_row_named_by_its_file_line(tmp_path):
         validate_rows(load_rows(path), path=path, name="eval")
     text = str(err.value)
     head, *listed = text.splitlines()
-    assert head == f"eval dataset {path}: 4 invalid row(s) of 20 (fix them, or drop them with --skip-invalid-rows):"
+    first = min(hit)
+    assert head.startswith(f"eval dataset {path}, line {line[first]}, column '{hit[first]}'")
+    assert head.endswith("(4 invalid rows of 20: fix them, or drop them with --skip-invalid-rows); the others:")
+    listed = [head[len(f"eval dataset {path}, "):], *listed]
     assert [x.split(",")[0].strip() for x in listed] == [f"line {line[i]}" for i in sorted(hit)]
     for x, i in zip(listed, sorted(hit)):
         assert f"'{hit[i]}'" in x
@@ -56,9 +59,9 @@ def test_at_most_ten_rows_listed_and_the_rest_counted():
     with pytest.raises(ValueError) as err:
         validate_rows(Dataset.from_list(rows))
     lines = str(err.value).splitlines()
-    assert "13 invalid row(s) of 30" in lines[0]
-    assert [x.split(",")[0].strip() for x in lines[1:11]] == [f"row {i + 1}" for i in range(0, 20, 2)]
-    assert lines[11].strip() == "... and 3 more"
+    assert lines[0].startswith("train dataset, row 1, ") and "13 invalid rows of 30" in lines[0]
+    assert [x.split(",")[0].strip() for x in lines[1:10]] == [f"row {i + 1}" for i in range(2, 20, 2)]
+    assert lines[10].strip() == "... and 3 more"
 
 
 def test_skip_invalid_rows_drops_exactly_the_bad_ones(tmp_path, caplog):

@@ -156,10 +156,10 @@ def validate_rows(
     if len(bad) == 1:
         i, problem = bad[0]
         raise ValueError(f"{where}, {labels[i]}, {problem} (1 invalid row of {n}: fix it, or drop it with {skip_hint})")
-    raise ValueError(
-        f"{where}: {len(bad)} invalid row(s) of {n} (fix them, or drop them with {skip_hint}):\n"
-        + "\n".join(shown)
-        + more
+    i, problem = bad[0]
+    raise ValueError(  # the first line names the first bad row; the others follow, one a line
+        f"{where}, {labels[i]}, {problem} ({len(bad)} invalid rows of {n}: fix them, or drop them with "
+        f"{skip_hint}); the others:\n" + "\n".join(shown[1:]) + more
     )
 
 

@@ -157,6 +157,8 @@ def _read_yaml(path: str) -> dict:
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark
         raise UsageError(f"{path}, line {mark.line + 1}: not valid YAML ({e.problem})") from e
+    except (UnicodeDecodeError, yaml.YAMLError) as e:  # yaml's reader: bytes that are not UTF-8 text
+        raise UsageError(f"{path}: not a UTF-8 YAML file ({str(e).splitlines()[0]})") from e
     if not isinstance(recipe, dict):
         raise UsageError(f"{path}: a mapping of keys to values expected, got {type(recipe).__name__}")
     return recipe
