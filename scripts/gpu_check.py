@@ -50,7 +50,7 @@ REQUIRED = {
     "peft": "0.21",
     "accelerate": "1.15",
     "safetensors": "0.4",
-    "pyarrow": "21",
+    "pyarrow": "24",  # datasets 5.2's least
 }
 OPTIONAL = ("liger_kernel", "deepspeed", "pytest")
 
@@ -58,10 +58,10 @@ OPTIONAL = ("liger_kernel", "deepspeed", "pytest")
 class Check:
     """The run's state: options, deadline, results so far, and where they are written."""
 
-    def __init__(self, args):
+    def __init__(self, args, argv: list[str]):
         self.args = args
         self.start = time.monotonic()
-        self.results = {"meta": {"dry_run": args.dry_run, "budget_s": args.budget, "argv": sys.argv[1:]}, "parts": {}}
+        self.results = {"meta": {"dry_run": args.dry_run, "budget_s": args.budget, "argv": argv}, "parts": {}}
         os.makedirs(args.out, exist_ok=True)
         self.log = open(os.path.join(args.out, "gpu_check.log"), "a")
         self.env = dict(
@@ -611,7 +611,7 @@ def main(argv=None) -> int:
     if args.probe_versions:
         print("VERSIONS " + json.dumps(probe_versions(import_optional=not args.dry_run)), flush=True)
         return 0
-    c = Check(args)
+    c = Check(args, sys.argv[1:] if argv is None else list(argv))
     steps = {
         "install": part_install,
         "versions": part_versions,

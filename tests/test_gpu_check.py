@@ -113,3 +113,31 @@ def test_benchmark_table_is_computed_from_the_json(dry_run):
         f"at its best ({dora}) against TRL at its best ({best}): tokens/s {tokens:.2f}x, peak memory {memory:.2f}x"
         in table
     )
+
+
+def test_a_hung_part_is_killed_with_its_detached_children(tmp_path):
+    """torch's launcher starts workers in sessions of their own: past its timeout a part's whole tree is killed
+    (a worker left alive would keep the output pipe open and hang the check)."""
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    spec = importlib.util.spec_from_file_location("gpu_check", os.path.join(ROOT, "scripts", "gpu_check.py"))
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    c = gpu_check.Check(gpu_check.parse(["--dry-run", "--out", str(tmp_path)]), [])
+    worker = "import time; time.sleep(600)"
+    launcher = (f"import subprocess, sys, time; p = subprocess.Popen([sys.executable, '-c', {worker!r}], "
+                "start_new_session=True); print(p.pid, flush=True); time.sleep(600)")  # fmt: skip
+    rc, out = c.run([sys.executable, "-c", launcher], timeout=3, label="hung")
+    assert rc is None
+    pid = int(out.split()[0])
+    for _ in range(50):  # the kill is asynchronous: wait for the worker to be reaped or become a zombie
+        if not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+            break
+        time.sleep(0.1)
+    else:
+        subprocess.run(["kill", "-9", str(pid)])
+        raise AssertionError("the detached worker outlived the part's timeout")
