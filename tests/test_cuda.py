@@ -120,7 +120,7 @@ def base_logps(tiny_model_dir, inputs) -> torch.Tensor:
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).cuda().eval()
     with torch.no_grad():
         logps = full_logits_logps(base, inputs["input_ids"], inputs["attention_mask"], inputs["completion_mask"], True)
-    b = inputs["weights"].shape[0]
+    b = inputs["weight"].shape[0]
     return logps.sum(dim=1).view(-1, b).T  # rows are response-major
 
 

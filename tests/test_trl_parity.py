@@ -324,7 +324,7 @@ def test_precompute_ref_batch_size_and_pad_token(tmp_path, tiny_model_dir, ref_d
     original = DoRATrainer._reference_from_model
 
     def spy(self, inputs):
-        sizes.append(inputs["weights"].shape[0])
+        sizes.append(inputs["weight"].shape[0])
         return original(self, inputs)
 
     monkeypatch.setattr(DoRATrainer, "_reference_from_model", spy)

@@ -14,7 +14,7 @@ __all__ = ["PreferenceCollator"]
 class PreferenceCollator:
     """Pads prompt + completion sequences (right padding) response-major: for a batch of B rows with n
     responses each, sequence ``j * B + i`` is response j of row i (pairs: chosen, then rejected, as TRL).
-    Carries ``weights`` [B], ``scores`` [B, n], ``source_ids`` [B, n] (each response's source), ``group_ids`` [B] and
+    Carries ``weight`` [B], ``scores`` [B, n], ``source_ids`` [B, n] (each response's source), ``group_ids`` [B] and
     ``ref_logps`` [B, n]
     beside the model inputs; the trainer passes only ``input_ids`` and ``attention_mask`` to the model."""
 
@@ -51,7 +51,7 @@ class PreferenceCollator:
             "input_ids": input_ids,
             "attention_mask": attention,
             "completion_mask": completion,
-            "weights": torch.tensor([r["weight"] for r in rows], dtype=torch.float32),
+            "weight": torch.tensor([r["weight"] for r in rows], dtype=torch.float32),
             "scores": torch.tensor([r["scores"] for r in rows], dtype=torch.float32),
             "source_ids": torch.tensor(
                 [[self.source_vocab.get(x, -1) for x in r.get("sources", [r["source"]] * n)] for r in rows]

@@ -112,7 +112,7 @@ def sequence_logps(model, prepared, pad_token_id: int, *, batch_size: int = 16, 
     logps, lengths = [], []
     for i in tqdm(range(0, len(prepared), batch_size), desc="log-probs", leave=False):
         batch = collate([prepared[j] for j in range(i, min(i + batch_size, len(prepared)))])
-        b = batch["weights"].shape[0]
+        b = batch["weight"].shape[0]
         device = next(model.parameters()).device
         lp, n = completion_logps(
             model,

@@ -53,7 +53,7 @@ class MetricsMixin:
             "logps/chosen": logps[:, 0],
             "logps/rejected": logps[:, -1],
             "dora/loss_mean": losses.detach().float(),
-            "dora/weight_mean": inputs["weights"].float(),
+            "dora/weight_mean": inputs["weight"].float(),
             "objective_weight": out.sample_weights.float(),
         })  # fmt: skip
         m = self._metrics[mode]  # (sum, count) per batch, so the logged value is a per-sample mean

@@ -121,7 +121,7 @@ class ReferenceMixin:
     def _reference_from_model(self, inputs) -> torch.Tensor:
         """Under the policy's mixed precision (accelerate's autocast, as TRL prepares its reference): with bf16 the
         frozen copy, the sharded copy and the precomputed column score exactly as the unchanged policy does."""
-        b = inputs["weights"].shape[0]
+        b = inputs["weight"].shape[0]
         with self.accelerator.autocast():
             if self.ref_model is not None:
                 tok = self._token_logps(self.ref_model, inputs)

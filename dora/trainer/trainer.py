@@ -279,7 +279,7 @@ class DoRATrainer(CheckpointMixin, ReferenceMixin, MetricsMixin, Trainer):
 
     def _forward(self, model, inputs) -> PolicyOutput:
         """The policy's log-probs and what the loss needs besides them, in one forward."""
-        b = inputs["weights"].shape[0]
+        b = inputs["weight"].shape[0]
         outputs = ("log_sum_sq_probs",) if self.args.use_weighting else ()
         if self.aux_loss_enabled:
             outputs += ("aux_loss",)
@@ -371,7 +371,7 @@ class DoRATrainer(CheckpointMixin, ReferenceMixin, MetricsMixin, Trainer):
         return evaluate_objective(
             self.args.objective,
             losses,
-            weights=inputs["weights"],
+            weights=inputs["weight"],
             groups=self._groups(inputs),
             process_group=self.accelerator,
             **self._objective_kwargs(update=mode == "train"),
@@ -394,7 +394,7 @@ class DoRATrainer(CheckpointMixin, ReferenceMixin, MetricsMixin, Trainer):
             batch = self._prepare_inputs(batch)
             loss, *_ = self._batch_losses(self.model, batch)
             losses.append(loss.float())
-            weights.append(batch["weights"].float())
+            weights.append(batch["weight"].float())
             groups.append(batch["group_ids"])
             sizes.append(loss.numel())
         l, h, g, offset, world = gather_batch(torch.cat(losses), torch.cat(weights), torch.cat(groups),
