@@ -5,6 +5,7 @@ rows, image columns refused, model tags and card, and the migration docs."""
 from __future__ import annotations
 
 import pytest
+from conftest import pair_rows
 
 from dora import DoRAConfig
 
@@ -102,3 +103,50 @@ def test_image_column_is_refused_before_the_model_loads(tmp_path):
     args = DoRAConfig(output_dir=str(tmp_path / "out"), report_to=[])
     with pytest.raises(ValueError, match="column 'images'.*text-only"):
         DoRATrainer(str(tmp_path / "no-model"), args=args, train_dataset=rows)
+
+
+def test_init_takes_trl_signature_in_trl_order():
+    """Every parameter of TRL 1.16's DPOTrainer.__init__, in TRL's order, so that positional calls bind alike
+    (data_collator came after processing_class; compute_metrics and quantization_config were missing)."""
+    import inspect
+
+    from trl import DPOTrainer
+
+    from dora import DoRATrainer
+
+    trl_names = list(inspect.signature(DPOTrainer.__init__).parameters)
+    ours = list(inspect.signature(DoRATrainer.__init__).parameters)
+    assert ours[: len(trl_names)] == trl_names
+    assert all(p.kind == p.KEYWORD_ONLY for p in list(inspect.signature(DoRATrainer.__init__).parameters.values())[
+        len(trl_names):])  # fmt: skip
+
+
+def test_train_dataset_none_is_refused_in_init(tmp_path):
+    from dora import DoRATrainer
+
+    args = DoRAConfig(output_dir=str(tmp_path / "out"), report_to=[])
+    with pytest.raises(ValueError, match="`train_dataset` is required"):
+        DoRATrainer(str(tmp_path / "no-model"), args=args)
+
+
+def test_compute_metrics_is_called_at_evaluation(tmp_path, tiny_model_dir, one_thread):
+    """compute_metrics receives the policy's logits and the input ids (TRL 1.16's deprecated path) and its result is
+    logged with the eval prefix."""
+    from datasets import Dataset
+
+    from dora import DoRATrainer
+
+    seen = {}
+
+    def metrics(pred):
+        seen["shapes"] = (pred.predictions.shape, pred.label_ids.shape)
+        return {"my_metric": 0.123}
+
+    rows = Dataset.from_list(pair_rows(4))
+    args = DoRAConfig(output_dir=str(tmp_path / "out"), report_to=[], max_steps=1, per_device_train_batch_size=2,
+                      per_device_eval_batch_size=4, eval_strategy="steps", eval_steps=1, disable_tqdm=True)  # fmt: skip
+    trainer = DoRATrainer(tiny_model_dir, None, args, None, rows, rows, compute_metrics=metrics)
+    trainer.train()
+    assert [h["eval_my_metric"] for h in trainer.state.log_history if "eval_my_metric" in h] == [0.123]
+    (logits, labels) = seen["shapes"]
+    assert logits[:2] == labels and logits[2] == trainer.model.config.vocab_size

@@ -76,23 +76,28 @@ class PolicyOutput:
 class DoRATrainer(CheckpointMixin, ReferenceMixin, MetricsMixin, Trainer):
     """Preference training with a robust objective over the global batch (DoRA, Zhu et al. 2025)."""
 
-    def __init__(
+    def __init__(  # TRL 1.16's DPOTrainer signature, in its order; then model_init_kwargs (keyword)
         self,
         model,
         ref_model=None,
         args: DoRAConfig | None = None,
+        data_collator=None,
         train_dataset=None,
         eval_dataset=None,
         processing_class=None,
-        peft_config=None,
-        data_collator=None,
+        compute_metrics=None,
         callbacks=None,
         optimizers=(None, None),
+        quantization_config=None,
+        peft_config=None,
+        *,
         model_init_kwargs: dict | None = None,
     ):
         args = args or DoRAConfig(output_dir="dora_output")
         if not isinstance(args, DoRAConfig):
             raise TypeError("args must be a DoRAConfig")
+        if train_dataset is None:
+            raise ValueError("`train_dataset` is required (as TRL's DPOTrainer): pass the preference rows to train on")
         train_dataset, eval_dataset = check_data(args, train_dataset, eval_dataset)  # before any model loads
         model, processing_class = self._setup_model(model, processing_class, peft_config, args, model_init_kwargs)
         model, self.ref_model = self._setup_reference(model, ref_model, peft_config, args)
@@ -106,6 +111,7 @@ class DoRATrainer(CheckpointMixin, ReferenceMixin, MetricsMixin, Trainer):
             train_dataset=train_dataset,
             eval_dataset=eval_dataset,
             processing_class=processing_class,
+            compute_metrics=compute_metrics,
             callbacks=callbacks,
             optimizers=optimizers,
         )
@@ -423,10 +429,15 @@ class DoRATrainer(CheckpointMixin, ReferenceMixin, MetricsMixin, Trainer):
         return (loss, {"losses": losses.detach()}) if return_outputs else loss
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """The objective; with a ``compute_metrics`` also the policy's logits (an extra forward, as TRL 1.16) and the
+        input ids as labels."""
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad(), self.compute_loss_context_manager():
             loss = self.compute_loss(model, inputs)
-        return loss.detach(), None, None
+            if prediction_loss_only or self.compute_metrics is None:
+                return loss.detach(), None, None
+            logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
+        return loss.detach(), logits, inputs["input_ids"]
 
     # ------------------------------------------------------------------ evaluation
 
