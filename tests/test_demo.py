@@ -12,18 +12,26 @@ from dora.demo import METHODS
 
 
 def test_quick_demo_runs_every_stage(tmp_path):
+    """The default world, DPO, DoRA and the three baselines: the table, the per-seed numbers, DoRA's
+    comparisons and the harm line, the JSON and the plot (the other methods differ only in their config)."""
     out = tmp_path / "demo"
-    assert main(["demo", "--quick", "--output", str(out)]) == 0
+    methods = ["DPO", "DoRA", "Human-only", "Label reweight", "Oracle"]
+    argv = ["demo", "--quick", "--n-train", "200", "--methods", ",".join(methods), "--output", str(out)]
+    assert main(argv) == 0
     table = (out / "results.md").read_text()
-    for name in ["SFT", *METHODS]:
+    for name in ["SFT", *methods]:
         assert f"| {name} |" in table, name
+    assert "| seed | DPO | DoRA | Human-only | Label reweight | Oracle |" in table
+    assert "| DoRA − | preference accuracy, per seed (points) |" in table
     result = json.loads((out / "results.json").read_text())
+    assert result["config"]["bias"] == "phrase"  # the default world is shared-phrase
     seed0 = result["per_seed"][0]
     assert set(seed0["weights"]) == {"human", "chatty", "terse_bot"}
     assert seed0["classifier"]["roc_auc"] > 0.6  # the sources differ in style, so they can be told apart
-    for name in METHODS:
+    for name in methods:
         assert 0.0 <= seed0[name]["preference_accuracy"] <= 1.0
     assert (out / "results.png").stat().st_size > 1000
+    assert set(METHODS) >= set(methods) and len(METHODS) == 9
 
 
 def test_paired_differences_against_a_written_out_t_interval():
@@ -115,3 +123,21 @@ def test_harm_and_recovery_against_a_hand_computation():
     assert "| Human-only | -2.0, +3.0, +2.0, +3.0 | +1.5 [" in table
     assert f"Oracle − DPO: +{100 * harm:.1f} points" in table
     assert f"recovers, (DoRA − DPO) / (Oracle − DPO): {100 * gain / harm:.0f}% [" in table
+
+
+def test_world_flag_and_overrides():
+    """--world picks the named world, a flag given on the command line overrides its knob, one left out keeps
+    the world's value; a knob out of range is a one-line error naming the flag."""
+    import argparse
+
+    from dora.demo.cli import add_arguments, world_config
+    from dora.worlds import get_world
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    assert world_config(p.parse_args([])) == get_world("shared-phrase")
+    assert world_config(p.parse_args(["--iterate"])) == get_world("classic")
+    cfg = world_config(p.parse_args(["--world", "hidden-bias", "--style-overlap", "0.2"]), n_train=10)
+    assert cfg == get_world("hidden-bias", style_overlap=0.2, n_train=10) and cfg.judge_bias == 1.0
+    with pytest.raises(SystemExit, match="^dora demo: --judge-bias must be in \\[0, 1\\], got 1.5$"):
+        world_config(p.parse_args(["--judge-bias", "1.5"]))
