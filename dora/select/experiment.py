@@ -136,6 +136,35 @@ def summarise(world: str, full: list[dict], pilots: list[dict], methods: list[st
             "agree": sum(r["agrees"] for r in pilots), "top_agree": sum(r["top_agrees"] for r in pilots)}  # fmt: skip
 
 
+def markdown(summary: dict) -> str:
+    """docs/results.md's tables from summary.json: per world, the full comparison per seed with its winner and ties,
+    then the pilot per seed (held-out accuracy per candidate, its choice, and whether it agrees)."""
+    out = []
+    for w, s in summary.items():
+        if not s["full"]:
+            continue
+        full, methods = s["full"], list(s["full"]["mean"])
+        out += [f"**{w}**, full comparison ({full['seeds']} seeds, the world's test split, preference accuracy %):", "",
+                "| seed | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
+        out += [f"| {i} | " + " | ".join(f"{100 * full['accuracy'][m][i]:.1f}" for m in methods) + " |"
+                for i in range(full["seeds"])]
+        out += ["| mean | " + " | ".join(f"{100 * full['mean'][m]:.1f}" for m in methods) + " |", ""]
+        diffs = "; ".join(f"{m} − {full['winner']} {100 * (full['mean'][m] - full['mean'][full['winner']]):+.1f} "
+                          f"[{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]" for m, ci in full["intervals"].items())
+        out += [f"Winner: {full['winner']}; {diffs} (95% Student-t over the seeds); statistically tied with it: "
+                f"{', '.join(full['tied']) or 'none'}.", ""]
+        names = list(s["pilots"][0]["accuracy"]) if s["pilots"] else []
+        out += [f"**{w}**, `dora select` pilot ({s['steps']} steps per candidate; held-out pairs drawn apart; "
+                "held-out accuracy %):", "", "| seed | " + " | ".join(names) + " | verdict | agrees |",
+                "|---" * (len(names) + 3) + "|"]
+        for r in s["pilots"]:
+            out.append(f"| {r['seed']} | " + " | ".join(f"{100 * r['accuracy'][m]:.1f}" for m in names)
+                       + f" | {r['choice']} | {'yes' if r['agrees'] else 'no'} |")
+        out += ["", f"The pilot's choice is the full winner or tied with it in {s['agree']} of {len(s['pilots'])} "
+                f"seeds (its most accurate candidate: {s['top_agree']} of {len(s['pilots'])}).", ""]
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m dora.select.experiment", description=__doc__.split("\n")[0])
     p.add_argument("--worlds", default="separable,hidden-bias", help="worlds of `dora demo --world`")
@@ -149,7 +178,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sft-epochs", type=int, default=6)
     p.add_argument("--stop-after", default=None, help="UTC time HH:MM: start no new seed after it")
     p.add_argument("--output", required=True)
+    p.add_argument("--markdown", action="store_true", help="print the tables of the finished runs' summary.json")
     a = p.parse_args(argv)
+    if a.markdown:
+        with open(os.path.join(a.output, "summary.json")) as f:
+            print(markdown(json.load(f)))
+        return 0
     worlds, methods = a.worlds.split(","), [m.strip() for m in a.methods.split(",")]
     full, pilots = {w: [] for w in worlds}, {w: [] for w in worlds}
     for seed in range(max(a.full_seeds, a.pilot_seeds)):
