@@ -1,11 +1,12 @@
 """The GPU check's benchmark: TRL 1.16's DPOTrainer against DoRATrainer ("mean" and "dora") on one model and batch.
 
     python scripts/gpu_bench.py assets FOLDER --model qwen2.5-0.5b --seq-len 1024 --rows 64
-    python scripts/gpu_bench.py run FOLDER RUN_NAME [RUN_NAME ...] --steps 12 --warmup 4 --batch-size 8
+    python scripts/gpu_bench.py run FOLDER RUN_NAME [RUN_NAME ...] --steps 12 --warmup 4 --batch-size 8 [--build MODEL]
 
 ``assets`` writes a model built from a real config (random weights, float32), a word-level tokenizer of the
 same vocabulary, random preference rows and ``setup.json`` (the config, the tokens per step, the FLOPs per
-token). ``run`` trains each named run (``RUNS``) on them and prints one ``RESULT {json}`` line per run.
+token). ``run`` (``--build``: the assets first, if missing) prints the setup and trains each named run (``RUNS``)
+on the assets, printing one ``RESULT {json}`` line per run.
 Every run: the same rows and batch, sigmoid loss, a frozen full-model reference, bf16 on CUDA, no gradient
 checkpointing (the model fits), ``max_length`` = the sequence length.
 
@@ -256,11 +257,19 @@ def main(argv=None) -> int:
     r.add_argument("--steps", type=int, default=12)
     r.add_argument("--warmup", type=int, default=4)
     r.add_argument("--batch-size", type=int, default=8)
+    r.add_argument("--build", choices=sorted(MODELS), help="build the assets of this model first, if missing")
+    r.add_argument("--seq-len", type=int, default=1024, help="with --build")
+    r.add_argument("--rows", type=int, default=64, help="with --build")
     args = p.parse_args(argv)
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     if args.cmd == "assets":
         print("SETUP " + json.dumps(build_assets(args.folder, args.model, args.seq_len, args.rows)), flush=True)
         return 0
+    setup_file = os.path.join(args.folder, "setup.json")
+    if args.build and not os.path.exists(setup_file):  # in the first run's process: one interpreter start less
+        build_assets(args.folder, args.build, args.seq_len, args.rows)
+    with open(setup_file) as f:
+        print("SETUP " + f.read().replace("\n", ""), flush=True)
     for name in args.names:  # one failed run is reported, and the next one still runs
         if RUNS[name][2].get("use_liger_kernel") and importlib.util.find_spec("liger_kernel") is None:
             print("RESULT " + json.dumps({"name": name, "status": "skipped", "reason": "liger-kernel not installed"}))

@@ -283,62 +283,41 @@ def part_cuda_tests(c: Check) -> None:
 # --------------------------------------------------------------------------- benchmark
 
 
-def bench_runs(c: Check, folder: str, names: list[str], deadline: float) -> dict:
-    """Each run in a fresh process on CUDA (peak memory is then its own); on the dry run all in one."""
+def bench_runs(c: Check, folder: str, model: str, names: list[str], deadline: float) -> tuple[dict | None, dict]:
+    """Each run in a fresh process on CUDA (peak memory is then its own), on the dry run all in one; the first
+    process builds the model's assets. Returns (the setup, or None if no process got that far; the runs)."""
     groups = [names] if c.args.dry_run else [[n] for n in names]
-    out = {}
+    setup, out = None, {}
+    rows = c.args.batch_size * (c.args.steps + 1)
     for group in groups:
         left = deadline - time.monotonic()
         if left < 20:
             out.update({n: {"status": "skipped", "reason": "time budget"} for n in group})
             continue
-        cmd = [
-            sys.executable,
-            os.path.join(HERE, "gpu_bench.py"),
-            "run",
-            folder,
-            *group,
-            "--steps",
-            str(c.args.steps),
-            "--warmup",
-            str(c.args.warmup),
-            "--batch-size",
-            str(c.args.batch_size),
-        ]
+        cmd = [sys.executable, os.path.join(HERE, "gpu_bench.py"), "run", folder, *group, "--steps", str(c.args.steps),
+               "--warmup", str(c.args.warmup), "--batch-size", str(c.args.batch_size), "--build", model,
+               "--seq-len", str(c.args.seq_len), "--rows", str(rows)]  # fmt: skip
         limit = left if c.args.dry_run else min(left, c.args.run_timeout)  # one hung run cannot take the rest
-        rc, text = c.run(cmd, limit, f"benchmark {', '.join(group)}")
+        rc, text = c.run(cmd, limit, f"benchmark {model}: {', '.join(group)}")
         for line in text.splitlines():
-            if line.startswith("RESULT "):
+            if line.startswith("SETUP ") and setup is None:
+                setup = json.loads(line[len("SETUP ") :])
+            elif line.startswith("RESULT "):
                 res = json.loads(line[len("RESULT ") :])
                 out[res.pop("name")] = res
         for n in group:
             out.setdefault(n, {"status": "timeout" if rc is None else "failed", "output": tail(text, 1500)})
-    return out
+    return setup, out
 
 
 def bench_model(c: Check, model: str, names: list[str], deadline: float) -> dict:
-    """Assets for ``model``, then the runs; the summary with ratios to TRL's fastest run and MFU."""
+    """The runs on ``model``; the summary with ratios to TRL's fastest run and MFU."""
     folder = os.path.join(c.work, f"bench_{model}")
     os.makedirs(folder, exist_ok=True)
-    cmd = [
-        sys.executable,
-        os.path.join(HERE, "gpu_bench.py"),
-        "assets",
-        folder,
-        "--model",
-        model,
-        "--seq-len",
-        str(c.args.seq_len),
-        "--rows",
-        str(c.args.batch_size * (c.args.steps + 1)),
-    ]
-    rc, text = c.run(cmd, max(1.0, min(120, deadline - time.monotonic())), f"benchmark assets {model}")
-    line = next((x for x in text.splitlines() if x.startswith("SETUP ")), None)
-    if rc != 0 or line is None:
-        return {"status": "timeout" if rc is None else "failed", "output": tail(text)}
-    setup = json.loads(line[len("SETUP ") :])
+    setup, runs = bench_runs(c, folder, model, names, deadline)
+    if setup is None:
+        return {"status": "failed", "runs": runs}
     setup.update(batch_pairs=c.args.batch_size, steps=c.args.steps, warmup=c.args.warmup)
-    runs = bench_runs(c, folder, names, deadline)
     gpu = c.results["meta"].get("gpu")
     peak = c.args.peak_tflops * 1e12 if c.args.peak_tflops else peak_flops(gpu)
     return {"status": "ok", "setup": setup, "peak_flops": peak, "runs": runs, **summarise(runs, setup, peak)}
