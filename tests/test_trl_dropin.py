@@ -150,3 +150,51 @@ def test_compute_metrics_is_called_at_evaluation(tmp_path, tiny_model_dir, one_t
     assert [h["eval_my_metric"] for h in trainer.state.log_history if "eval_my_metric" in h] == [0.123]
     (logits, labels) = seen["shapes"]
     assert logits[:2] == labels and logits[2] == trainer.model.config.vocab_size
+
+
+@pytest.fixture(scope="module")
+def bf16_model_dir(tmp_path_factory, tiny_model_dir):
+    """The tiny model saved in bfloat16, as most Hub checkpoints are."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = str(tmp_path_factory.mktemp("tiny_bf16"))
+    AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype="bfloat16").save_pretrained(path)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("init_kwargs", [None, {"dtype": "bfloat16"}, {"dtype": "auto"}])
+def test_model_by_name_loads_in_trl_dtype(tmp_path, bf16_model_dir, init_kwargs):
+    """A model given by name loads as TRL 1.16's create_model_from_path loads it: float32 unless model_init_kwargs
+    sets a dtype (it loaded in the checkpoint's bf16)."""
+    import torch
+    from trl.trainer.utils import create_model_from_path
+
+    from dora import DoRATrainer
+
+    args = DoRAConfig(output_dir=str(tmp_path / "out"), report_to=[], model_init_kwargs=init_kwargs)
+    trainer = DoRATrainer(bf16_model_dir, args=args, train_dataset=pair_rows(2))
+    expected = create_model_from_path(bf16_model_dir, **(init_kwargs or {})).dtype
+    assert trainer.model.dtype == expected == (torch.float32 if init_kwargs is None else torch.bfloat16)
+    assert trainer.ref_model.dtype == expected
+
+
+def test_quantization_config_is_refused_on_cpu_in_one_line(tmp_path, tiny_model_dir):
+    """QLoRA's quantization_config is a trainer argument (as TRL 1.16); without bitsandbytes on a CUDA GPU it is
+    refused before the model loads, as is a quantization_config for a model already loaded, or set twice."""
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    from dora import DoRATrainer
+
+    q = BitsAndBytesConfig(load_in_4bit=True)
+    args = DoRAConfig(output_dir=str(tmp_path / "out"), report_to=[])
+    with pytest.raises(ValueError, match="quantization_config loads the model in 4/8 bits with bitsandbytes"):
+        DoRATrainer(str(tmp_path / "no-model"), args=args, train_dataset=pair_rows(2), quantization_config=q,
+                    peft_config=LoraConfig())  # fmt: skip
+    twice = DoRAConfig(output_dir=str(tmp_path / "out"), report_to=[], model_init_kwargs={"quantization_config": q})
+    with pytest.raises(ValueError, match="set it in one place"):
+        DoRATrainer(tiny_model_dir, args=twice, train_dataset=pair_rows(2), quantization_config=q)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    with pytest.raises(ValueError, match="loaded by name"):
+        DoRATrainer(model, args=args, train_dataset=pair_rows(2), quantization_config=q)

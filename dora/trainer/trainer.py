@@ -14,7 +14,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, set_seed
+from transformers import AutoTokenizer, Trainer, set_seed
 
 from dora.config import DoRAConfig
 from dora.data import PreferenceCollator, as_dataset, prepare_dataset
@@ -38,6 +38,7 @@ from dora.objectives import (
 from dora.ratio import effective_sample_size
 from dora.trainer.callbacks import HISTOGRAM_TRACKERS, SyncReferenceCallback, WeightHistogramCallback
 from dora.trainer.checkpoint import CheckpointMixin  # complete checkpoints, or ignored ones
+from dora.trainer.loading import check_quantization, is_quantized, load_causal_lm, model_kwargs, refuse_vision
 from dora.trainer.checks import (
     check_data,
     check_padding_free,
@@ -99,7 +100,9 @@ class DoRATrainer(CheckpointMixin, ReferenceMixin, MetricsMixin, Trainer):
         if train_dataset is None:
             raise ValueError("`train_dataset` is required (as TRL's DPOTrainer): pass the preference rows to train on")
         train_dataset, eval_dataset = check_data(args, train_dataset, eval_dataset)  # before any model loads
-        model, processing_class = self._setup_model(model, processing_class, peft_config, args, model_init_kwargs)
+        model, processing_class = self._setup_model(
+            model, processing_class, peft_config, args, model_init_kwargs, quantization_config
+        )
         model, self.ref_model = self._setup_reference(model, ref_model, peft_config, args)
         train_dataset, eval_dataset, collator = self._setup_data(
             train_dataset, eval_dataset, processing_class, data_collator, args
@@ -122,15 +125,24 @@ class DoRATrainer(CheckpointMixin, ReferenceMixin, MetricsMixin, Trainer):
 
     # ------------------------------------------------------------------ set-up, in the order __init__ runs it
 
-    def _setup_model(self, model, processing_class, peft_config, args, model_init_kwargs):
-        """The policy (loaded from a path), its tokenizer and padding token, the MoE auxiliary loss, and the LM head
-        that returns log-probs. PEFT wrapping waits for the reference, so that a frozen copy is of the base model."""
+    def _setup_model(self, model, processing_class, peft_config, args, model_init_kwargs, quantization_config=None):
+        """The policy (loaded from a path as TRL 1.16 loads it: dtype float32 unless set, k-bit with a
+        ``quantization_config``), its tokenizer and padding token, the MoE auxiliary loss, and the LM head that
+        returns log-probs. PEFT wrapping waits for the reference, so that a frozen copy is of the base model."""
         model_init_kwargs = {**(args.model_init_kwargs or {}), **(model_init_kwargs or {})}
         if args.trust_remote_code:
             model_init_kwargs["trust_remote_code"] = True
         self._model_init_kwargs = model_init_kwargs  # a reference loaded again under ZeRO-3 is loaded as the policy
         if isinstance(model, str):
-            model = AutoModelForCausalLM.from_pretrained(model, **model_init_kwargs)
+            kwargs = model_kwargs(model_init_kwargs, quantization_config)
+            check_quantization(kwargs, peft_config)
+            model = load_causal_lm(model, kwargs)
+        elif quantization_config is not None:
+            raise ValueError(
+                "quantization_config applies when the model is loaded by name, and this model is loaded already: "
+                "pass its name or path, or load it quantised yourself"
+            )
+        refuse_vision(unwrap_causal_lm(model).config, type(unwrap_causal_lm(model)).__name__)
         if processing_class is None:
             processing_class = AutoTokenizer.from_pretrained(
                 unwrap_causal_lm(model).config._name_or_path, trust_remote_code=args.trust_remote_code
@@ -155,7 +167,7 @@ class DoRATrainer(CheckpointMixin, ReferenceMixin, MetricsMixin, Trainer):
         policy's PEFT adapter and dropout. Returns (policy, reference or None)."""
         self._ref_given = ref_model is not None  # for the start-up summary
         if isinstance(ref_model, str):
-            ref_model = AutoModelForCausalLM.from_pretrained(ref_model, **self._model_init_kwargs)
+            ref_model = load_causal_lm(ref_model, model_kwargs(self._model_init_kwargs))
         elif ref_model is None and not (
             is_peft(model) or peft_config is not None or args.reference_free or args.precompute_ref_log_probs
         ):
@@ -167,6 +179,10 @@ class DoRATrainer(CheckpointMixin, ReferenceMixin, MetricsMixin, Trainer):
             from peft import get_peft_model
 
             model = get_peft_model(model, peft_config)
+            if is_quantized(model):  # QLoRA: the adapter in bf16 (its DoRA magnitudes kept in float32), as TRL 1.16
+                for name, param in model.named_parameters():
+                    if param.requires_grad and "lora_magnitude_vector" not in name:
+                        param.data = param.data.to(torch.bfloat16)
         elif is_peft(model) and ref_model is None and not args.reference_free:
             add_reference_adapter(model)  # a trained adapter is its own reference, as TRL
         if args.disable_dropout:  # after PEFT wrapping, so the adapter's dropout is off too
