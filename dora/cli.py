@@ -83,10 +83,10 @@ def main(argv: list[str] | None = None) -> int:
         return _finish(int(module.run(args) or 0))
     try:
         return _finish(int(module.run(args) or 0))
-    except (ValueError, FileNotFoundError) as e:  # bad input: one line naming what is wrong (--debug: traceback)
+    except (ValueError, OSError) as e:  # bad input, an unreadable file: one line naming it (--debug: traceback)
         if debug or os.environ.get("DORA_DEBUG"):
             raise
-        print(f"dora {args.command}: error: {e}", file=sys.stderr)
+        print(f"dora {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
 
 

@@ -226,6 +226,8 @@ def run_preference(args) -> int:
         raise ValueError(f"reward_model {args.reward_model!r}: a reward model has 1 or 2 labels, this one has "
                          f"{local_num_labels(args.reward_model)}")  # fmt: skip
     targets = None if args.target_sources.strip().lower() == "all" else _csv(args.target_sources)
+    if targets == []:
+        raise ValueError("--target-sources: give one or more source names, or 'all'")
     ref_path = args.ref_model or P.default_reference(args.model)
     if args.win_rate and (args.reward_model is None or ref_path is None):
         raise ValueError("--win-rate needs --reward-model and --ref-model")

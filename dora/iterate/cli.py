@@ -16,6 +16,7 @@ import os
 
 from dora.iterate.config import load_iterate_recipe
 from dora.local_model import check_model_folder
+from dora.outputs import check_output_dir
 
 ACCEPTS_OVERRIDES = True
 
@@ -50,6 +51,20 @@ def _say_resume(cfg) -> None:
         print(f"dora iterate: resuming the run in {cfg.output_dir} after round {last} (rounds 1..{last} are kept)")
 
 
+def _check_output_dir(recipe: str, cfg, data: dict) -> None:
+    """output_dir before anything is written: not a file, not inside a model's folder, not over an input, not a
+    folder of other files (an earlier run of this recipe is resumed), writable."""
+    inputs = [recipe, *(v for k, v in data.items() if k in ("pool", "prompts", "eval_data", "trusted"))]
+    check_output_dir(cfg.output_dir, what="output_dir", resume=True, writes=("iterate_config.json",),
+                     inputs=[p for p in inputs if isinstance(p, str)])  # fmt: skip
+    out = os.path.expanduser(cfg.output_dir)
+    held = sorted(os.listdir(out)) if os.path.isdir(out) else []
+    if held and "iterate_config.json" not in held:
+        shown = ", ".join(held[:3]) + (", ..." if len(held) > 3 else "")
+        raise ValueError(f"output_dir {cfg.output_dir!r} holds other files ({shown}): choose a new folder (a folder "
+                         "of an earlier dora iterate run is resumed)")  # fmt: skip
+
+
 def run(args) -> int:
     from dora.iterate.generate import process_state
     from dora.iterate.loop import iterate
@@ -58,6 +73,7 @@ def run(args) -> int:
 
     cfg, data = load_iterate_recipe(args.config, parse_overrides(args.overrides or []))
     check_model_folder(cfg.model, "model", strict=False)  # a model without a tokenizer, before anything loads
+    _check_output_dir(args.config, cfg, data)
     if process_state().is_main_process:
         _say_resume(cfg)
     try:

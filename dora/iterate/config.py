@@ -164,6 +164,10 @@ def _check_lora(lora: dict | None) -> None:
     for key, kind, low in (("r", "int", 1), ("alpha", "number", 0), ("dropout", "number", 0)):
         if key in lora:
             _check_range("lora", key, lora[key], kind, low, 1 if key == "dropout" else None, key == "alpha")
+    modules = lora.get("target_modules")
+    if modules is not None and not isinstance(modules, str) and not (
+            isinstance(modules, (list, tuple)) and all(isinstance(m, str) for m in modules)):  # fmt: skip
+        raise ValueError(f"lora.target_modules: a module name or a list of names expected, got {modules!r}")
 
 
 def _check_training(cfg: IterateConfig) -> None:
@@ -176,6 +180,11 @@ def _check_training(cfg: IterateConfig) -> None:
                   disable_tqdm=True, logging_steps=5)  # fmt: skip
     kwargs.update(cfg.training)
     kwargs["seed"] = cfg.seed + 1
+    numeric = {f.name: f.default for f in dataclasses.fields(DoRAConfig)
+               if isinstance(f.default, (int, float)) and not isinstance(f.default, bool)}  # fmt: skip
+    for key, value in cfg.training.items():
+        if key in numeric and value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ValueError(f"training.{key}: a number expected, got {value!r}")
     try:
         DoRAConfig(**kwargs)
     except (TypeError, ValueError) as e:
@@ -249,6 +258,8 @@ def load_iterate_recipe(path: str | None, overrides: dict | None = None) -> tupl
     except (TypeError, ValueError) as e:
         raise ValueError(f"{where}: {e}") from None
     for key in ("pool", "prompts", "eval_data", "trusted"):
-        if key in data and not isinstance(data[key], (str, list)):
-            raise ValueError(f"{where}: {key}: a jsonl path expected, got {data[key]!r}")
+        value = data.get(key)
+        rows = isinstance(value, list) and all(isinstance(r, dict) for r in value)
+        if key in data and not isinstance(value, str) and not rows:
+            raise ValueError(f"{where}: {key}: a jsonl path (or a list of rows) expected, got {value!r}")
     return config, data
