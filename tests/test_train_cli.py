@@ -400,3 +400,19 @@ def test_python_api_takes_lists_of_rows(tmp_path, tiny_model_dir, one_thread):
     rows[2]["chosen"] = ""
     with pytest.raises(ValueError, match=r"drop it with dora.data.validate_rows\(rows, skip_invalid=True\)"):
         DoRATrainer(model=tiny_model_dir, args=args, train_dataset=rows)
+
+
+def test_objective_ess_warning_and_the_batch_advice(tmp_path):
+    from dora import DoRAConfig
+    from dora.trainer.summary import ess_warning
+
+    def cfg(**kw):
+        return DoRAConfig(output_dir=str(tmp_path), report_to=[], per_device_train_batch_size=8, **kw)
+
+    text = ess_warning(cfg(), 2.7)  # the quickstart's settings: ESS 1.8-2.7 of 8
+    assert text.startswith("dora/ess 2.7 of 8 rows") and "dro_accumulation='full'" in text
+    assert ess_warning(cfg(), 3.3) is None  # 40% of the batch and more: no warning
+    assert ess_warning(cfg(objective="mean"), 1.0) is None  # no tilt to blame
+    full = cfg(dro_accumulation="full", gradient_accumulation_steps=2)
+    text = ess_warning(full, 4.0)  # of 16 rows
+    assert "of 16 rows" in text and "dro_accumulation" not in text and "gradient_accumulation_steps" in text

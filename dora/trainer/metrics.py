@@ -3,9 +3,14 @@ gathered across processes, summed per logging window, and averaged per sample wh
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
 from dora.losses import implicit_rewards, ranked
+from dora.trainer.summary import ess_warning
+
+logger = logging.getLogger("dora.trainer")
 
 __all__ = ["MetricsMixin"]
 
@@ -109,6 +114,11 @@ class MetricsMixin:
                 key = f"source_pair/{name[0]}_vs_{name[1]}" if isinstance(name, tuple) else f"source/{name}"
                 metrics[f"{key}/loss"] = loss_sum / count
                 metrics[f"{key}/accuracy"] = acc_sum / count
+        if mode == "train" and "dora/ess" in metrics and not getattr(self, "_ess_warned", False):
+            text = ess_warning(self.args, metrics["dora/ess"])  # once a run, when the tilt is sharp
+            if text:
+                logger.warning(text)
+                self._ess_warned = True
         if mode == "eval":
             metrics = {f"eval_{k}": v for k, v in metrics.items()}
         logs.update(metrics)

@@ -69,8 +69,7 @@ def startup_summary(trainer) -> str:
     if batch < 8 and args.objective not in ("mean", "reweight"):
         logger.warning(
             "objective %s sees %d row(s) per step (%s): below 8 the log-mean-exp is nearly a mean over a tiny "
-            "batch (1 row: the plain weighted loss); raise per_device_train_batch_size or set "
-            "dro_accumulation='full'", args.objective, batch, how,
+            "batch (1 row: the plain weighted loss); %s", args.objective, batch, how, _bigger_batch(args),
         )  # fmt: skip
     if weights is not None and not ones:
         ess = effective_sample_size(weights) / weights.numel()
@@ -82,3 +81,27 @@ def startup_summary(trainer) -> str:
         lines.append(f"weights      none: every weight is 1 (no '{wc}' column, or all 1)")
     lines.append(f"trackers     {', '.join(args.report_to) if args.report_to else 'none'}")
     return "DoRA run\n" + "\n".join("  " + line for line in lines)
+
+
+def _bigger_batch(args) -> str:
+    if args.dro_accumulation == "full":  # already the whole accumulated batch
+        return "raise per_device_train_batch_size or gradient_accumulation_steps"
+    return "raise per_device_train_batch_size or set dro_accumulation='full'"
+
+
+def robust_batch(args) -> int:
+    """The rows the robust objective sees per step."""
+    full = args.gradient_accumulation_steps if args.dro_accumulation == "full" else 1
+    return args.per_device_train_batch_size * args.world_size * full
+
+
+def ess_warning(args, ess: float) -> str | None:
+    """A warning when the objective's logged effective sample size is under 40% of its batch: a few rows carry
+    each step (docs/howto/weight-diagnostics.md calls the tilt too sharp)."""
+    batch = robust_batch(args)
+    if args.objective in ("mean", "reweight") or batch < 2 or ess >= 0.4 * batch:
+        return None
+    return (
+        f"dora/ess {ess:.1f} of {batch} rows: a few rows carry each step (the DRO tilt is sharp); raise "
+        f"dro_lambda (now {args.dro_lambda}), or {_bigger_batch(args)}"
+    )
