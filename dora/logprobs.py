@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
+from transformers.models.mixtral.modeling_mixtral import load_balancing_loss_func
 
 __all__ = [
     "add_logprob_head",
@@ -87,8 +88,6 @@ def _chunk_logps(hidden: Tensor, labels: Tensor, head, transform, sum_sq: bool =
 def _router_aux_loss(model, router_logits, attention_mask) -> Tensor:
     """The MoE load-balancing loss of the model's own forward (Mixtral's function, which every MoE family in
     transformers shares, as TRL 1.16 calls it), from the backbone's router logits."""
-    from transformers.models.mixtral.modeling_mixtral import load_balancing_loss_func
-
     text = model.config.get_text_config()
     return load_balancing_loss_func(router_logits, text.num_experts, text.num_experts_per_tok, attention_mask)
 

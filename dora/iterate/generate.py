@@ -7,7 +7,11 @@ the prompts (every ``world``-th prompt from its rank on) and the shards are gath
 
 from __future__ import annotations
 
+import os
+
 import torch
+from accelerate import PartialState
+from accelerate.utils import gather_object
 
 from dora.eval.preference import generate
 
@@ -17,10 +21,6 @@ __all__ = ["shard_indices", "unshard", "sample_responses", "sample_responses_dis
 def process_state():
     """accelerate's ``PartialState``; several processes on a machine with no accelerator join with gloo
     (as ``DoRAConfig`` does), not as independent single processes."""
-    import os
-
-    from accelerate import PartialState
-
     cpu = not torch.accelerator.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
     return PartialState(cpu=True) if cpu else PartialState()
 
@@ -98,8 +98,6 @@ def sample_responses_distributed(model, tokenizer, prompts: list, k: int, *, see
     process: the same call). Process ``rank`` samples with seed ``seed + 1_000_003 * rank`` (rank 0: ``seed``;
     callers step ``seed`` by one per round, so no two processes or rounds share a stream); every process gets
     all results, in prompt order."""
-    from accelerate.utils import gather_object
-
     state = process_state()
     if state.num_processes == 1:
         return sample_responses(model, tokenizer, prompts, k, seed=seed, **kwargs)

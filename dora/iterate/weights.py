@@ -12,6 +12,10 @@ report)`` plugs in any other estimator.
 
 from __future__ import annotations
 
+from datasets import Dataset
+
+from dora.classifier import annotate, annotate_density_ratio
+
 __all__ = ["fit_weights"]
 
 
@@ -31,20 +35,12 @@ def fit_weights(
     if mode == "none":
         return [dict(r, dora_weight=1.0) for r in rows], {}
     if mode == "classifier":
-        from datasets import Dataset
-
-        from dora.classifier import annotate
-
         kwargs = {"backend": "tfidf", **classifier}
         annotated, report = annotate(
             Dataset.from_list(rows), target_sources=list(target_sources), seed=seed, output_dir=output_dir, **kwargs
         )
         return annotated.to_list(), report
     if mode == "density":
-        from datasets import Dataset
-
-        from dora.classifier import annotate_density_ratio
-
         cols = ("prompt", "chosen", "rejected")
         strip = lambda rs: Dataset.from_list([{k: r[k] for k in cols} for r in rs])  # noqa: E731
         in_pool = trusted is None

@@ -3,7 +3,7 @@
 - ``trainer``: the Trainer subclass, wiring data -> log-probs -> per-sample losses -> robust objective;
 - ``reference``: the reference policy (separate model, PEFT adapter disabled or frozen "ref" copy, precomputed);
 - ``metrics``: TRL-named and DoRA metrics, per source, gathered across processes;
-- ``checks``: what is checked before a model loads or a step runs;
+- ``preflight``: what is checked and set up before a model loads or a step runs;
 - ``callbacks``: TR-DPO's reference sync and the weight histogram for trackers;
 - ``summary``: the start-up summary.
 

@@ -1,5 +1,6 @@
-"""Checks and set-up that need no training step: the data before any model loads, the padding token, the MoE
-auxiliary loss, padding-free attention, losses that sort the batch, and the source / group vocabularies."""
+"""Preflight: what is checked and set up before training runs a step. The data before any model loads, the padding
+token, the MoE auxiliary loss, padding-free attention, losses that sort the batch, and the source / group
+vocabularies."""
 
 from __future__ import annotations
 

@@ -9,8 +9,12 @@ import copy
 import gc
 
 import torch
+from accelerate.utils import fsdp2_prepare_model, gather_object
+from torch.distributed.tensor import DTensor
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM
+from transformers.integrations import is_deepspeed_zero3_enabled
 
 from dora.logprobs import add_logprob_head
 
@@ -77,8 +81,6 @@ def reference_adapter(model):
 
 def is_sharded(model) -> bool:
     """Whether FSDP2 has sharded the model's parameters (DTensors)."""
-    from torch.distributed.tensor import DTensor
-
     return any(isinstance(p, DTensor) for p in model.parameters())
 
 
@@ -99,9 +101,6 @@ def initial_policy_copy(model, model_init_kwargs: dict):
     """A frozen copy of the initial policy (the reference when none is given). Under DeepSpeed ZeRO-3 the loaded
     policy's parameters are already partitioned, so a deep copy would hold empty shards: the copy is loaded
     again from the policy's path, as TRL does."""
-    from transformers import AutoModelForCausalLM
-    from transformers.integrations import is_deepspeed_zero3_enabled
-
     if not is_deepspeed_zero3_enabled():
         return copy.deepcopy(model)
     path = getattr(getattr(model, "config", None), "_name_or_path", "")
@@ -175,8 +174,6 @@ class ReferenceMixin:
             if temporary:  # a sharded module holds reference cycles (hooks): free it now, while its group lives
                 gc.collect()
         if world > 1:
-            from accelerate.utils import gather_object
-
             rows = gather_object(rows)[:n]
         return dataset.add_column("ref_logps", rows)
 
@@ -193,8 +190,6 @@ class ReferenceMixin:
         """A separate frozen copy of the reference the policy stands for before any step (the initial policy; with
         PEFT its base, with a trained adapter's "ref" copy merged in). Under ZeRO-3 the loaded policy is already
         partitioned, so the copy is loaded again from its path."""
-        from transformers.integrations import is_deepspeed_zero3_enabled
-
         if self.is_deepspeed_enabled and is_deepspeed_zero3_enabled():
             inner = unwrap_peft(self.model)
             if is_peft(inner) and "ref" in inner.peft_config:
@@ -215,7 +210,7 @@ class ReferenceMixin:
         the policy's), so that no process holds a whole copy; under DeepSpeed, an inference engine built by TRL's
         ``prepare_deepspeed`` (sharded under ZeRO-3, a whole copy per process under ZeRO-1/2)."""
         if self.is_deepspeed_enabled:
-            from trl.models.utils import prepare_deepspeed
+            from trl.models.utils import prepare_deepspeed  # DeepSpeed only: TRL's helper imports deepspeed
 
             return prepare_deepspeed(ref_model, self.accelerator)
         if not self.is_fsdp_enabled:
@@ -225,6 +220,4 @@ class ReferenceMixin:
                 "a frozen reference copy under FSDP1 would stay unsharded on every process: use fsdp_version: 2, "
                 "LoRA (peft_config / the recipe's lora), or precompute_ref_log_probs=True"
             )
-        from accelerate.utils import fsdp2_prepare_model
-
         return fsdp2_prepare_model(self.accelerator, ref_model).eval()
