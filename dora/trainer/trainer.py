@@ -14,6 +14,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import torch
+from accelerate.state import PartialState
+from accelerate.utils import DistributedType
+from peft import get_peft_model
 from transformers import AutoTokenizer, Trainer, set_seed
 
 from dora.config import DoRAConfig
@@ -39,7 +42,8 @@ from dora.ratio import effective_sample_size
 from dora.trainer.callbacks import HISTOGRAM_TRACKERS, SyncReferenceCallback, WeightHistogramCallback
 from dora.trainer.checkpoint import CheckpointMixin  # complete checkpoints, or ignored ones
 from dora.trainer.loading import check_quantization, is_quantized, load_causal_lm, model_kwargs, refuse_vision
-from dora.trainer.checks import (
+from dora.trainer.metrics import MetricsMixin
+from dora.trainer.preflight import (
     check_data,
     check_padding_free,
     check_sorting_losses,
@@ -48,7 +52,6 @@ from dora.trainer.checks import (
     source_columns,
     vocab,
 )
-from dora.trainer.metrics import MetricsMixin
 from dora.trainer.reference import (
     ReferenceMixin,
     add_reference_adapter,
@@ -176,8 +179,6 @@ class DoRATrainer(CheckpointMixin, ReferenceMixin, MetricsMixin, Trainer):
             add_logprob_head(ref_model, args.logprob_chunk_tokens)  # a deep copy must not share the closure
             ref_model.eval().requires_grad_(False)
         if peft_config is not None:
-            from peft import get_peft_model
-
             model = get_peft_model(model, peft_config)
             if is_quantized(model):  # QLoRA: the adapter in bf16 (its DoRA magnitudes kept in float32), as TRL 1.16
                 for name, param in model.named_parameters():
@@ -318,9 +319,6 @@ class DoRATrainer(CheckpointMixin, ReferenceMixin, MetricsMixin, Trainer):
     def create_accelerator_and_postprocess(self):
         """accelerate 1.15 drops the FSDP plugin when the processes run on CPU (``use_cpu``: plain DDP over gloo);
         with FSDP asked for (``distributed_type: FSDP``, as ``fsdp_cpu2.yaml``) it is applied there too."""
-        from accelerate.state import PartialState
-        from accelerate.utils import DistributedType
-
         state = PartialState()
         cpu_fsdp = (
             state.distributed_type == DistributedType.MULTI_CPU
