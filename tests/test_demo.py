@@ -141,3 +141,18 @@ def test_world_flag_and_overrides():
     assert cfg == get_world("hidden-bias", style_overlap=0.2, n_train=10) and cfg.judge_bias == 1.0
     with pytest.raises(SystemExit, match="^dora demo: --judge-bias must be in \\[0, 1\\], got 1.5$"):
         world_config(p.parse_args(["--judge-bias", "1.5"]))
+
+
+def test_a_finished_stage_is_kept_and_other_settings_refused(tmp_path):
+    """A rerun into the same folder reuses a stage finished with the same settings; a result written with other
+    settings is refused in one line, never reused nor overwritten."""
+    from dora.demo.stages import _finished, _record
+
+    path = str(tmp_path / "result.json")
+    assert _finished(path, {"epochs": 2}) is None
+    _record(path, {"epochs": 2, "world": {"mix": {"chatty": 1.0}}}, {"preference_accuracy": 0.61})
+    assert _finished(path, {"epochs": 2, "world": {"mix": {"chatty": 1.0}}}) == {"preference_accuracy": 0.61}
+    before = (tmp_path / "result.json").read_text()
+    with pytest.raises(SystemExit, match="result.json was written by a run with other settings; use another --output"):
+        _finished(path, {"epochs": 3, "world": {"mix": {"chatty": 1.0}}})
+    assert (tmp_path / "result.json").read_text() == before

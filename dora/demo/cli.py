@@ -30,6 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=int, default=None, help="number of seeds (default 3; 1 with --quick)")
     p.add_argument("--jobs", type=int, default=1,
                    help="seeds run in this many worker processes at once (one thread each; 2 on a 2-core machine)")
+    p.add_argument("--no-task-accuracy", action="store_true",
+                   help="skip the greedy generations of each trained model (the task-accuracy column)")
     p.add_argument("--output", default="demo_out", help="folder for the table, JSON, plot and checkpoints")
     p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {list(METHODS)}")
     p.add_argument("--world", default=None, choices=sorted(WORLDS),
@@ -135,6 +137,7 @@ def run(args) -> int:
         epochs=args.epochs or base["epochs"],
         trusted_size=getattr(args, "trusted_size", 200),
         jobs=args.jobs,
+        generate=not args.no_task_accuracy,
     )
     table = markdown_table(result["summary"], seeds)
     if "DPO" in methods and len(methods) > 1:

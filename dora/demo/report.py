@@ -108,10 +108,8 @@ def paired_table(paired: dict, n_seeds: int, baseline: str = "DPO") -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for name, d in paired.items():
-        lines.append(
-            f"| {name} | {cell(d['preference_accuracy'])} | {cell(d['task_accuracy'])} "
-            f"| {cell(d['reward_margin'], False)} |"
-        )
+        task = cell(d["task_accuracy"]) if "task_accuracy" in d else "– | –"
+        lines.append(f"| {name} | {cell(d['preference_accuracy'])} | {task} | {cell(d['reward_margin'], False)} |")
     lines.append(
         f"\nPaired on the seed (same world, SFT model and weights); the interval is a Student-t interval over the "
         f"{n_seeds} per-seed differences (t with {n_seeds - 1} degrees of freedom)."

@@ -218,11 +218,38 @@ def train_method(
     return out
 
 
+def _finished(path: str, key: dict) -> dict | None:
+    """The result a run with the same settings (``key``) left at ``path``, or None; a result left by other
+    settings is an error, never silently reused nor overwritten."""
+    import json
+
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        done = json.load(f)
+    if done.get("key") != json.loads(json.dumps(key)):
+        raise SystemExit(f"dora demo: {path} was written by a run with other settings; use another --output")
+    return done["result"]
+
+
+def _record(path: str, key: dict, result: dict) -> dict:
+    import json
+
+    with open(path, "w") as f:
+        json.dump({"key": key, "result": result}, f)
+    return result
+
+
 def sft_stage(cfg: WorldConfig, out_dir: str, sft_epochs: int) -> tuple[str, float]:
     """A tiny Llama and its tokenizer built locally, SFT'd on the world's SFT rows and saved under
-    ``out_dir/sft``; returns that folder and the SFT model's task accuracy on the test prompts."""
+    ``out_dir/sft``; returns that folder and the SFT model's task accuracy on the test prompts. A finished
+    SFT stage of the same settings is kept (a rerun into the same folder resumes)."""
     import torch
 
+    key = {"world": cfg.to_dict(), "sft_epochs": sft_epochs}
+    done = _finished(os.path.join(out_dir, "sft_result.json"), key)
+    if done is not None:
+        return done["sft_dir"], done["task_accuracy"]
     torch.manual_seed(cfg.seed)
     os.makedirs(out_dir, exist_ok=True)
     world = make_world(cfg)
@@ -233,7 +260,9 @@ def sft_stage(cfg: WorldConfig, out_dir: str, sft_epochs: int) -> tuple[str, flo
     sft_dir = os.path.join(out_dir, "sft")
     model.save_pretrained(sft_dir)
     tokenizer.save_pretrained(sft_dir)
-    return sft_dir, generation_accuracy(model, tokenizer, [r["prompt"] for r in world["test"]])
+    acc = generation_accuracy(model, tokenizer, [r["prompt"] for r in world["test"]])
+    _record(os.path.join(out_dir, "sft_result.json"), key, {"sft_dir": sft_dir, "task_accuracy": acc})
+    return sft_dir, acc
 
 
 def run_seed(
@@ -271,16 +300,14 @@ def run_seed(
                 "response_share_interval", "clip", "C", "shift_detected", "warnings", "subset_share")  # fmt: skip
         results["classifier_no_labels"] = {k: nl[k] for k in keep}
     for name in tqdm(methods, desc=f"methods (seed {cfg.seed})", leave=False):
-        results[name] = train_method(
-            name,
-            sft_dir,
-            rows_for.get(name, train_rows),
-            world["test"],
-            os.path.join(out_dir, name.replace(" ", "_")),
-            cfg.seed,
-            epochs,
-            generate,
-        )
+        method_dir = os.path.join(out_dir, name.replace(" ", "_"))
+        key = {"world": cfg.to_dict(), "sft_dir": sft_dir, "epochs": epochs, "lr": LEARNING_RATE, "generate": generate,
+               "trusted_size": trusted_size if name == NO_LABELS else None}  # fmt: skip
+        results[name] = _finished(os.path.join(method_dir, "result.json"), key)
+        if results[name] is None:  # not run yet (a finished method of the same settings is kept)
+            rows = rows_for.get(name, train_rows)
+            results[name] = train_method(name, sft_dir, rows, world["test"], method_dir, cfg.seed, epochs, generate)
+            _record(os.path.join(method_dir, "result.json"), key, results[name])
     return results
 
 
@@ -302,11 +329,12 @@ def run_demo(
     epochs: int,
     trusted_size: int = 200,
     jobs: int = 1,
+    generate: bool = True,
 ) -> dict:
     """Every seed (0 .. seeds-1), one after another or in ``jobs`` worker processes (the same numbers)."""
     calls = [
         dict(cfg=replace(cfg, seed=seed), methods=methods, out_dir=os.path.join(out_dir, f"seed{seed}"),
-             sft_epochs=sft_epochs, epochs=epochs, trusted_size=trusted_size)
+             sft_epochs=sft_epochs, epochs=epochs, trusted_size=trusted_size, generate=generate)
         for seed in range(seeds)
     ]  # fmt: skip
     if jobs > 1 and seeds > 1:
