@@ -75,7 +75,10 @@ def world(tmp_path_factory):
     (d / "pred_utf8.jsonl").write_bytes(json.dumps(pred).encode() + b"\n\xff\xfe\n")
     (d / "pred_notjson.jsonl").write_text(json.dumps(pred) + "\n{\n")
     # iterate: a judge that is never imported in these cases, and recipes
-    (d / "prompts_bad.jsonl").write_text('{"prompt": "a"}\n{"text": "b"}\n')
+    (d / "prompts_bad.jsonl").write_text('{"prompt": "a"}\n\n{"text": "b"}\n')
+    (d / "blank_lines.jsonl").write_text(f"{json.dumps(rows[0])}\n\n{json.dumps(rows[1])}\n"
+                                         f"{json.dumps(dict(rows[2], rejected=None))}\n")  # fmt: skip
+    (d / "array_row.jsonl").write_text(f"{json.dumps(rows[0])}\n[1, 2]\n")
     (d / "pool_utf8.jsonl").write_bytes(b"".join(json.dumps(r).encode() + b"\n" for r in rows[:3]) + BAD_UTF8)
     return d
 
@@ -246,9 +249,12 @@ ITERATE = [  # (recipe changes, extra flags, expected)
     (dict(pool=DROP), [], "needs 'pool'"),
     (dict(pool="{d}/nope.jsonl"), [], "nope.jsonl"),
     (dict(pool="{d}/pool_utf8.jsonl"), [], "pool_utf8.jsonl, line 4: not UTF-8"),
-    (dict(pool="{d}/empty_chosen.jsonl"), [], "pool, row 2, field 'chosen'"),
+    (dict(pool="{d}/empty_chosen.jsonl"), [], "empty_chosen.jsonl, line 2, field 'chosen'"),
+    (dict(pool="{d}/blank_lines.jsonl"), [], "blank_lines.jsonl, line 4, field 'rejected'"),
+    (dict(pool="{d}/array_row.jsonl"), [], "array_row.jsonl, line 2: a JSON object expected"),
+    (dict(eval_data="{d}/empty_chosen.jsonl"), [], "eval_data {d}/empty_chosen.jsonl, line 2, field 'chosen'"),
     (dict(pool="{d}/notjson.jsonl"), [], "notjson.jsonl, line 3"),
-    (dict(prompts="{d}/prompts_bad.jsonl"), [], "prompts_bad.jsonl, line 2, field 'prompt'"),
+    (dict(prompts="{d}/prompts_bad.jsonl"), [], "prompts_bad.jsonl, line 3, field 'prompt'"),
     (dict(model="{d}/notok"), [], "has no tokenizer"),
     (dict(model="{d}/modl"), [], "modl"),
     (dict(target_sources=["humans"]), [], "target_sources ['humans']"),
@@ -288,6 +294,7 @@ def test_bad_input(world, capsys, no_loads, command, argv, expected):
 @pytest.mark.parametrize("changes,flags,expected", ITERATE, ids=[f"iterate-{i}" for i in range(len(ITERATE))])
 def test_bad_recipe(world, capsys, no_loads, changes, flags, expected):
     changes = {k: v.format(d=world) if isinstance(v, str) else v for k, v in changes.items()}
+    expected = expected.format(d=world)
     if isinstance(changes.get("judge"), dict) and "reward_model" in changes["judge"]:
         changes["judge"] = {"reward_model": changes["judge"]["reward_model"].format(d=world)}
     recipe = _recipe(world, "case", **changes)

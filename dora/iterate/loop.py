@@ -49,8 +49,16 @@ POOL_COLUMNS = ("prompt", "chosen", "rejected", "source")
 # --------------------------------------------------------------------------- data
 
 
+class FileRows(list):
+    """Rows read from a jsonl file, with the file and the 1-based line each came from (errors name them)."""
+
+    path: str = ""
+    lines: list[int] = []
+
+
 def read_jsonl(path: str) -> list[dict]:
-    rows = []
+    rows = FileRows()
+    rows.path, rows.lines = path, []
     with open(path, "rb") as f:
         for line_no, raw in enumerate(f, 1):
             try:
@@ -60,6 +68,7 @@ def read_jsonl(path: str) -> list[dict]:
             if line.strip():
                 try:
                     rows.append(json.loads(line))
+                    rows.lines.append(line_no)
                 except json.JSONDecodeError as e:
                     raise ValueError(f"{path}, line {line_no}: not JSON ({e.msg})") from None
     return rows
@@ -74,16 +83,20 @@ def _write_jsonl(path: str, rows: list[dict]) -> None:
 
 def validate_pool(rows: list[dict], where: str = "pool", first: int = 1) -> list[dict]:
     """The pool's columns only; a clear error naming the row (1-based) and field of bad input."""
+    lines = getattr(rows, "lines", None)  # read from a file: the file and its lines are named
     if not rows:
-        raise ValueError(f"{where}: no rows")
+        raise ValueError(f"{getattr(rows, 'path', '') or where}: no rows")
     out = []
-    for i, r in enumerate(rows, first):
+    for k, (i, r) in enumerate(enumerate(rows, first)):
+        at = f"{where} {rows.path}, line {lines[k]}" if lines else f"{where}, row {i}"
+        if not isinstance(r, dict):
+            raise ValueError(f"{at}: a JSON object expected, got {type(r).__name__}")
         for c in POOL_COLUMNS:
             v = r.get(c)
             if v is None or (isinstance(v, str) and not v.strip()):
-                raise ValueError(f"{where}, row {i}, field '{c}': missing or empty")
+                raise ValueError(f"{at}, field '{c}': missing or empty")
         if r["chosen"] == r["rejected"]:
-            raise ValueError(f"{where}, row {i}, fields 'chosen'/'rejected': identical responses")
+            raise ValueError(f"{at}, fields 'chosen'/'rejected': identical responses")
         out.append({c: r[c] for c in POOL_COLUMNS})
     return out
 
@@ -356,7 +369,7 @@ def _read_prompts(prompts, initial: list[dict]) -> list:
         prompts = list(dict.fromkeys(r["prompt"] for r in initial))
     elif isinstance(prompts, str):
         path, prompts = prompts, read_jsonl(prompts)
-        missing = [i for i, r in enumerate(prompts, 1) if not r.get("prompt")]
+        missing = [n for n, r in zip(prompts.lines, prompts) if not isinstance(r, dict) or not r.get("prompt")]
         if missing:
             raise ValueError(f"{path}, line {missing[0]}, field 'prompt': missing or empty")
         prompts = [r["prompt"] for r in prompts]
