@@ -1,7 +1,7 @@
 """Calibration weights: classifier probabilities -> likelihood-ratio estimates dQ0/dP.
 
 For response j with classifier probability c_j = P(target | x, y_j) (DoRA, Zhu et al. 2025, arXiv 2504.05831;
-DESIGN "Calibration weight per response"), the data the weights are for being P = a*Q0 + (1 - a)*Q_other:
+docs/concepts.md, "Calibration weights"), the data the weights are for being P = a*Q0 + (1 - a)*Q_other:
 
     w_j = 1 / ( s + (1 - a) * (1 - c_j) / (gamma * c_j) )
 

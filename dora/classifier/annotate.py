@@ -72,7 +72,7 @@ def annotate(
 ):
     """Score every response with a cross-fitted, calibrated source classifier and add the columns
     ``chosen_target_prob`` / ``rejected_target_prob`` (pairwise), ``target_probs`` (listwise) or
-    ``target_prob`` (single), and ``dora_weight`` (DESIGN's w = 1 / (s + (1 - a)(1 - c)/(gamma c)), averaged
+    ``target_prob`` (single), and ``dora_weight`` (docs/concepts.md's w = 1 / (s + (1 - a)(1 - c)/(gamma c)), averaged
     over a row's responses). a = ``target_share`` (default: the dataset's share of target responses),
     gamma = N_other / N_target of the classifier's training set (this dataset), s = ``stabilizer`` (default
     a); ``preset="authors"`` gives w = n c instead. Returns (annotated dataset, report dict), plus the final

@@ -5,7 +5,7 @@ trusted sample T is drawn from Q₀. A probabilistic classifier of trusted-vs-po
 calibrated as in labelled mode, gives c(x, y) = P(trusted | x, y), and Bayes' rule gives the density ratio:
 
 - **separate** trusted sample (T drawn apart from P): c/(1 − c) = N_T q₀ / (N_P p), so
-  ``w = dQ₀/dP = (N_P / N_T) · c / (1 − c)`` — DESIGN's w = 1 / (s + (1 − a)(1 − c)/(γ c)) with s = 0,
+  ``w = dQ₀/dP = (N_P / N_T) · c / (1 − c)`` — docs/concepts.md's w = 1 / (s + (1 − a)(1 − c)/(γ c)) with s = 0,
   the factor (1 − a) replaced by 1 (the negatives are P itself) and γ = N_P / N_T.
 - **subset** (T is a uniformly drawn part of the pool's target rows; case-control positive-unlabelled data,
   Elkan & Noto 2008): the pool copies of the trusted rows are taken out of the negatives, the classifier

@@ -1,6 +1,6 @@
 """Preference data: loading, validation, tokenisation and the collator.
 
-Rows follow TRL's conventions (DESIGN.md "Data"):
+Rows follow TRL's conventions (docs/concepts.md, "Names"):
 - pairwise: ``prompt``, ``chosen``, ``rejected`` (strings, or chat message lists);
 - listwise: ``prompt``, ``responses`` (list), ``scores`` (list, higher is better).
 Optional: ``source`` (or ``chosen_source`` / ``rejected_source``; listwise ``sources``), ``target_prob(s)``,

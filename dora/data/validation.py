@@ -217,7 +217,7 @@ def check_loss_fits_data(dataset, loss_type, listwise_loss: bool, where: str = "
 
 def check_weight_columns(columns, weight_column: str = "dora_weight", desc: str = "train") -> None:
     """Classifier probabilities without weights are an error, not weight 1: the weight dQ0/dP needs the
-    target share α of the data, which only the classifier's run knows (DESIGN "Calibration weight")."""
+    target share α of the data, which only the classifier's run knows (docs/concepts.md, "Calibration weights")."""
     names = ("target_prob", "target_probs", "chosen_target_prob", "rejected_target_prob")
     probs = [c for c in names if c in columns]
     if probs and weight_column not in columns:
