@@ -174,9 +174,6 @@ class DoRAConfig(TrainingArguments):
     bf16: bool | None = field(default=None, metadata={"help": "bf16; default: on CUDA where supported."})
     gradient_checkpointing: bool | None = field(default=None, metadata={"help": "Default: on CUDA only."})
     logging_steps: float = field(default=10, metadata={"help": "Log every X update steps."})
-    remove_unused_columns: bool = field(
-        default=False, metadata={"help": "Kept False: the trainer needs them."}
-    )
     # ---- TRL DPOConfig fields for model loading, and those accepted only at TRL's default (REFUSED below)
     model_init_kwargs: dict | str | None = field(
         default=None,

@@ -198,3 +198,23 @@ def test_quantization_config_is_refused_on_cpu_in_one_line(tmp_path, tiny_model_
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     with pytest.raises(ValueError, match="loaded by name"):
         DoRATrainer(model, args=args, train_dataset=pair_rows(2), quantization_config=q)
+
+
+def test_remove_unused_columns_as_trl(tmp_path, tiny_model_dir, one_thread):
+    """remove_unused_columns defaults to True, as TRL's (so TRL's documented `--no_remove_unused_columns` parses),
+    and training keeps the columns the collator reads, with or without it."""
+    from trl import TrlParser
+
+    from dora import DoRATrainer
+
+    parser = TrlParser((DoRAConfig,))
+    (args,) = parser.parse_args_and_config(["--output_dir", str(tmp_path), "--no_remove_unused_columns"])
+    assert args.remove_unused_columns is False
+    (args,) = parser.parse_args_and_config(["--output_dir", str(tmp_path / "out"), "--max_steps", "1",
+                                            "--per_device_train_batch_size", "2", "--report_to", "none"])  # fmt: skip
+    assert args.remove_unused_columns is True
+    rows = [{**r, "note": "kept out of the batch"} for r in pair_rows(2)]
+    trainer = DoRATrainer(tiny_model_dir, args=args, train_dataset=rows)
+    assert trainer.train().global_step == 1
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert {"input_ids", "attention_mask", "completion_mask", "scores"} <= set(batch)

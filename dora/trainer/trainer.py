@@ -442,6 +442,13 @@ class DoRATrainer(CheckpointMixin, ReferenceMixin, MetricsMixin, Trainer):
             self._metrics[mode]["aux_loss"].append((self._gather(policy.aux_loss.reshape(1)).mean().item(), 1))
         return (loss, {"losses": losses.detach()}) if return_outputs else loss
 
+    def _set_signature_columns_if_needed(self):
+        """With ``remove_unused_columns`` (True by default, as TRL) the Trainer keeps these columns: what the collator
+        reads, not the model's forward arguments."""
+        if self._signature_columns is None:
+            self._signature_columns = ["prompt_ids", "completion_ids", "scores", "weight", "source", "sources", "group",
+                                       "ref_logps"]  # fmt: skip
+
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         """The objective; with a ``compute_metrics`` also the policy's logits (an extra forward, as TRL 1.16) and the
         input ids as labels."""
