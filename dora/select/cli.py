@@ -34,6 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--skip-invalid-rows", action="store_true", help="drop invalid rows (counted) instead of stopping")
     p.allow_abbrev = False
     p.set_defaults(overrides=[])
+    p.epilog = ("Any `dora train` key is also a flag (--model_name_or_path, --dataset, --learning_rate, --use_peft "
+                "false, ...; see dora train --help). Guide: docs/howto/select.md.")
 
 
 def run(args) -> int:
