@@ -5,11 +5,12 @@ the accelerate config: FSDP2 or ZeRO-3, bf16, one process on a GPU; two CPU proc
 
 On the assets of scripts/gpu_bench.py (a tiny Qwen2 and its rows): DoRATrainer, objective "dora", full fine-tuning
 (the frozen reference copy sharded like the policy), two AdamW steps with a checkpoint after each; then a second
-trainer resumed from checkpoint-1 must reach the uninterrupted run's parameters, and the saved model must load with
-``from_pretrained`` to the gathered parameters. Rank 0 writes what it saw and one boolean per check.
+trainer resumed from checkpoint-1 must reach the uninterrupted run's parameters, and the saved model's weights
+(safetensors) must be the gathered parameters. Rank 0 writes what it saw and one boolean per check.
 """
 
 import gc
+import glob
 import json
 import math
 import os
@@ -67,6 +68,17 @@ def gathered(t: DoRATrainer) -> dict:
     return {k: v.detach().float().cpu() for k, v in (state or {}).items()}
 
 
+def read_weights(path: str) -> dict:
+    """A saved model's weights as written (safetensors), read on rank 0 alone: ``from_pretrained`` under ZeRO-3
+    would partition them, a collective the other ranks never join."""
+    from safetensors.torch import load_file
+
+    files = sorted(glob.glob(os.path.join(path, "*.safetensors")))
+    if not files:
+        raise FileNotFoundError(f"no *.safetensors in {path}")
+    return {k: v.float() for f in files for k, v in load_file(f).items()}
+
+
 def mean_diff(a: dict, b: dict) -> float:
     """Mean |a - b| over every parameter of ``a`` (a mean, so that a few bf16 rounding flips do not count)."""
     total = sum(float((a[k] - b[k]).abs().sum()) for k in a)
@@ -86,10 +98,7 @@ resumed.train(resume_from_checkpoint=os.path.join(full.args.output_dir, "checkpo
 again = gathered(resumed)
 
 if full.accelerator.is_main_process:
-    from transformers import AutoModelForCausalLM
-
-    start = {k: v.float() for k, v in AutoModelForCausalLM.from_pretrained(folder).state_dict().items()}
-    loaded = {k: v.float() for k, v in AutoModelForCausalLM.from_pretrained(saved).state_dict().items()}
+    start, loaded = read_weights(folder), read_weights(saved)
     losses = [h["loss"] for h in full.state.log_history if "loss" in h]
     keys = [k for k in final if k in start and k in loaded]
     final = {k: final[k] for k in keys}
@@ -111,7 +120,7 @@ if full.accelerator.is_main_process:
         "losses_finite": len(losses) == 2 and all(math.isfinite(x) for x in losses),
         "checkpoint_saved": os.path.isdir(os.path.join(full.args.output_dir, "checkpoint-1")),
         "resumed_matches": moved > 0 and info["resumed_diff"] <= 0.1 * moved,  # a lost step would leave ~moved / 2
-        "saved_model_loads": bool(keys) and info["saved_diff"] <= 0.005 * info["mean_abs_param"],  # bf16 rounding
+        "saved_model_matches": bool(keys) and info["saved_diff"] <= 0.005 * info["mean_abs_param"],  # bf16 rounding
     }
     with open(result_file, "w") as f:
         json.dump(info, f, indent=1)
