@@ -373,3 +373,16 @@ def test_iterate_corrected_recipe_continues_and_resume_is_announced(tmp_path, ca
     path.write_text(yaml.safe_dump({**recipe, "training": {"learning_rate": 1e-5}}))
     assert main(["iterate", "--config", str(path)]) == 2
     assert "other settings (['training'])" in capsys.readouterr().err
+
+
+def test_checks_that_need_the_tokenizer(tmp_path, capsys, monkeypatch, tiny_model_dir):
+    """Prompts that no --max-length fits, and --chat-template with a tokenizer that has none: refused after the
+    tokenizer loads, before any model does."""
+    forbid_loads(monkeypatch)
+    long_rows = [dict(r, prompt=r["prompt"] * 200) for r in pair_rows(4)]
+    _jsonl(tmp_path / "long.jsonl", long_rows)
+    argv = ["eval", "preference", "--model", tiny_model_dir, "--ref-model", tiny_model_dir, "--dataset",
+            str(tmp_path / "long.jsonl"), "--max-length", "32"]  # fmt: skip
+    one_line_error(argv, capsys, watch=(tmp_path,), expect=r"long\.jsonl: every prompt is longer than --max-length 32")
+    argv = ["eval", "distalign", "--model", tiny_model_dir, "--data", FIX, "--chat-template"]
+    one_line_error(argv, capsys, watch=(tmp_path,), expect="--chat-template: the tokenizer of .* has no chat template")

@@ -260,6 +260,22 @@ def _preference_rows(args, targets):
     return data
 
 
+def _check_prompt_lengths(args, data, tokenizer) -> None:
+    """Before the models load: when no row's prompt fits in --max-length - 1 tokens nothing could be scored
+    (rows that do not fit are dropped and counted in a warning, as in training)."""
+    from dora.data import tokenize_row
+
+    longest = 0
+    for prompt in data["prompt"]:
+        reply = [{"role": "assistant", "content": "x"}] if isinstance(prompt, list) else "x"
+        n = len(tokenize_row(tokenizer, prompt, [reply])[0])
+        if n <= args.max_length - 1:
+            return
+        longest = max(longest, n)
+    raise ValueError(f"{args.dataset}: every prompt is longer than --max-length {args.max_length} - 1 tokens (the "
+                     f"longest {longest}): raise --max-length")  # fmt: skip
+
+
 def _run_preference(args, data, targets, ref_path, implicit) -> int:
     from transformers import AutoTokenizer
 
@@ -267,6 +283,9 @@ def _run_preference(args, data, targets, ref_path, implicit) -> int:
 
     with _loading("model", args.model):
         tok = AutoTokenizer.from_pretrained(args.model)
+    if implicit:
+        _check_prompt_lengths(args, data, tok)
+    with _loading("model", args.model):
         policy = P.load_causal_lm(args.model) if implicit or args.win_rate else None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token

@@ -37,6 +37,8 @@ class ModelRunner:
         self.tokenizer.padding_side = "left"
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.batch_size, self.chat_template = batch_size, chat_template
+        if chat_template and not self.tokenizer.chat_template:
+            raise ValueError(f"--chat-template: the tokenizer of {model_name_or_path!r} has no chat template")
         try:
             config = AutoConfig.from_pretrained(model_name_or_path)
         except (OSError, ValueError):  # a LoRA adapter folder: its base's config, read when the model loads
