@@ -218,3 +218,48 @@ def test_remove_unused_columns_as_trl(tmp_path, tiny_model_dir, one_thread):
     assert trainer.train().global_step == 1
     batch = next(iter(trainer.get_train_dataloader()))
     assert {"input_ids", "attention_mask", "completion_mask", "scores"} <= set(batch)
+
+
+def _stream(rows):
+    from datasets import Dataset
+
+    return Dataset.from_list(rows).to_iterable_dataset()
+
+
+def test_streamed_rows_train_and_evaluate_as_the_same_rows_in_a_dataset(tmp_path, tiny_model_dir, one_thread):
+    """An IterableDataset trains (max_steps) and evaluates, alone or in a dict (it crashed on len() in the row
+    check); with every row in one batch its first loss equals that of the same rows as a map-style Dataset."""
+    from datasets import Dataset, IterableDatasetDict
+
+    from dora import DoRATrainer
+
+    rows = pair_rows(4)
+
+    def run(train, evals):
+        args = DoRAConfig(output_dir=str(tmp_path / "out"), report_to=[], max_steps=1, per_device_train_batch_size=4,
+                          per_device_eval_batch_size=4, logging_steps=1, disable_tqdm=True)  # fmt: skip
+        trainer = DoRATrainer(tiny_model_dir, args=args, train_dataset=train, eval_dataset=evals)
+        trainer.train()
+        return trainer.state.log_history[0]["loss"], trainer.evaluate()
+
+    loss_stream, eval_stream = run(_stream(rows), IterableDatasetDict({"a": _stream(rows)}))
+    loss_map, eval_map = run(Dataset.from_list(rows), {"a": Dataset.from_list(rows)})
+    assert loss_stream == pytest.approx(loss_map, rel=1e-5)
+    assert eval_stream["eval_a_loss"] == pytest.approx(eval_map["eval_a_loss"], rel=1e-5)
+
+
+def test_streams_refuse_precompute_and_name_a_bad_row(tmp_path, tiny_model_dir):
+    """precompute_ref_log_probs on a stream is refused before the model loads, as TRL; a bad row of a stream is
+    named by its row number when it is read."""
+    from dora import DoRATrainer
+
+    args = DoRAConfig(output_dir=str(tmp_path / "out"), report_to=[], max_steps=1, precompute_ref_log_probs=True)
+    for train, evals in [(_stream(pair_rows(2)), None), (pair_rows(2), {"e": _stream(pair_rows(2))})]:
+        with pytest.raises(ValueError, match="precompute_ref_log_probs=True is not supported with IterableDataset"):
+            DoRATrainer(str(tmp_path / "no-model"), args=args, train_dataset=train, eval_dataset=evals)
+    rows = pair_rows(3)
+    rows[2]["chosen"] = rows[2]["rejected"]
+    args = DoRAConfig(output_dir=str(tmp_path / "out"), report_to=[], max_steps=1, per_device_train_batch_size=3)
+    trainer = DoRATrainer(tiny_model_dir, args=args, train_dataset=_stream(rows))
+    with pytest.raises(ValueError, match="train dataset, row 3, columns 'chosen'/'rejected': the two responses"):
+        trainer.train()

@@ -8,6 +8,7 @@ import json
 import logging
 
 from dora.data.formats import add_implicit_prompt, is_listwise
+from dora.data.streaming import check_stream, is_stream, stream_columns
 from dora.data.validation import check_weight_columns, validate_rows
 
 logger = logging.getLogger("dora.data")
@@ -75,9 +76,14 @@ def prepare_dataset(
     warning that counts them; with ``truncation_mode="keep_end"`` a long prompt keeps its end, so only
     ``max_prompt_length`` drops rows (as TRL). ``validated``: the rows were checked already (the trainer checks
     every dataset before any model loads), so they are not checked twice."""
-    dataset = add_implicit_prompt(dataset)
-    cols = set(dataset.column_names)
-    if not validated:
+    if is_stream(dataset):
+        if not validated:
+            dataset = check_stream(dataset, weight_column=weight_column, name=desc)
+        cols = set(stream_columns(dataset))
+    else:
+        dataset = add_implicit_prompt(dataset)
+        cols = set(dataset.column_names)
+    if not validated and not is_stream(dataset):
         validate_rows(dataset, weight_column=weight_column, name=desc)
         check_weight_columns(cols, weight_column, desc)
     listwise = is_listwise(cols)
@@ -104,15 +110,18 @@ def prepare_dataset(
         }
 
     keep = [c for c in ("ref_logps",) if c in cols]
+    limit = max_prompt_length
+    if max_length is not None and truncation_mode == "keep_start":
+        limit = min(limit, max_length - 1) if limit is not None else max_length - 1
+    if is_stream(dataset):  # tokenised as the rows stream; long prompts dropped there, uncounted
+        out = dataset.map(tok, remove_columns=[c for c in cols if c not in keep])
+        return out if limit is None else out.filter(lambda row: len(row["prompt_ids"]) <= limit)
     out = dataset.map(
         tok,
         remove_columns=[c for c in dataset.column_names if c not in keep],
         num_proc=num_proc,
         desc=f"Tokenizing {desc} dataset",
     )
-    limit = max_prompt_length
-    if max_length is not None and truncation_mode == "keep_start":
-        limit = min(limit, max_length - 1) if limit is not None else max_length - 1
     if limit is not None:  # lengths from the Arrow column: no pass over the rows, no progress bar
         import pyarrow.compute as pc
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 
 from dora.data import as_dataset, check_loss_fits_data, check_weight_columns, validate_rows
+from dora.data.streaming import check_stream, is_stream
 from dora.data.validation import add_prompt
 from dora.logprobs import PADDING_FREE_ATTENTION, unwrap_causal_lm
 from dora.objectives import objective_spec
@@ -25,6 +26,14 @@ def check_data(args, train_dataset, eval_dataset):
                             "dora.data.load_rows(path) (or datasets.load_dataset)")  # fmt: skip
         if ds is None or isinstance(ds, str) or hasattr(ds, "__next__"):  # an eval set's name; an iterator
             return ds
+        if is_stream(ds):  # streamed rows: the columns now, each row as it is read
+            if args.precompute_ref_log_probs and not args.reference_free:
+                raise ValueError(
+                    f"{name} dataset: precompute_ref_log_probs=True is not supported with IterableDataset (streamed "
+                    "rows; the reference log-probs are stored as a column): use a map-style Dataset, or set "
+                    "precompute_ref_log_probs=False"
+                )
+            return check_stream(ds, weight_column=args.weight_column, name=name, group_column=group)
         if not hasattr(ds, "column_names"):
             ds = as_dataset(ds, f"{name} dataset")  # a list of row dicts or a DataFrame
         ds = add_prompt(ds, f"{name} dataset")  # a prompt column under another name is named, not emptied
@@ -86,7 +95,7 @@ def check_sorting_losses(args, datasets_) -> None:
     if not sorting or not objective_spec(args.objective).weighted:
         return
     weighted = objective_spec(args.objective).needs_groups or any(
-        ds is not None and len(set(ds["weight"])) > 1 for ds in datasets_
+        ds is not None and not is_stream(ds) and len(set(ds["weight"])) > 1 for ds in datasets_
     )
     if weighted:
         raise ValueError(
@@ -104,7 +113,7 @@ def vocab(datasets_, columns: tuple[str, ...]) -> dict[str, int]:
     """Sorted names found in ``columns`` (a column may hold one name per row or a list, as ``sources``)."""
     names = set()
     for ds in datasets_:
-        if ds is None:
+        if ds is None or is_stream(ds):  # a stream's names are not read ahead: its rows count under ''
             continue
         for c in columns:
             if c in ds.column_names:

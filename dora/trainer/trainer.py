@@ -21,6 +21,7 @@ from transformers import AutoTokenizer, Trainer, set_seed
 
 from dora.config import DoRAConfig
 from dora.data import PreferenceCollator, as_dataset, prepare_dataset
+from dora.data.streaming import is_stream, stream_columns
 from dora.logprobs import (
     TokenLogps,
     add_logprob_head,
@@ -102,6 +103,8 @@ class DoRATrainer(CheckpointMixin, ReferenceMixin, MetricsMixin, Trainer):
             raise TypeError("args must be a DoRAConfig")
         if train_dataset is None:
             raise ValueError("`train_dataset` is required (as TRL's DPOTrainer): pass the preference rows to train on")
+        if is_stream(train_dataset):  # accelerate's dispatch would concatenate the processes' batches (as TRL)
+            args.accelerator_config.dispatch_batches = False
         train_dataset, eval_dataset = check_data(args, train_dataset, eval_dataset)  # before any model loads
         model, processing_class = self._setup_model(
             model, processing_class, peft_config, args, model_init_kwargs, quantization_config
@@ -476,7 +479,7 @@ class DoRATrainer(CheckpointMixin, ReferenceMixin, MetricsMixin, Trainer):
         name = "eval" if key is None else f"eval ({key})"
         if not hasattr(dataset, "column_names"):  # a list of row dicts or a DataFrame
             dataset = as_dataset(dataset, name)
-        if "completion_ids" not in dataset.column_names:  # rows, not yet tokenised
+        if "completion_ids" not in (stream_columns(dataset) if is_stream(dataset) else dataset.column_names):
             _, checked = check_data(args, None, dataset if key is None else {key: dataset})
             dataset = checked if key is None else checked[key]
             for source in vocab([dataset], source_columns(args)):
