@@ -175,6 +175,12 @@ def check_weight_flags(args) -> None:
         raise ValueError(f"--clip must be > 0, got {args.clip}")
     if not 0.0 < float(args.eps) < 0.5:
         raise ValueError(f"--eps must be in (0, 0.5), got {args.eps}")
+    # weights are read in float32 when training: bounds that keep every weight a normal float32 number
+    for flag, value, low in (("--clip", args.clip, 1e-6), ("--eps", args.eps, 1e-12),
+                             ("--target-share", args.target_share, 1e-6)):  # fmt: skip
+        if value is not None and float(value) < low:
+            raise ValueError(f"{flag} must be >= {low:g} (weights would underflow or overflow in float32), "
+                             f"got {value}")  # fmt: skip
     if int(args.folds) < 1:
         raise ValueError(f"--folds must be >= 1, got {args.folds}")
     for flag, value in (("--epochs", args.epochs), ("--learning-rate", args.learning_rate)):

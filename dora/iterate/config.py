@@ -110,10 +110,10 @@ GENERATION_RANGES = {"max_new_tokens": ("int", 1, None, False), "temperature": (
                      "top_p": ("number", 0, 1, True), "batch_size": ("int", 1, None, False),
                      "backend": ("str", None, None, False), "greedy": ("bool", None, None, False)}  # fmt: skip
 CLASSIFIER_RANGES = {"backend": ("str", None, None, False), "folds": ("int", 1, None, False),
-                     "calibration": ("str", None, None, False), "target_share": ("number", 0, 1, True),
+                     "calibration": ("str", None, None, False), "target_share": ("number", 1e-6, 1, False),
                      "stabilizer": ("number", 0, 1e6, False), "preset": ("str", None, None, False),
-                     "clip": ("number", 0, None, True), "normalize": ("bool", None, None, False),
-                     "eps": ("number", 0, 0.5, True), "bootstrap": ("int", 0, None, False),
+                     "clip": ("number", 1e-6, None, False), "normalize": ("bool", None, None, False),
+                     "eps": ("number", 1e-12, 0.4999, False), "bootstrap": ("int", 0, None, False),
                      "model_name_or_path": ("str", None, None, False), "max_length": ("int", 2, None, False),
                      "batch_size": ("int", 1, None, False), "epochs": ("number", 0, None, True),
                      "learning_rate": ("number", 0, None, True)}  # fmt: skip
