@@ -10,6 +10,7 @@ with gloo.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass, field
@@ -244,12 +245,34 @@ class DoRAConfig(TrainingArguments):
         super().__post_init__()
         check_trackers(self.report_to)
 
+    def _check_training_values(self) -> None:
+        """TrainingArguments' values that would fail after the model loads, or train nothing."""
+        for f in dataclasses.fields(self):  # NaN in any float setting (num_train_epochs, max_grad_norm, ...)
+            value = getattr(self, f.name, None)
+            if isinstance(value, float) and math.isnan(value):
+                raise ValueError(f"{f.name} must be a number, got nan")
+        if self.max_steps <= 0 and not 0 < self.num_train_epochs < math.inf:
+            raise ValueError(f"num_train_epochs must be > 0 and finite (or max_steps >= 1): {self.num_train_epochs}")
+        if self.max_steps < -1 or self.max_steps == 0:
+            raise ValueError(f"max_steps must be >= 1, or -1 (train num_train_epochs), got {self.max_steps}")
+        for name in ("seed", "dataloader_num_workers"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("logprob_chunk_tokens", "dataset_num_proc"):
+            if getattr(self, name) is not None and not getattr(self, name) >= 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name, strategy in (("save_steps", self.save_strategy), ("eval_steps", self.eval_strategy)):
+            value = getattr(self, name)
+            if str(getattr(strategy, "value", strategy)) == "steps" and value is not None and not value > 0:
+                raise ValueError(f"{name} must be > 0 with {name.split('_')[0]}_strategy 'steps', got {value}")
+
     def _check_ranges(self) -> None:
         """Values that would otherwise fail at the first step, after the model loads, or give NaN losses."""
         for name in FINITE:
             value = getattr(self, name, None)
             if isinstance(value, float) and not math.isfinite(value):
                 raise ValueError(f"{name} must be a finite number, got {value}")
+        self._check_training_values()
         if not self.learning_rate >= 0:
             raise ValueError(f"learning_rate must be >= 0, got {self.learning_rate}")
         for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
