@@ -109,6 +109,8 @@ def load_data(args, extra: dict, skip_invalid: bool = False):
         implicit = name == "eval" and not extra.get("eval_dataset")
         if implicit and os.path.isfile(os.path.expanduser(str(source))):
             raise no_eval  # a file is one split
+        if name == "train" and split != "train" and os.path.isfile(os.path.expanduser(str(source))):
+            raise UsageError(f"dataset_split {split!r}: {source} is a file, which is one split; drop dataset_split")
         try:
             what = "eval_dataset" if name == "eval" and extra.get("eval_dataset") else "dataset"
             ds = load_rows(source, split, extra.get("dataset_config"), what=what, skip_invalid=skip_invalid)

@@ -110,10 +110,14 @@ def help_text() -> str:
     return "\n".join(lines)
 
 
-def _parse_value(text: str):
+def _parse_value(text: str, key: str = ""):
     if text.lower() in ("yes", "no", "on", "off", "y", "n"):  # YAML 1.1 booleans: --save_strategy no is text
         return text
-    value = yaml.safe_load(text)
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise UsageError(f"--{key} {text!r}: not a YAML value ({problem})") from None
     return _number(value) if isinstance(value, str) else value
 
 
@@ -138,11 +142,11 @@ def parse_overrides(tokens: list[str]) -> dict:
         key, i = tok[2:], i + 1
         if "=" in key:
             key, value = key.split("=", 1)
-            out[key.replace("-", "_")] = _parse_value(value)
+            out[key.replace("-", "_")] = _parse_value(value, key)
             continue
         values = []
         while i < len(tokens) and not tokens[i].startswith("--"):
-            values.append(_parse_value(tokens[i]))
+            values.append(_parse_value(tokens[i], key))
             i += 1
         out[key.replace("-", "_")] = True if not values else values[0] if len(values) == 1 else values
     return out
@@ -192,6 +196,12 @@ def _kind(f) -> str | None:
     return "number" if ("float" in t or "int" in t) else None
 
 
+def _integer(f) -> bool:
+    """A field whose annotation is int (optionally None), not float."""
+    t = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    return "int" in t and "float" not in t
+
+
 def _to_bool(key: str, v):
     if isinstance(v, bool):
         return v
@@ -207,6 +217,8 @@ def _check_types(recipe: dict, fields: dict) -> None:
     for k, v in list(recipe.items()):
         if k in ONE_VALUE and isinstance(v, list):
             raise UsageError(f"key '{k}': one value expected, got {len(v)}: {v!r}")
+        if k in ONE_VALUE and k != "resume_from_checkpoint" and (isinstance(v, bool) or v is None or v == ""):
+            raise UsageError(f"key '{k}': a value expected (a path or a name), got {v!r}")
         if k in RECIPE_BOOLS:
             recipe[k] = _to_bool(k, v)
             continue
@@ -223,6 +235,8 @@ def _check_types(recipe: dict, fields: dict) -> None:
             recipe[k] = _to_bool(k, v)
         elif isinstance(v, bool) or not isinstance(v, (int, float)):
             raise UsageError(f"key '{k}': a number expected, got {v!r}")
+        elif isinstance(v, float) and _integer(f) and not v.is_integer():
+            raise UsageError(f"key '{k}': a whole number expected, got {v!r}")
 
 
 def load_recipe(path: str | None, overrides: dict) -> tuple[dict, dict]:
@@ -288,6 +302,11 @@ def lora_config(extra: dict):
         listed = ", ".join(f"'{k}'{_suggest(k, known)}" for k in unknown)
         raise UsageError(f"unknown key(s) in lora: {listed}")
     lora.setdefault("task_type", "CAUSAL_LM")
+    for key, ok, want in (("r", lambda x: isinstance(x, int) and x >= 1, "a whole number >= 1"),
+                          ("lora_alpha", lambda x: isinstance(x, (int, float)) and 0 < x < float("inf"), "> 0"),
+                          ("lora_dropout", lambda x: isinstance(x, (int, float)) and 0 <= x < 1, "in [0, 1)")):
+        if key in lora and not ok(lora[key]):
+            raise UsageError(f"lora: {key} must be {want}, got {lora[key]!r}")  # fmt: skip
     try:
         return LoraConfig(**lora)
     except (TypeError, ValueError) as e:
