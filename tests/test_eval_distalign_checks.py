@@ -72,3 +72,27 @@ def test_prompts_longer_than_the_context_refused_before_the_weights_load(tmp_pat
                                            (-2e-6, 3, "-2.00e-06"), (0.0004, 3, "4.00e-04")])  # fmt: skip
 def test_small_margins_keep_their_digits(x, digits, text):
     assert _num(x, digits) == text
+
+
+@pytest.mark.parametrize("settings,match", [({"beta": float("nan")}, "beta must be a finite number"),
+                                            ({"beta": 0}, "beta must be > 0"),
+                                            ({"bootstrap": -1}, "bootstrap must be >= 0"),
+                                            ({"batch_size": 0}, "batch_size must be >= 1")])  # fmt: skip
+def test_python_api_refuses_settings_before_any_model_loads(settings, match):
+    """implicit_reward_accuracy checks its settings first: the model paths here do not exist."""
+    from dora.eval.preference import implicit_reward_accuracy
+
+    with pytest.raises(ValueError, match=match):
+        implicit_reward_accuracy("no/such/policy", "no/such/ref", None, None, **settings)
+
+
+def test_win_rate_refuses_nan_scores_and_settings():
+    from dora.eval.preference import win_rate_from_scores
+
+    with pytest.raises(ValueError, match="prompt 2 has a NaN or infinite score"):
+        win_rate_from_scores([1.0, float("nan")], [0.0, 0.0], bootstrap=0)
+    with pytest.raises(ValueError, match="tie_margin must be a finite number"):
+        win_rate_from_scores([1.0], [0.0], tie_margin=float("inf"))
+    # the shares by hand: +1 win, 0 tie (within the margin 0.5), -1 loss
+    r = win_rate_from_scores([2.0, 1.2, 0.0], [1.0, 1.0, 1.0], tie_margin=0.5, bootstrap=0)
+    assert (r["win"], r["tie"], r["lose"], r["win_rate"]) == pytest.approx((1 / 3, 1 / 3, 1 / 3, 0.5))

@@ -212,11 +212,8 @@ def run_preference(args) -> int:
     models load and the numbers are computed."""
     from dora.eval import preference as P
 
-    _at_least(args, {"beta": (0, True), "bootstrap": (1, False), "tie_margin": (0, False), "max_prompts": (1, False),
-                     "batch_size": (1, False), "max_length": (2, False), "max_new_tokens": (1, False),
-                     "temperature": (0, True), "top_p": (0, True), "seed": (0, False)})  # fmt: skip
-    if args.top_p > 1:
-        raise ValueError(f"--top-p must be <= 1, got {args.top_p}")
+    P.check_settings(flags=True, **{k: getattr(args, k) for k in P.SETTINGS})
+    _at_least(args, {"bootstrap": (1, False), "max_prompts": (1, False), "seed": (0, False)})
     if args.reference_free and args.ref_model and not args.win_rate:
         raise ValueError("--reference-free uses no reference model: drop --ref-model (only --win-rate uses it then)")
     check_model_folder(args.model, "model")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 
 import numpy as np
@@ -36,6 +37,28 @@ __all__ = [
     "win_rate_from_scores",
     "win_rate",
 ]
+
+
+# the evaluation settings' rules, written once: name -> (minimum, minimum excluded, maximum); NaN and inf refused
+SETTINGS = {"beta": (0, True, None), "bootstrap": (0, False, None), "tie_margin": (0, False, None),
+            "batch_size": (1, False, None), "max_length": (2, False, None), "max_new_tokens": (1, False, None),
+            "temperature": (0, True, None), "top_p": (0, True, 1)}  # fmt: skip
+
+
+def check_settings(flags: bool = False, **settings) -> None:
+    """One line for a setting out of range (a NaN beta scored every pair wrong); ``flags``: named as the
+    command line's flags (``dora eval preference`` checks them before any model loads)."""
+    for name, value in settings.items():
+        if value is None:
+            continue
+        low, strict, high = SETTINGS[name]
+        label = "--" + name.replace("_", "-") if flags else name
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{label} must be a finite number, got {value!r}")
+        if (value <= low) if strict else (value < low):
+            raise ValueError(f"{label} must be {'>' if strict else '>='} {low}, got {value}")
+        if high is not None and value > high:
+            raise ValueError(f"{label} must be <= {high}, got {value}")
 
 
 def _device() -> str:
@@ -151,6 +174,7 @@ def implicit_reward_accuracy(
     """Share of pairs whose chosen response gets the higher implicit reward, and the mean margin
     r(chosen) - r(rejected), over the target rows and per source. ``reference=None`` gives SimPO's
     reference-free reward beta * log pi / |y|. Models are folders, Hub ids or loaded models."""
+    check_settings(beta=beta, batch_size=batch_size, max_length=max_length, bootstrap=bootstrap)
     prepared = _prepare(dataset, tokenizer, source_column, max_length)
     sources = [str(s) for s in prepared["source"]]
     targets = _check_targets(sources, target_sources, source_column)
@@ -231,6 +255,7 @@ def reward_model_accuracy(
 ) -> dict:
     """Share of pairs whose chosen response the reward model scores above the rejected one (and the mean
     score margin), over the target rows and per source."""
+    check_settings(bootstrap=bootstrap)
     dataset = add_implicit_prompt(dataset)
     for c in ("prompt", "chosen", "rejected"):
         if c not in dataset.column_names:
@@ -296,9 +321,12 @@ def win_rate_from_scores(
     """Win / tie / lose shares of the policy against the reference (a tie: scores within ``tie_margin``),
     the win rate counting a tie as half a win, and percentile bootstrap 95% intervals over prompts: each of
     ``bootstrap`` resamples draws ``rng.integers(0, n, n)`` with ``rng = np.random.default_rng(seed)``."""
+    check_settings(tie_margin=tie_margin, bootstrap=bootstrap)
     d = np.asarray(policy_scores, dtype=np.float64) - np.asarray(reference_scores, dtype=np.float64)
     if d.ndim != 1 or len(d) == 0:
         raise ValueError("win rate: need one policy and one reference score per prompt")
+    if not np.isfinite(d).all():
+        raise ValueError(f"win rate: prompt {int(np.flatnonzero(~np.isfinite(d))[0]) + 1} has a NaN or infinite score")
     outcome = np.stack([d > tie_margin, np.abs(d) <= tie_margin, d < -tie_margin], axis=1).astype(np.float64)
     rng = np.random.default_rng(seed)
     boots = (
@@ -334,6 +362,8 @@ def win_rate(
 ) -> dict:
     """Generate for every prompt with the policy and with the reference (same sampling settings and seed),
     score both with the reward model, and count the policy's wins, ties and losses."""
+    check_settings(tie_margin=tie_margin, bootstrap=bootstrap,
+                   **{k: v for k, v in gen_kwargs.items() if k in SETTINGS})  # fmt: skip
     ours = generate(load_causal_lm(policy), tokenizer, prompts, seed=seed, **gen_kwargs)
     theirs = generate(load_causal_lm(reference), tokenizer, prompts, seed=seed, **gen_kwargs)
     ours_score, theirs_score = reward_model.score(prompts, ours), reward_model.score(prompts, theirs)
