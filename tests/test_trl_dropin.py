@@ -263,3 +263,37 @@ def test_streams_refuse_precompute_and_name_a_bad_row(tmp_path, tiny_model_dir):
     trainer = DoRATrainer(tiny_model_dir, args=args, train_dataset=_stream(rows))
     with pytest.raises(ValueError, match="train dataset, row 3, columns 'chosen'/'rejected': the two responses"):
         trainer.train()
+
+
+@pytest.mark.parametrize("peft", [False, True])
+def test_model_tags_and_card_as_trl(tmp_path, tiny_model_dir, monkeypatch, one_thread, peft):
+    """Tags trl, dpo (as TRL) and dora on the model, full fine-tune or adapter; a README.md card beside each
+    checkpoint; create_model_card(dataset_name=...) and push_to_hub(dataset_name=...) as TRL's script calls them
+    (both raised TypeError). The upload itself is replaced: nothing leaves the machine."""
+    import transformers.trainer
+    from peft import LoraConfig
+
+    from dora import DoRATrainer
+
+    out = tmp_path / "run"
+    args = DoRAConfig(output_dir=str(out), report_to=[], max_steps=1, per_device_train_batch_size=2, save_steps=1)
+    trainer = DoRATrainer(tiny_model_dir, args=args, train_dataset=pair_rows(2),
+                          peft_config=LoraConfig(r=4) if peft else None)  # fmt: skip
+    assert {"trl", "dpo", "dora"} <= set(trainer.model.model_tags)
+    trainer.train()
+    card = (out / "README.md").read_text()
+    assert "DoRA" in card and "- dora" in card and "- trl" in card and "2504.05831" in card
+    trainer.create_model_card(dataset_name="my/prefs")
+    assert "my/prefs" in (out / "README.md").read_text()
+
+    uploads = []
+
+    class Api:
+        def upload_folder(self, **kwargs):
+            uploads.append(kwargs)
+
+    monkeypatch.setattr(transformers.trainer, "hf_api", lambda: Api())
+    trainer.hub_model_id = "me/tiny-dora"
+    trainer.push_to_hub(dataset_name="other/prefs")
+    assert uploads and uploads[0]["repo_id"] == "me/tiny-dora"
+    assert "other/prefs" in (out / "README.md").read_text()

@@ -44,6 +44,7 @@ from dora.trainer.callbacks import HISTOGRAM_TRACKERS, SyncReferenceCallback, We
 from dora.trainer.checkpoint import CheckpointMixin  # complete checkpoints, or ignored ones
 from dora.trainer.loading import check_quantization, is_quantized, load_causal_lm, model_kwargs, refuse_vision
 from dora.trainer.metrics import MetricsMixin
+from dora.trainer.model_card import TAG_NAMES, card_model_name, create_model_card
 from dora.trainer.preflight import (
     check_data,
     check_padding_free,
@@ -126,6 +127,7 @@ class DoRATrainer(CheckpointMixin, ReferenceMixin, MetricsMixin, Trainer):
         )
         self._setup_state()
         self._setup_callbacks()
+        self.model.add_model_tags(TAG_NAMES)  # trl, dpo (as TRL) and dora: on the Hub card and in push_to_hub
         if args.precompute_ref_log_probs and not args.reference_free:
             self._precompute_references()
 
@@ -444,6 +446,15 @@ class DoRATrainer(CheckpointMixin, ReferenceMixin, MetricsMixin, Trainer):
             loss = loss + self.router_aux_loss_coef * policy.aux_loss
             self._metrics[mode]["aux_loss"].append((self._gather(policy.aux_loss.reshape(1)).mean().item(), 1))
         return (loss, {"losses": losses.detach()}) if return_outputs else loss
+
+    def create_model_card(self, model_name: str | None = None, dataset_name: str | None = None, tags=None):
+        """README.md in the output folder, from TRL's template (``dataset_name`` as TRL's script passes it, also
+        through ``push_to_hub(dataset_name=...)``)."""
+        create_model_card(self, model_name, dataset_name, tags)
+
+    def _save_checkpoint(self, model, trial):
+        self.create_model_card(model_name=card_model_name(self.args))  # a card beside every checkpoint, as TRL
+        super()._save_checkpoint(model, trial)
 
     def _set_signature_columns_if_needed(self):
         """With ``remove_unused_columns`` (True by default, as TRL) the Trainer keeps these columns: what the collator
