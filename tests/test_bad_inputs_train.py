@@ -321,6 +321,9 @@ CASES = [
     ("output-read-only", lambda c: c.argv(out=_read_only(c)), r"output_dir '.*ro/out': cannot write in"),
     ("output-under-sys", lambda c: c.argv(out="/sys/dora_out"), r"output_dir '/sys/dora_out': cannot write"),
     ("output-is-the-dataset-folder", lambda c: c.argv("--overwrite_output_dir", out=c.data), r"is a file"),
+    ("output-would-write-over-an-input", lambda c: c.argv("--overwrite_output_dir", data=c.write(
+        "run/README.md", text="\n".join(json.dumps(r) for r in pair_rows(16))), out=str(c.tmp / "run")),
+     r"output_dir '.*run' would write over the input '.*run/README.md'"),
     # ---- resuming
     ("resume-with-no-checkpoint", lambda c: c.argv("--resume_from_checkpoint", "true"),
      r"resume_from_checkpoint true: no complete checkpoint in output_dir"),

@@ -416,3 +416,24 @@ def test_objective_ess_warning_and_the_batch_advice(tmp_path):
     full = cfg(dro_accumulation="full", gradient_accumulation_steps=2)
     text = ess_warning(full, 4.0)  # of 16 rows
     assert "of 16 rows" in text and "dro_accumulation" not in text and "gradient_accumulation_steps" in text
+
+
+def test_final_evaluation_runs_once(tmp_path, tiny_model_dir, data, capsys, monkeypatch, one_thread):
+    from dora.trainer import DoRATrainer
+
+    calls = []
+    evaluate = DoRATrainer.evaluate
+
+    def counted(self, *args, **kwargs):
+        calls.append(self.state.global_step)
+        return evaluate(self, *args, **kwargs)
+
+    monkeypatch.setattr(DoRATrainer, "evaluate", counted)
+    argv = ["train", "--model_name_or_path", tiny_model_dir, "--dataset", data, "--eval_dataset", data,
+            "--eval_strategy", "steps", "--eval_steps", "2", "--max_steps", "2", "--save_strategy", "no",
+            "--per_device_train_batch_size", "8", "--report_to", "none",
+            "--output_dir", str(tmp_path / "o")]  # fmt: skip
+    assert main(argv) == 0
+    assert calls == [2]  # the Trainer's evaluation at the last step, not a second one after it
+    printed = [x for x in capsys.readouterr().out.splitlines() if "'eval_loss'" in x]
+    assert len(printed) == 2  # the Trainer's log line, and the final metrics printed once

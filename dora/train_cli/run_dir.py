@@ -15,6 +15,10 @@ from dora.trainer.checkpoint import check_checkpoint, last_complete_checkpoint
 __all__ = ["MANIFEST", "check_run_dir", "write_manifest"]
 
 MANIFEST = "dora_run.json"
+WRITES = ("config.json", "generation_config.json", "model.safetensors", "adapter_config.json",
+          "adapter_model.safetensors", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+          "chat_template.jinja", "README.md", "training_args.bin", MANIFEST)  # fmt: skip
+# (what a run writes at the top of output_dir: an input there is refused)
 SHAPE_KEYS = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
               "intermediate_size")  # fmt: skip
 
@@ -116,7 +120,7 @@ def check_run_dir(args, extra: dict, base: str | None, peft: bool) -> tuple[str 
     check_output_dir(
         out, what="output_dir", flag="--overwrite_output_dir", overwrite=bool(extra.get("overwrite_output_dir")),
         resume=resume is not None, inputs=[extra["dataset"], extra.get("eval_dataset")],
-        models=[m for m in models if m], need_bytes=need,
+        models=[m for m in models if m], writes=WRITES, need_bytes=need,
     )  # fmt: skip
     record = _record(extra)
     if resume is None:
