@@ -95,3 +95,47 @@ def assert_same_params(a: dict, b: dict, **tol) -> None:
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(b[k], a[k], msg=k, **tol)
+
+
+def write_jsonl(path, rows, blank_after=()) -> str:
+    """Rows one JSON object per line (a blank line after the rows whose index is in ``blank_after``); the path."""
+    import json
+
+    with open(path, "w") as f:
+        for i, r in enumerate(rows):
+            f.write(json.dumps(r) + "\n")
+            if i in blank_after:
+                f.write("\n")
+    return str(path)
+
+
+def trainer_config(tmp_path, **kw):
+    """A DoRAConfig for one quick CPU step on 8 rows (no saving, no trackers, seed 0); ``kw`` overrides."""
+    from dora import DoRAConfig
+
+    base = dict(output_dir=str(tmp_path / "out"), per_device_train_batch_size=8, max_steps=1, logging_steps=1,
+                report_to=[], save_strategy="no", disable_tqdm=True, learning_rate=1e-3, seed=0)  # fmt: skip
+    return DoRAConfig(**{**base, **kw})
+
+
+def build_tiny_encoder(path, words) -> str:
+    """A tiny BERT and a word-level tokenizer over ``words`` (plus BERT's special tokens), saved like a Hub
+    checkpoint in ``path``, for the transformer and embedding classifier backends."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from tokenizers.processors import TemplateProcessing
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    vocab = list(dict.fromkeys(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]))
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocab)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.post_processor = TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
+        mask_token="[MASK]",
+    ).save_pretrained(str(path))  # fmt: skip
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64)  # fmt: skip
+    BertModel(config).save_pretrained(str(path))
+    return str(path)

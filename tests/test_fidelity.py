@@ -6,17 +6,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import pair_rows
+from conftest import pair_rows, trainer_config
 from datasets import Dataset
 
-from dora import DoRAConfig, DoRATrainer
+from dora import DoRATrainer
 
-
-def config(tmp_path, **kw):
-    base = dict(output_dir=str(tmp_path / "out"), per_device_train_batch_size=8, max_steps=1, logging_steps=1,
-                report_to=[], save_strategy="no", disable_tqdm=True, learning_rate=1e-3, seed=0)  # fmt: skip
-    base.update(kw)
-    return DoRAConfig(**base)
+config = trainer_config
 
 
 def losses_of(trainer) -> list[float]:

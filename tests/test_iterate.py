@@ -9,7 +9,7 @@ import os
 
 import pytest
 import torch
-from conftest import pair_rows
+from conftest import pair_rows, write_jsonl
 
 from dora.cli import main
 from dora.demo.iterate import LengthBiasedJudge, correctness_judge
@@ -224,7 +224,7 @@ def test_recipe_parses_and_cli_runs_a_round(tiny_model_dir, tmp_path, one_thread
     with pytest.raises(ValueError, match=r"unknown key\(s\) \[.roundz.\]"):
         load_iterate_recipe(None, {"roundz": 2, "model": "m", "pool": "p", "judge": "j"})
     pool = tmp_path / "pool.jsonl"
-    pool.write_text("".join(json.dumps(r) + "\n" for r in _pool()))
+    write_jsonl(pool, _pool())
     out = tmp_path / "cli"
     recipe = tmp_path / "r.yaml"
     recipe.write_text(
@@ -269,7 +269,7 @@ def test_two_processes_split_the_sampling_and_gather_it_in_prompt_order(tiny_mod
 
     pool = tmp_path / "pool.jsonl"
     rows = _pool()
-    pool.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_jsonl(pool, rows)
     out = tmp_path / "ddp"
     recipe = tmp_path / "r.yaml"
     recipe.write_text(
@@ -359,7 +359,7 @@ def test_recipe_mistakes_fail_before_any_model_loads(tmp_path, capsys):
         with pytest.raises(ValueError, match=match):
             load_iterate_recipe(None, {"model": "m", "pool": "p", "judge": "j", **overrides})
     pool = tmp_path / "pool.jsonl"
-    pool.write_text("".join(json.dumps(r) + "\n" for r in _pool()))
+    write_jsonl(pool, _pool())
     out = tmp_path / "out"
     recipe = tmp_path / "r.yaml"
     recipe.write_text(json.dumps({"model": "./nope", "pool": str(pool), "judge": {"callable": "x:y"},

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -10,28 +9,15 @@ import sys
 
 import pytest
 import torch
-from conftest import pair_rows
+from conftest import pair_rows, trainer_config, write_jsonl
 from datasets import Dataset
 
-from dora import DoRAConfig, DoRATrainer
+from dora import DoRATrainer
 
 HERE = os.path.dirname(__file__)
 
 
-def config(tmp_path, **kw):
-    base = dict(
-        output_dir=str(tmp_path / "out"),
-        per_device_train_batch_size=8,
-        max_steps=1,
-        logging_steps=1,
-        report_to=[],
-        save_strategy="no",
-        disable_tqdm=True,
-        learning_rate=1e-3,
-        seed=0,
-    )
-    base.update(kw)
-    return DoRAConfig(**base)
+config = trainer_config
 
 
 @pytest.mark.parametrize("loss_type,eps", [("sigmoid", 0.0), ("ipo", 0.0), ("robust", 0.1)])
@@ -111,8 +97,7 @@ def test_objective_and_weights_reach_the_loss(tmp_path, tiny_model_dir, ref_dir)
 
 
 def _run_one_step(tmp_path, model_dir, launcher, batch, name, objective="dora"):
-    data = tmp_path / "rows.jsonl"
-    data.write_text("\n".join(json.dumps(r) for r in pair_rows(8)))
+    data = write_jsonl(tmp_path / "rows.jsonl", pair_rows(8))
     out = tmp_path / name
     cmd = [
         *launcher,

@@ -3,19 +3,16 @@ feed the per-source metrics."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
-from conftest import pair_rows
+from conftest import pair_rows, trainer_config
 from datasets import Dataset
 
 from dora import DoRAConfig, DoRATrainer
 
-
-def config(tmp_path, **kw):
-    base = dict(output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, max_steps=1, logging_steps=1,
-                report_to=[], save_strategy="no", disable_tqdm=True, seed=0)  # fmt: skip
-    base.update(kw)
-    return DoRAConfig(**base)
+config = partial(trainer_config, per_device_train_batch_size=4, learning_rate=1e-6)
 
 
 def test_custom_group_column_holds_only_groups(tmp_path, tiny_model_dir):
@@ -48,11 +45,6 @@ def test_listwise_sources_give_per_source_metrics(tmp_path, tiny_model_dir):
 
 
 def test_group_dro_rows_need_a_group(tmp_path, tiny_model_dir):
-    from conftest import pair_rows
-    from datasets import Dataset
-
-    from dora import DoRAConfig, DoRATrainer
-
     rows = [dict(r, group="a" if i != 2 else None) for i, r in enumerate(pair_rows(6))]
     args = DoRAConfig(output_dir=str(tmp_path), objective="group_dro", report_to=[], max_steps=1)
     with pytest.raises(ValueError, match="row 3, column 'group': no group"):  # 1-based rows

@@ -16,7 +16,7 @@ from conftest import pair_rows
 from datasets import Dataset
 
 from dora import DoRAConfig, DoRATrainer
-from dora.logprobs import TokenLogps, length_desensitized_logps, wpo_weights
+from dora.logprobs import TokenLogps
 from dora.losses import pairwise_loss
 
 # ----------------------------------------------------------------------------- part 1: the loss code
@@ -82,24 +82,20 @@ def _trl_loss(loss_type, loss_weights, inputs, policy, ref, log_sum_sq, **cfg):
 
 
 def _dora_loss(loss_type, loss_weights, inputs, policy, ref, log_sum_sq, **cfg):
-    """dora's per-sample losses on the same log-probs, combined and averaged as objective "mean" does."""
+    """DoRATrainer's own per-sample path on the same log-probs (its forward's LD-DPO and WPO, its reference's
+    sequence log-probs, every loss through ``_per_sample_losses``), averaged as objective "mean" does. The trainer
+    is built without a model: its ``_token_logps`` returns the given per-token log-probs."""
+    args = DoRAConfig(output_dir="unused", report_to=[], loss_type=loss_type, loss_weights=loss_weights,
+                      objective="mean", **cfg)  # fmt: skip
     mask = inputs["completion_mask"][:, 1:]
-    tok, ref_tok = TokenLogps(policy, mask, log_sum_sq), TokenLogps(ref, mask)
-    ld = cfg.get("ld_alpha")
-    logps = tok.sums() if ld is None else length_desensitized_logps(tok, 2, ld)
-    refs = ref_tok.sums() if ld is None else length_desensitized_logps(ref_tok, 2, ld)
-    lengths, full = tok.lengths(), tok.sums()
-    hyper = {k: cfg[k] for k in ("label_smoothing", "discopop_tau", "f_divergence_type", "f_alpha_divergence_coef")
-             if k in cfg}  # fmt: skip
-    total = 0.0
-    for name, w in zip(loss_type, loss_weights):
-        total = total + w * pairwise_loss(
-            name, logps[:B], logps[B:], refs[:B], refs[B:], chosen_lengths=lengths[:B],
-            rejected_lengths=lengths[B:], chosen_full=full[:B], beta=cfg.get("beta", 0.1), **hyper,
-        )  # fmt: skip
-    if cfg.get("use_weighting"):
-        total = total * wpo_weights(tok).view(2, B).prod(dim=0)
-    return total.mean()
+    trainer = DoRATrainer.__new__(DoRATrainer)  # no model, no data: only what the per-sample path reads
+    trainer.args, trainer.aux_loss_enabled = args, False
+    trainer.accelerator = SimpleNamespace(num_processes=1)
+    trainer._token_logps = lambda model, batch, outputs=(): TokenLogps(policy, mask, log_sum_sq)
+    batch = dict(inputs, weight=torch.ones(B), scores=torch.tensor([[1.0, 0.0]] * B))  # pairs: chosen first
+    out = trainer._forward(None, batch)
+    refs = trainer._sequence_logps(TokenLogps(ref, mask), B).view(-1, B).T  # as ReferenceMixin shapes it
+    return trainer._per_sample_losses(out, refs, batch).mean()
 
 
 TRL_LOSSES = [
@@ -179,19 +175,24 @@ def test_padding_free_logps_equal_padded(tiny_model_dir, attn):
     assert abs(leaky.sum().item() - padded.log_probs.sum().item()) > 1e-3
 
 
-def test_config_refusals():
-    kw = dict(output_dir="unused", report_to=[])
-    with pytest.raises(ValueError, match="f_divergence_type='forward_kl' applies only"):
-        DoRAConfig(loss_type="nca_pair", f_divergence_type="forward_kl", **kw)
-    with pytest.raises(ValueError, match="use_weighting"):
-        DoRAConfig(loss_type="aot", use_weighting=True, **kw)
-    with pytest.raises(ValueError, match="ld_alpha"):
-        DoRAConfig(ld_alpha=1.5, **kw)
-    with pytest.raises(ValueError, match="truncation_mode"):
-        DoRAConfig(truncation_mode="middle", **kw)
-    with pytest.raises(ValueError, match="precompute_ref_log_probs=False"):
-        DoRAConfig(sync_ref_model=True, precompute_ref_log_probs=True, **kw)
-    cfg = DoRAConfig(loss_type="sigmoid", rpo_alpha=0.4, **kw)
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        (dict(loss_type="nca_pair", f_divergence_type="forward_kl"), "f_divergence_type='forward_kl' applies only"),
+        (dict(loss_type="aot", use_weighting=True), "use_weighting"),
+        (dict(ld_alpha=1.5), "ld_alpha"),
+        (dict(truncation_mode="middle"), "truncation_mode"),
+        (dict(sync_ref_model=True, precompute_ref_log_probs=True), "precompute_ref_log_probs=False"),
+    ],
+    ids=["f_divergence", "use_weighting", "ld_alpha", "truncation_mode", "sync_ref_model"],
+)
+def test_config_refusals(kw, match):
+    with pytest.raises(ValueError, match=match):
+        DoRAConfig(output_dir="unused", report_to=[], **kw)
+
+
+def test_rpo_alpha_adds_the_sft_loss():
+    cfg = DoRAConfig(loss_type="sigmoid", rpo_alpha=0.4, output_dir="unused", report_to=[])
     assert (cfg.loss_type, cfg.loss_weights) == (["sigmoid", "sft"], [1.0, 0.4])
 
 
