@@ -37,6 +37,7 @@ from dora.objectives import (
     evaluate_objective,
     gather_batch,
     objective_gradients,
+    objective_spec,
     surrogate_loss,
 )
 from dora.ratio import effective_sample_size
@@ -386,8 +387,9 @@ class DoRATrainer(CheckpointMixin, ReferenceMixin, MetricsMixin, Trainer):
             **self.args.objective_hyper(),
         )
 
-    def _groups(self, inputs):
-        return inputs["group_ids"] if self.args.objective == "group_dro" else None
+    def _groups(self, group_ids):
+        """The batch's group ids, for an objective that reads them (the registry says which)."""
+        return group_ids if objective_spec(self.args.objective).needs_groups else None
 
     def _objective(self, losses, inputs, mode: str):
         if mode == "train" and self._plan:
@@ -397,7 +399,7 @@ class DoRATrainer(CheckpointMixin, ReferenceMixin, MetricsMixin, Trainer):
             self.args.objective,
             losses,
             weights=inputs["weight"],
-            groups=self._groups(inputs),
+            groups=self._groups(inputs["group_ids"]),
             process_group=self.accelerator,
             **self._objective_kwargs(update=mode == "train"),
         )
@@ -424,8 +426,7 @@ class DoRATrainer(CheckpointMixin, ReferenceMixin, MetricsMixin, Trainer):
             sizes.append(loss.numel())
         l, h, g, offset, world = gather_batch(torch.cat(losses), torch.cat(weights), torch.cat(groups),
                                               self.accelerator)
-        g = g if self.args.objective == "group_dro" else None
-        value, grad = objective_gradients(self.args.objective, l, h, g, **self._objective_kwargs(update=True))
+        value, grad = objective_gradients(self.args.objective, l, h, self._groups(g), **self._objective_kwargs(True))
         ess = effective_sample_size(grad)
         plan, start = [], offset
         for k in sizes:
