@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from dora.objectives import OBJECTIVES, GroupDROState, evaluate_objective, robust_objective
+from dora.objectives import OBJECTIVES, GroupDROState, describe_objective, evaluate_objective, robust_objective
 
 
 def grad_of(name, l, h=None, **kw):
@@ -200,3 +200,36 @@ def test_a_setting_reaches_only_the_objectives_that_take_it(lh):
     l, h = lh
     v, _ = grad_of("mean", l, h, cvar_alpha=0.25, dro_lambda=3.0)
     assert v == pytest.approx(float(np.mean(l)), rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "name,weights,cvar_alpha,groups,expected",
+    [
+        ("dora", "ones", 0.2, 1, "KL-DRO (objective kl_dro): every weight is 1, no 'w' column or all 1"),
+        ("dora", "equal", 0.2, 1, "KL-DRO on a constant multiple of the losses: every weight is equal"),
+        ("dora", "differ", 0.2, 1, "DoRA: KL-DRO over the calibrated losses"),
+        ("reweight", "equal", 0.2, 1, "DPO (objective mean): every weight is equal"),
+        ("mean", "differ", 0.2, 1, "DPO (ERM); the 'w' weights are not used"),
+        ("kl_dro", "differ", 0.2, 1, "KL-DRO; the 'w' weights are not used (objective dora uses them)"),
+        ("cvar", "differ", 1.0, 1, "importance-weighted mean of the losses: cvar_alpha 1 keeps every sample"),
+        ("cvar", "differ", 0.2, 1, "CVaR"),
+        ("group_dro", "differ", 0.2, 1, "DPO (ERM): one group"),
+        ("group_dro", "differ", 0.2, 3, "group DRO"),
+    ],
+)
+def test_the_registry_says_what_an_objective_reduces_to(name, weights, cvar_alpha, groups, expected):
+    text = describe_objective(name, weights, num_groups=groups, cvar_alpha=cvar_alpha, loss="DPO", column="w")
+    assert text == expected
+
+
+def test_the_registry_says_which_objectives_read_weights_and_groups():
+    """Checked against each objective's value: one that reads h changes when h does; group_dro needs groups."""
+    l = torch.tensor([0.3, 1.2, 2.0, 0.7])
+    h1, h2 = torch.ones(4), torch.tensor([0.2, 3.0, 0.5, 1.5])
+    for name, spec in OBJECTIVES.items():
+        if spec.needs_groups:
+            with pytest.raises(ValueError, match="group"):
+                robust_objective(name, l, weights=h2)
+            continue
+        moved = float(robust_objective(name, l, weights=h1)) != float(robust_objective(name, l, weights=h2))
+        assert moved == spec.weighted, name
