@@ -274,6 +274,13 @@ CASES = [
     ("dataset-split-of-a-file", lambda c: c.argv("--dataset_split", "test"),
      r"dataset_split 'test': .*rows.jsonl is a file, which is one split"),
     ("broken-yaml-value", lambda c: c.argv("--model_init_kwargs", "{bad"), r"--model_init_kwargs '\{bad': not a YAML value"),
+    ("chat-rows-without-chat-template", lambda c: c.argv(data=c.write("chat.jsonl", _chat_rows(8))),
+     r"chat.jsonl: the rows are chat messages, and the tokenizer of .* has no chat template"),
+    ("pad-token-not-in-vocabulary", lambda c: c.argv("--pad_token", "<nope>"), r"pad_token '<nope>' is not in the vocabulary"),
+    ("attn-implementation", lambda c: c.argv("--attn_implementation", "fast"), r"attn_implementation 'fast': one of eager"),
+    ("router-aux-loss-on-dense-model", lambda c: c.argv("--router_aux_loss_coef", "0.1"), r"is not a Mixture-of-Experts"),
+    ("lora-target-missing", lambda c: c.argv("--use_peft", "--lora_target_modules", "q_proj", "qkv_proj"),
+     r"lora target_modules \['qkv_proj'\]: .* has no such modules"),
     # ---- keys and the recipe
     ("misspelt-key", lambda c: c.argv("--learning_rat", "1e-5"), r"unknown key\(s\) 'learning_rat' \(did you mean 'learning_rate'"),
     ("per-device-batch-size", lambda c: c.argv("--per_device_batch_size", "4"),

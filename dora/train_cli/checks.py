@@ -168,6 +168,55 @@ def _check_reference(args, extra: dict) -> None:
         )
 
 
+ATTENTION = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention", "paged_attention")
+
+
+def _weight_names(folder: str) -> list[str]:
+    from safetensors import safe_open
+
+    names = []
+    for n in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        if n.endswith(".safetensors"):
+            with safe_open(os.path.join(folder, n), "pt") as f:
+                names += list(f.keys())
+    return names
+
+
+def check_model_fit(args, extra: dict, tokenizer, peft_config, base: str | None) -> None:
+    """Settings that need the model's files, not its weights in memory: chat rows and a tokenizer without a chat
+    template, a pad_token outside the vocabulary, attn_implementation, router_aux_loss_coef on a dense model,
+    LoRA target modules the model does not have."""
+    model = os.path.expanduser(str(base or extra["model_name_or_path"]))
+    attn = extra.get("attn_implementation")
+    if attn and attn not in ATTENTION and "/" not in str(attn):  # "/": a kernel from the Hub
+        raise UsageError(f"attn_implementation {attn!r}: one of {', '.join(ATTENTION)} (or a Hub kernel) expected")
+    if args.pad_token is not None and args.pad_token not in tokenizer.get_vocab():
+        raise UsageError(f"pad_token {args.pad_token!r} is not in the vocabulary of {model}'s tokenizer")
+    config = {}
+    if os.path.isfile(os.path.join(model, "config.json")):
+        with open(os.path.join(model, "config.json")) as f:
+            config = json.load(f)
+    if args.router_aux_loss_coef and config and "output_router_logits" not in json.dumps(config):
+        raise UsageError(f"router_aux_loss_coef={args.router_aux_loss_coef}, but {model} is not a Mixture-of-Experts "
+                         "model returning router logits: leave router_aux_loss_coef unset")  # fmt: skip
+    targets = getattr(peft_config, "target_modules", None)
+    names = _weight_names(model) if isinstance(targets, (set, list, tuple)) else []
+    missing = sorted(t for t in targets or () if names and not any(f".{t}." in f".{n}" for n in names))
+    if missing:
+        raise UsageError(f"lora target_modules {missing}: {model} has no such modules (its weights are named like "
+                         f"{names[len(names) // 2]!r})")  # fmt: skip
+
+
+def check_chat_template(ds, tokenizer, where: str, model: str) -> None:
+    """Chat rows need the tokenizer's chat template."""
+    first = ds[0]
+    chat = any(isinstance(first.get(c), list) and first.get(c) and isinstance(first[c][0], dict)
+               for c in ("prompt", "chosen", "rejected", "responses"))  # fmt: skip
+    if chat and not getattr(tokenizer, "chat_template", None):
+        raise UsageError(f"{where}: the rows are chat messages, and the tokenizer of {model} has no chat template: "
+                         "use a model with one, or give the rows as text")  # fmt: skip
+
+
 def preflight(config_kwargs: dict, extra: dict, skip_invalid: bool = False) -> dict:
     """Everything that needs no model, in one pass before any model loads: the config (values, trackers),
     the model paths and tokenizer, the output folder and the checkpoint to resume, the data. Returns the
@@ -188,8 +237,10 @@ def preflight(config_kwargs: dict, extra: dict, skip_invalid: bool = False) -> d
     resume, record = check_run_dir(args, extra, base, peft=peft_config is not None or base is not None)
     train, evald = load_data(args, extra, skip_invalid)
     tokenizer = load_tokenizer(model, base, args.trust_remote_code)
+    check_model_fit(args, extra, tokenizer, peft_config, base)
     for name, ds, source in (("train", train, extra["dataset"]), ("eval", evald, extra.get("eval_dataset"))):
         if ds is not None:
+            check_chat_template(ds, tokenizer, f"{name} dataset {source or extra['dataset']}", model)
             check_prompt_lengths(ds, tokenizer, args, f"{name} dataset {source or extra['dataset']}")
     return dict(args=args, base=base, peft_config=peft_config, tokenizer=tokenizer, train=train, eval=evald,
                 resume=resume, record=record)  # fmt: skip

@@ -284,6 +284,9 @@ def load_recipe(path: str | None, overrides: dict) -> tuple[dict, dict]:
 def lora_config(extra: dict):
     """The LoraConfig of a ``lora:`` mapping and the ``--use_peft`` / ``--lora_*`` flags (flags win), or None."""
     flags = {LORA_FLAGS[k]: extra[k] for k in LORA_FLAGS if k in extra}
+    for key in ("target_modules", "modules_to_save"):  # one name after the flag is a list of one (trl dpo's nargs)
+        if isinstance(flags.get(key), str) and flags[key] != "all-linear":
+            flags[key] = [flags[key]]
     mapping = extra.get("lora")
     if extra.get("use_peft") is False:  # an explicit --use_peft false wins over --lora_* flags, as in trl dpo
         return None
