@@ -297,3 +297,67 @@ def test_model_tags_and_card_as_trl(tmp_path, tiny_model_dir, monkeypatch, one_t
     trainer.push_to_hub(dataset_name="other/prefs")
     assert uploads and uploads[0]["repo_id"] == "me/tiny-dora"
     assert "other/prefs" in (out / "README.md").read_text()
+
+
+# ---------------------------------------------------------------- TRL's own example script, two classes renamed
+
+RENAMED = {
+    "DPOTrainer": "from dora import DoRATrainer as DPOTrainer",
+    "DPOConfig": "from dora import DoRAConfig as DPOConfig",
+}
+LOGGED = ["loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen",
+          "logps/rejected"]  # fmt: skip
+
+
+def _run_dpo_script(argv: list[str], renamed: bool) -> list[dict]:
+    """Run the installed trl/scripts/dpo.py in this process (as its __main__ block does), TRL's classes or ours, and
+    return the log history of the last checkpoint it saved."""
+    import glob
+    import json
+    import os
+    import re
+
+    import trl.scripts.dpo as script
+
+    source = open(script.__file__).read()
+    for name, line in RENAMED.items() if renamed else ():  # `from trl import A, DPOTrainer, B` loses the name
+        pattern = re.compile(rf"^( *)(from trl import .*){name}, (.*)$", re.M)
+        assert len(pattern.findall(source)) == 1, f"{script.__file__}: no single import of {name} from trl"
+        source = pattern.sub(lambda m, line=line: f"{m[1]}{m[2]}{m[3]}\n{m[1]}{line}", source)
+    namespace = {"__name__": "dpo_script", "__file__": script.__file__}
+    exec(compile(source, script.__file__, "exec"), namespace)
+    parsed = namespace["make_parser"]().parse_args_and_config(argv)
+    namespace["main"](*parsed)
+    out = argv[argv.index("--output_dir") + 1]
+    last = max(glob.glob(os.path.join(out, "checkpoint-*")), key=lambda p: int(p.rsplit("-", 1)[1]))
+    return json.load(open(os.path.join(last, "trainer_state.json")))["log_history"]
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_trl_dpo_script_renamed_logs_trl_numbers(tmp_path, tiny_model_dir, one_thread, lora):
+    """trl/scripts/dpo.py with only DPOConfig / DPOTrainer renamed runs TRL's documented command lines (full and
+    LoRA; fewer steps, a tiny local model and data set) and, with --objective mean, logs the loss and rewards that
+    TRL's own run of the same command logs, train and eval. --bf16 false on both: TRL turns bf16 on even on a CPU,
+    DoRAConfig only on a GPU."""
+    import json
+
+    data = tmp_path / "prefs"
+    data.mkdir()
+    for split, seed in (("train", 0), ("test", 1)):
+        with open(data / f"{split}.jsonl", "w") as f:
+            for r in pair_rows(4, seed=seed):
+                f.write(json.dumps({k: r[k] for k in ("prompt", "chosen", "rejected")}) + "\n")
+    command = [
+        "--dataset_name", str(data), "--model_name_or_path", tiny_model_dir, "--learning_rate", "5.0e-6",
+        "--num_train_epochs", "1", "--per_device_train_batch_size", "2", "--max_steps", "2",
+        "--gradient_accumulation_steps", "2", "--eval_strategy", "steps", "--eval_steps", "1",
+        "--no_remove_unused_columns", "--logging_steps", "1", "--save_steps", "2", "--bf16", "false",
+        "--report_to", "none", "--seed", "0",
+    ] + (["--use_peft", "--lora_r", "32", "--lora_alpha", "16"] if lora else [])  # fmt: skip
+    ours = _run_dpo_script([*command, "--output_dir", str(tmp_path / "dora"), "--objective", "mean"], renamed=True)
+    theirs = _run_dpo_script([*command, "--output_dir", str(tmp_path / "trl")], renamed=False)
+    for key in LOGGED + [f"eval_{k}" for k in LOGGED]:
+        mine = [h[key] for h in ours if key in h]
+        trl_values = [h[key] for h in theirs if key in h]
+        assert len(mine) == len(trl_values) == 2, key
+        assert mine == pytest.approx(trl_values, rel=1e-4, abs=1e-6), key
