@@ -16,6 +16,7 @@ __all__ = ["OutputError", "check_output_dir", "is_model_folder", "probe_writable
 
 MODEL_FILES = ("config.json", "adapter_config.json", "model.safetensors", "pytorch_model.bin",
                "model.safetensors.index.json", "adapter_model.safetensors")  # fmt: skip
+PROBE = ".dora-write-check-"  # the prefix of probe_writable's temporary file
 RUN_FILES = ("dora_run.json", "trainer_state.json", "training_args.bin")  # an earlier run's output, not a model
 
 
@@ -55,7 +56,7 @@ def probe_writable(path, what: str = "output", need_bytes: int = 0) -> None:
     if not os.path.isdir(folder):
         raise OutputError(f"{what} {str(path)!r}: {folder} is a file, not a folder")
     try:
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".dora-write-check-") as f:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=PROBE) as f:
             f.write(b"\0" * 4096)
             f.flush()
             os.fsync(f.fileno())
@@ -122,8 +123,9 @@ def check_output_dir(
         real = _real(i)
         if real == full or real in targets:
             raise OutputError(f"{what} {str(path)!r} would write over the input {str(i)!r}: choose another folder")
-    if os.path.isdir(full) and os.listdir(full) and not (overwrite or resume):
-        shown = sorted(os.listdir(full))
+    held = sorted(n for n in os.listdir(full) if not n.startswith(PROBE)) if os.path.isdir(full) else []
+    if held and not (overwrite or resume):  # (another process's write check is not a file of the user's)
+        shown = held
         listed = ", ".join(shown[:3]) + (", ..." if len(shown) > 3 else "")
         raise OutputError(
             f"{what} {str(path)!r} is not empty ({listed}): choose a new folder, or add {flag} to write into it"

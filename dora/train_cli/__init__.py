@@ -29,6 +29,8 @@ from dora.train_cli.recipe import (
     lora_config,
     parse_overrides,
 )
+from dora.train_cli.run_dir import write_manifest
+from dora.trainer import DoRATrainer
 
 __all__ = [
     "ALIASES", "RECIPE_KEYS", "REFUSED_FLAGS", "UsageError", "adapter_base", "add_arguments", "build",
@@ -59,8 +61,6 @@ def build(config_kwargs: dict, extra: dict, skip_invalid: bool = False):
     args, base = plan["args"], plan["base"]
     import torch
     from transformers import AutoModelForCausalLM
-
-    from dora.trainer import DoRATrainer
 
     init = {}
     dtype = extra.get("torch_dtype")
@@ -104,8 +104,7 @@ def _final_eval(trainer) -> dict | None:
 
 
 def _train(trainer, plan: dict) -> int:
-    from dora.train_cli.run_dir import write_manifest
-
+    trainer.accelerator.wait_for_everyone()  # every process has checked output_dir before it is claimed
     if trainer.accelerator.is_main_process:
         write_manifest(trainer.args.output_dir, plan["record"], resuming=plan["resume"] is not None)
     trainer.train(resume_from_checkpoint=plan["resume"])
@@ -143,10 +142,8 @@ def run(args) -> int:
 
 def quiet_libraries() -> None:
     """Start-up lines of libraries that say nothing to a user (DeepSpeed's "Setting accelerator to CPU")."""
-    import logging as _logging
-
-    class _Drop(_logging.Filter):
+    class _Drop(logging.Filter):
         def filter(self, record):
             return "Setting ds_accelerator" not in record.getMessage() and "accelerator to" not in record.getMessage()
 
-    _logging.getLogger("DeepSpeed").addFilter(_Drop())
+    logging.getLogger("DeepSpeed").addFilter(_Drop())

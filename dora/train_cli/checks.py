@@ -6,7 +6,19 @@ from __future__ import annotations
 import json
 import os
 
+from dora.config import DoRAConfig
+from dora.data import (
+    check_local_path,
+    check_loss_fits_data,
+    check_weight_columns,
+    load_rows,
+    looks_local,
+    tokenize_row,
+    validate_rows,
+)
+from dora.data.validation import add_prompt
 from dora.train_cli.recipe import UsageError, lora_config
+from dora.train_cli.run_dir import check_run_dir
 
 
 def adapter_base(path: str) -> str | None:
@@ -19,8 +31,6 @@ def adapter_base(path: str) -> str | None:
         base = json.load(f).get("base_model_name_or_path")
     if not base:
         raise UsageError(f"{cfg_path}: no base_model_name_or_path")
-    from dora.data import looks_local
-
     for candidate in (base, os.path.join(path, base)):
         if os.path.isdir(os.path.expanduser(candidate)):
             return os.path.abspath(os.path.expanduser(candidate))
@@ -33,8 +43,6 @@ def adapter_base(path: str) -> str | None:
 
 
 def check_model_path(path: str, what: str) -> None:
-    from dora.data import check_local_path
-
     check_local_path(path, what)
     full = os.path.expanduser(path)
     if os.path.isdir(full) and not any(
@@ -70,8 +78,6 @@ def load_tokenizer(model: str, base: str | None, trust_remote_code: bool = False
 def check_prompt_lengths(ds, tokenizer, args, where: str) -> None:
     """Every row's prompt longer than the limit (max_prompt_length, or max_length - 1 when keeping the start):
     nothing would be left to train on; refused here, before the model loads (some rows: dropped and counted)."""
-    from dora.data import tokenize_row
-
     limit = args.max_prompt_length
     if args.max_length is not None and args.truncation_mode == "keep_start":
         limit = min(limit, args.max_length - 1) if limit is not None else args.max_length - 1
@@ -91,9 +97,6 @@ def check_prompt_lengths(ds, tokenizer, args, where: str) -> None:
 
 def load_data(args, extra: dict, skip_invalid: bool = False):
     """(train, eval or None), loaded and every row validated, before any model loads."""
-    from dora.data import check_loss_fits_data, check_weight_columns, load_rows, validate_rows
-    from dora.data.validation import add_prompt
-
     group = args.group_column if args.objective == "group_dro" else None
     parts = [("train", extra["dataset"], extra.get("dataset_split", "train"))]
     if extra.get("eval_dataset"):
@@ -221,9 +224,6 @@ def preflight(config_kwargs: dict, extra: dict, skip_invalid: bool = False) -> d
     """Everything that needs no model, in one pass before any model loads: the config (values, trackers),
     the model paths and tokenizer, the output folder and the checkpoint to resume, the data. Returns the
     pieces `build` needs: args, base, peft_config, tokenizer, train, eval, resume, record."""
-    from dora.config import DoRAConfig
-    from dora.train_cli.run_dir import check_run_dir
-
     try:
         args = DoRAConfig(**config_kwargs)
     except TypeError as e:
