@@ -361,3 +361,16 @@ def test_trl_dpo_script_renamed_logs_trl_numbers(tmp_path, tiny_model_dir, one_t
         trl_values = [h[key] for h in theirs if key in h]
         assert len(mine) == len(trl_values) == 2, key
         assert mine == pytest.approx(trl_values, rel=1e-4, abs=1e-6), key
+
+
+def test_migration_docs_say_first_to_set_objective_mean():
+    """docs/trl.md opens with objective="mean" (a renamed script otherwise trains KL-DRO), and the README's section
+    for TRL users says it first and links there."""
+    import os
+
+    root = os.path.join(os.path.dirname(__file__), "..")
+    doc = open(os.path.join(root, "docs", "trl.md")).read()
+    assert doc.split("\n## ")[1].startswith('First: `objective="mean"` reproduces DPO')
+    readme = open(os.path.join(root, "README.md")).read()
+    section = readme.split("## Coming from TRL")[1].split("\n## ")[0]
+    assert section.index('objective="mean"') < section.index("docs/trl.md")

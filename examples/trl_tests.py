@@ -1,0 +1,319 @@
+"""Run TRL's own DPO tests against DoRATrainer, offline, and compare with TRL's DPOTrainer.
+
+    python examples/trl_tests.py /path/to/trl-checkout --work /tmp/trl_run [-k EXPR] [--no-models]
+
+The checkout (a clone of github.com/huggingface/trl) must hold ``tests/`` and ``scripts/``. Nothing is copied into
+this repository and nothing is downloaded:
+
+1. Stand-ins. TRL's tests load tiny models (``trl-internal-testing/tiny-*``) and data sets
+   (``trl-internal-testing/zen`` ...) from the Hub. TRL builds them with ``scripts/generate_*``; this script runs
+   those same scripts with their Hub calls replaced: data sets are written as parquet under ``WORK/stand-ins``
+   (with the ``configs`` card the Hub uses), models are saved there with a local byte-level BPE tokenizer (the
+   family's chat template from ``trl/chat_templates``) in place of the Hub tokenizer. ``from_pretrained`` and
+   ``load_dataset`` find a local folder named like the Hub id before they try the Hub, so the tests run from
+   ``WORK/stand-ins`` unchanged. Models whose script needs more from the Hub (processors of the vision models)
+   are not built; their tests then fail under both trainers and are listed as such.
+2. Two copies of ``tests/``: ``tests_trl`` as is, ``tests_dora`` with one line changed, the import of
+   ``DPOConfig, DPOTrainer`` from ``trl`` replaced by ``from dora import DoRAConfig as DPOConfig, DoRATrainer as
+   DPOTrainer``.
+3. pytest on ``test_dpo_trainer.py`` in each copy (``-p no:randomly``), then the two pass counts and every test
+   whose outcome differs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import runpy
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+
+ORG = "trl-internal-testing"
+TEST_FILE = "test_dpo_trainer.py"
+TRL_IMPORT = "from trl import DPOConfig, DPOTrainer\n"
+DORA_IMPORT = "from dora import DoRAConfig as DPOConfig, DoRATrainer as DPOTrainer\n"
+DATASET_SCRIPTS = {
+    "generate_zen_dataset.py": "zen",
+    "generate_toolcall_dataset.py": "toolcall",
+    "generate_harmony_dataset.py": "harmony",
+    "generate_zen_image_dataset.py": "zen-image",
+    "generate_zen_multi_image_dataset.py": "zen-multi-image",
+}
+# the chat template (trl/chat_templates/NAME.jinja) of a tokenizer's Hub id, by the id's first matching part
+TEMPLATES = [
+    ("Qwen2.5-VL", "qwen2_5_vl"), ("Qwen2.5", "qwen2_5"), ("Qwen3-30B-A3B", "qwen3"), ("Qwen3", "qwen3"),
+    ("Cohere", "cohere2"), ("tiny-aya", "cohere2"), ("GLM", "glm4moe"), ("gpt-oss", "gptoss"),
+    ("LFM2.5", "lfm2_2_5"), ("LFM2", "lfm2"), ("Nemotron", "nemotron_3_nano"), ("Llama-3.2", "llama3_2"),
+    ("Llama-3.1", "llama3_1"), ("Llama-3", "llama3"), ("Phi-3.5", "phi3_5"), ("Phi-3", "phi3"),
+]  # fmt: skip
+EOS_CANDIDATES = ["<|im_end|>", "<|eot_id|>", "<|return|>", "<|END_OF_TURN_TOKEN|>", "<|end|>", "<|endoftext|>"]
+TEXT = (
+    "Beautiful is better than ugly. Explicit is better than implicit. Simple is better than complex. "
+    "Complex is better than complicated. Flat is better than nested. Sparse is better than dense. "
+    "Readability counts. Errors should never pass silently. Now is better than never. "
+    "What is the weather like today? It is sunny and warm. The answer is 42. Please call the tool. "
+)
+
+
+# ------------------------------------------------------------------ data sets
+
+
+def _save_config(repo_dir: str, config_name: str, splits: dict) -> None:
+    for split, ds in splits.items():
+        path = os.path.join(repo_dir, config_name, f"{split}-00000-of-00001.parquet")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        ds.to_parquet(path)
+
+
+def _write_card(repo_dir: str) -> None:
+    """The ``configs`` block of a Hub data set card, so that ``load_dataset(dir, config)`` finds each config."""
+    lines = ["---", "configs:"]
+    for config in sorted(os.listdir(repo_dir)):
+        folder = os.path.join(repo_dir, config)
+        if not os.path.isdir(folder):
+            continue
+        lines += [f"- config_name: {config}", "  data_files:"]
+        for f in sorted(os.listdir(folder)):
+            lines += [f"  - split: {f.split('-')[0]}", f"    path: {config}/{f}"]
+    with open(os.path.join(repo_dir, "README.md"), "w") as f:
+        f.write("\n".join(lines + ["---", ""]))
+
+
+def build_datasets(trl_dir: str, root: str) -> list[str]:
+    """Run TRL's scripts/generate_*_dataset.py with ``push_to_hub`` writing parquet under ``root``."""
+    import datasets
+
+    built = []
+    for script, name in DATASET_SCRIPTS.items():
+        repo_dir = os.path.join(root, ORG, name)
+        path = os.path.join(trl_dir, "scripts", script)
+        if os.path.exists(os.path.join(repo_dir, "README.md")) or not os.path.exists(path):
+            continue
+
+        def push(self, repo_id, config_name="default", **_):
+            splits = dict(self) if isinstance(self, datasets.DatasetDict) else {"train": self}
+            _save_config(os.path.join(root, repo_id), config_name, splits)
+
+        with _patched([(datasets.Dataset, "push_to_hub", push), (datasets.DatasetDict, "push_to_hub", push)]):
+            with _argv([path, "--push_to_hub", "True", "--repo_id", f"{ORG}/{name}"]):
+                runpy.run_path(path, run_name="__main__")
+        _write_card(repo_dir)
+        built.append(f"{ORG}/{name}")
+    return built
+
+
+# ------------------------------------------------------------------ models
+
+
+def local_tokenizer(hub_id: str):
+    """A byte-level BPE tokenizer trained on a few sentences, with the family's chat template; every special token
+    the template names is a single token."""
+    import trl
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    name = next((t for key, t in TEMPLATES if key.lower() in hub_id.lower()), "qwen2_5")
+    with open(os.path.join(os.path.dirname(trl.__file__), "chat_templates", f"{name}.jinja")) as f:
+        template = f.read()
+    specials = list(dict.fromkeys(["<|endoftext|>", *re.findall(r"<\|[A-Za-z0-9_]+\|>", template)]))
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=600, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator([TEXT] * 4, trainer)
+    eos = next((t for t in EOS_CANDIDATES if t in specials), "<|endoftext|>")
+    bos = "<|begin_of_text|>" if "<|begin_of_text|>" in specials else None
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=eos, pad_token="<|endoftext|>", bos_token=bos)
+    fast.chat_template = template
+    return fast
+
+
+def shrink_vocab(model, tokenizer) -> None:
+    """A script that sets the Hub vocabulary's size (262k for Cohere 2) would make every step a 262k-way softmax on
+    a CPU: the embeddings are cut to the local tokenizer's size, and the special-token ids set to its own."""
+    text = model.config.get_text_config()
+    if text.vocab_size > len(tokenizer):
+        model.resize_token_embeddings(len(tokenizer))
+    for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        if hasattr(text, name):
+            setattr(text, name, getattr(tokenizer, name))
+
+
+def _model_scripts(trl_dir: str, wanted: set[str]) -> dict[str, str]:
+    """Hub id -> the generate_tiny_models script that builds it, for the causal LMs among ``wanted``."""
+    folder = os.path.join(trl_dir, "scripts", "generate_tiny_models", "for_causal_lm")
+    found = {}
+    for f in sorted(os.listdir(folder)):
+        if not f.endswith(".py") or f.startswith("_"):
+            continue
+        text = open(os.path.join(folder, f)).read()
+        call = re.search(r'push_to_hub\(model, \w+, \w+, "(\w+)"(?:, "([^"]+)")?\)', text)
+        cls = re.search(r"model = (\w+ForCausalLM)\(", text)
+        if call and cls:
+            repo = f"{ORG}/{call.group(1)}-{cls.group(1)}" + (f"-{call.group(2)}" if call.group(2) else "")
+            if repo in wanted:
+                found[repo] = f"scripts.generate_tiny_models.for_causal_lm.{f[:-3]}"
+    return found
+
+
+def build_models(trl_dir: str, root: str, wanted: set[str]) -> tuple[list[str], dict[str, str]]:
+    """Run each wanted model's generate_tiny_models script with its Hub calls replaced by local ones."""
+    import transformers
+
+    sys.path.insert(0, trl_dir)
+    import scripts.generate_tiny_models._common as common
+
+    built, failed = [], {}
+    for repo, module in _model_scripts(trl_dir, wanted).items():
+        if os.path.exists(os.path.join(root, repo, "config.json")):
+            built.append(repo)
+            continue
+
+        def save(model, tokenizer, generation_config, prefix=None, suffix=None, create_pr=None, repo=repo):
+            out = os.path.join(root, repo)
+            shrink_vocab(model, tokenizer)
+            model.save_pretrained(out)
+            tokenizer.save_pretrained(out)
+            if generation_config is not None:
+                generation_config.save_pretrained(out)
+
+        noop = lambda *a, **k: None  # noqa: E731
+        patches = [
+            (transformers.AutoTokenizer, "from_pretrained", lambda hub_id, *a, **k: local_tokenizer(hub_id)),
+            (transformers.GenerationConfig, "from_pretrained", lambda *a, **k: transformers.GenerationConfig()),
+            (common, "push_to_hub", save), (common, "check_transformers_version", noop),
+            (common, "check_dtype_pattern", noop), (common, "print_config_diff", noop),
+        ]  # fmt: skip
+        try:
+            with _patched(patches), _argv([module]):
+                sys.modules.pop(module, None)
+                runpy.run_module(module, run_name="__main__")
+            built.append(repo)
+        except Exception as e:  # noqa: BLE001 - reported, and its tests fail under both trainers
+            failed[repo] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:160]
+    return built, failed
+
+
+# ------------------------------------------------------------------ running the tests
+
+
+@contextlib.contextmanager
+def _patched(patches):
+    saved = [(obj, name, obj.__dict__.get(name)) for obj, name, _ in patches]
+    for obj, name, value in patches:
+        setattr(obj, name, staticmethod(value) if isinstance(obj, type) and name == "from_pretrained" else value)
+    try:
+        yield
+    finally:
+        for obj, name, value in saved:
+            if value is None:
+                delattr(obj, name)
+            else:
+                setattr(obj, name, value)
+
+
+@contextlib.contextmanager
+def _argv(argv):
+    saved = sys.argv
+    sys.argv = argv
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
+def copy_tests(trl_dir: str, root: str) -> None:
+    """tests_trl (as is) and tests_dora (the DPOConfig / DPOTrainer import renamed) under ``root``."""
+    for name, line in (("tests_trl", TRL_IMPORT), ("tests_dora", DORA_IMPORT)):
+        dest = os.path.join(root, name)
+        shutil.rmtree(dest, ignore_errors=True)
+        shutil.copytree(os.path.join(trl_dir, "tests"), dest)
+        path = os.path.join(dest, TEST_FILE)
+        text = open(path).read()
+        if TRL_IMPORT not in text:
+            raise SystemExit(f"{path}: the line {TRL_IMPORT.strip()!r} is not there; this TRL version differs")
+        with open(path, "w") as f:
+            f.write(text.replace(TRL_IMPORT, line, 1))
+        _shim_missing_helpers(os.path.join(dest, "testing_utils.py"))
+
+
+def _shim_missing_helpers(path: str) -> None:
+    """testing_utils.py imports ``is_*_available`` helpers of the TRL version it was written for; one the installed
+    trl lacks becomes a stand-in returning False (its tests are then skipped, as where the package is missing)."""
+    text = open(path).read()
+    block = re.search(r"from trl\.import_utils import \(([^)]*)\)\n", text)
+    if block is None:
+        return
+    names = re.findall(r"\w+", block.group(1))
+    shim = "import trl.import_utils as _trl_import_utils\n" + "".join(
+        f"{n} = getattr(_trl_import_utils, {n!r}, lambda *a, **k: False)\n" for n in names
+    )
+    with open(path, "w") as f:
+        f.write(text.replace(block.group(0), shim, 1))
+
+
+def run_pytest(root: str, name: str, extra: list[str]) -> dict[str, str]:
+    """test id -> passed | failed | skipped, from one pytest run on ``root/name/test_dpo_trainer.py``."""
+    xml = os.path.join(root, f"{name}.xml")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRL_EXPERIMENTAL_SILENCE": "1"}
+    cmd = [sys.executable, "-m", "pytest", f"{name}/{TEST_FILE}", "-p", "no:randomly", "-p", "no:cacheprovider",
+           "-q", "--tb=line", f"--junitxml={xml}", *extra]  # fmt: skip
+    print("$", " ".join(cmd), flush=True)
+    subprocess.run(cmd, cwd=root, env=env)
+    return read_outcomes(xml)
+
+
+def read_outcomes(xml: str) -> dict[str, str]:
+    """test id -> passed | failed | skipped, from a pytest junit XML report."""
+    outcomes = {}
+    for case in ET.parse(xml).getroot().iter("testcase"):
+        test = f"{case.get('classname').rsplit('.', 1)[-1]}::{case.get('name')}"
+        kinds = {child.tag for child in case}
+        outcomes[test] = (
+            "failed" if kinds & {"failure", "error"} else "skipped" if "skipped" in kinds else "passed"
+        )
+    return outcomes
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("trl_dir", help="a TRL checkout holding tests/ and scripts/")
+    p.add_argument("--work", default="trl_tests_run", help="folder for stand-ins, test copies and reports")
+    p.add_argument("-k", default=None, help="pytest -k expression (a subset while iterating)")
+    p.add_argument("--only", choices=["trl", "dora"], default=None, help="run one of the two")
+    args = p.parse_args(argv)
+    trl_dir, root = os.path.abspath(args.trl_dir), os.path.abspath(os.path.join(args.work, "stand-ins"))
+    os.makedirs(root, exist_ok=True)
+    text = open(os.path.join(trl_dir, "tests", TEST_FILE)).read()
+    wanted = set(re.findall(rf'"({ORG}/tiny-[A-Za-z0-9._-]+)"', text))
+    print("data sets:", build_datasets(trl_dir, root) or "(already built)")
+    built, failed = build_models(trl_dir, root, wanted)
+    print(f"models built: {len(built)} of {len(wanted)} named by {TEST_FILE}")
+    for repo in sorted(wanted - set(built)):
+        print(f"  not built: {repo}: {failed.get(repo, 'no causal-LM script for it (vision models need a processor)')}")
+    copy_tests(trl_dir, root)
+    extra = ["-k", args.k] if args.k else []
+    runs = {n: run_pytest(root, f"tests_{n}", extra) for n in ("trl", "dora") if args.only in (None, n)}
+    for n in ("trl", "dora"):  # with --only, the other side's last report, if there is one
+        xml = os.path.join(root, f"tests_{n}.xml")
+        if n not in runs and os.path.exists(xml):
+            runs[n] = read_outcomes(xml)
+    for n, out in runs.items():
+        counts = {k: sum(v == k for v in out.values()) for k in ("passed", "failed", "skipped")}
+        print(f"{n}: {counts['passed']} passed, {counts['failed']} failed, {counts['skipped']} skipped")
+    if len(runs) == 2:
+        differ = sorted(t for t in runs["trl"] if runs["trl"][t] != runs["dora"].get(t))
+        print(f"{len(differ)} tests differ (TRL -> DoRATrainer):")
+        for t in differ:
+            print(f"  {t}: {runs['trl'][t]} -> {runs['dora'].get(t)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
