@@ -176,7 +176,7 @@ def make_trainer(folder: str, name: str, steps: int, batch: int, seq_len: int):
     with open(os.path.join(folder, "rows.json")) as f:
         rows = json.load(f)
     common = dict(
-        output_dir=tempfile.mkdtemp(prefix="gpu_bench_"), per_device_train_batch_size=batch, max_steps=steps,
+        output_dir=tempfile.mkdtemp(prefix="out_", dir=folder), per_device_train_batch_size=batch, max_steps=steps,
         report_to=[], save_strategy="no", logging_steps=1, disable_tqdm=True, learning_rate=1e-6, bf16=cuda,
         gradient_checkpointing=False, seed=0, dataloader_num_workers=0, max_length=seq_len, beta=0.1,
         loss_type="sigmoid", padding_free=settings.get("padding_free", False),

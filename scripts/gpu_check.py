@@ -25,6 +25,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -611,6 +612,7 @@ def main(argv=None) -> int:
             c.record(part, "failed", 0, error=f"{type(e).__name__}: {e}"[:2000])
         print(f"{part}: {c.results['parts'][part]['status']} ({c.results['parts'][part]['seconds']} s)", flush=True)
     c.write()
+    shutil.rmtree(c.work, ignore_errors=True)  # the models, rows, checkpoints and trainers' output folders
     print(markdown(c.results))
     return 0
 

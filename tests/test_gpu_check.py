@@ -131,6 +131,7 @@ def test_a_hung_part_is_killed_with_its_detached_children(tmp_path):
     worker = "import time; time.sleep(600)"
     launcher = (f"import subprocess, sys, time; p = subprocess.Popen([sys.executable, '-c', {worker!r}], "
                 "start_new_session=True); print(p.pid, flush=True); time.sleep(600)")  # fmt: skip
+    os.rmdir(c.work)  # the check's work folder, unused here
     rc, out = c.run([sys.executable, "-c", launcher], timeout=3, label="hung")
     assert rc is None
     pid = int(out.split()[0])
