@@ -101,7 +101,7 @@ def test_image_column_is_refused_before_the_model_loads(tmp_path):
 
     rows = [{"prompt": "Q", "chosen": "a", "rejected": "b", "images": [[1, 2]]}] * 2
     args = DoRAConfig(output_dir=str(tmp_path / "out"), report_to=[])
-    with pytest.raises(ValueError, match="column 'images'.*text-only"):
+    with pytest.raises(ValueError, match="column 'images'.*vision-related.*text-only models, not a vision-language"):
         DoRATrainer(str(tmp_path / "no-model"), args=args, train_dataset=rows)
 
 

@@ -169,8 +169,9 @@ def check_no_images(columns, where: str = "train dataset") -> None:
     images = [c for c in ("image", "images") if c in columns]
     if images:
         raise ValueError(
-            f"{where}: column '{images[0]}' holds images, and DoRATrainer trains text-only language models: drop the "
-            f"column to train on the text alone, or use TRL's DPOTrainer for vision-language models"
+            f"{where}: column '{images[0]}' holds images (the data is vision-related), and DoRATrainer trains "
+            "text-only models, not a vision-language model: drop the column to train on the text alone, or use TRL's "
+            "DPOTrainer for vision-language DPO"
         )
 
 
