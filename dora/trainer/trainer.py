@@ -500,7 +500,8 @@ class DoRATrainer(CheckpointMixin, ReferenceMixin, MetricsMixin, Trainer):
         if args.precompute_ref_log_probs and not args.reference_free and "ref_logps" not in dataset.column_names:
             if self.ref_model is None and not is_peft(self.model) and self.state.global_step > 0:
                 raise ValueError(
-                    f"{name} dataset passed to evaluate() after training started, with precompute_ref_log_probs=True "
+                    f"Cannot compute reference log-probs for a dataset passed to evaluate() (the {name} dataset) "
+                    "after training started, with precompute_ref_log_probs=True "
                     "and no ref_model: the reference (the initial policy) is gone. Pass it as eval_dataset when the "
                     "trainer is built, pass a ref_model, or set precompute_ref_log_probs=False"
                 )
