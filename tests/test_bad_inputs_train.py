@@ -102,6 +102,17 @@ def _earlier_run(c: Ctx, data: str) -> None:
     (c.tmp / "out" / "dora_run.json").write_text(json.dumps(record))
 
 
+def _overwritten_run(c: Ctx) -> None:
+    """tmp/out was overwritten (--overwrite_output_dir) by a run on the same data, killed before its first
+    checkpoint: the complete checkpoint-2 there is the earlier run's."""
+    from dora.train_cli.run_dir import _record
+
+    _checkpoint(c, "checkpoint-2")
+    (c.tmp / "out/checkpoint-2/dora_checkpoint.json").write_text('{"global_step": 2, "run": "earlier"}')
+    record = _record({"model_name_or_path": c.model, "dataset": c.data})
+    (c.tmp / "out" / "dora_run.json").write_text(json.dumps({**record, "run": "now"}))
+
+
 def _adapter(c: Ctx, base: str) -> str:
     folder = c.tmp / "adapter"
     folder.mkdir()
@@ -346,6 +357,8 @@ CASES = [
     ("resume-lora-on-full", lambda c: c.argv("--resume_from_checkpoint", (
         _checkpoint(c, "checkpoint-2"), (c.tmp / "out/checkpoint-2/adapter_config.json").write_text("{}"),
         str(c.tmp / "out/checkpoint-2"))[2]), r"holds a LoRA adapter, but this run trains the full model"),
+    ("resume-skips-an-overwritten-runs-checkpoint", lambda c: (_overwritten_run(c), c.argv(
+        "--resume_from_checkpoint", "true"))[1], r"resume_from_checkpoint true: no complete checkpoint in output_dir"),
     ("resume-earlier-run-new-data", lambda c: (_earlier_run(c, c.data), c.argv(
         "--resume_from_checkpoint", "true", data=c.write("new.jsonl", pair_rows(16, seed=1))))[1],
      r"output_dir '.*out' holds a run of another data"),

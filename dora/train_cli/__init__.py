@@ -17,6 +17,7 @@ import os
 import sys
 
 import yaml
+from accelerate.utils import broadcast_object_list
 
 from dora.train_cli.checks import adapter_base, check_model_path, load_data, preflight
 from dora.train_cli.recipe import (
@@ -105,8 +106,10 @@ def _final_eval(trainer) -> dict | None:
 
 def _train(trainer, plan: dict) -> int:
     trainer.accelerator.wait_for_everyone()  # every process has checked output_dir before it is claimed
+    run = None
     if trainer.accelerator.is_main_process:
-        write_manifest(trainer.args.output_dir, plan["record"], resuming=plan["resume"] is not None)
+        run = write_manifest(trainer.args.output_dir, plan["record"], resuming=plan["resume"] is not None)
+    trainer.run_id = broadcast_text(trainer, run)
     trainer.train(resume_from_checkpoint=plan["resume"])
     trainer.save_model(trainer.args.output_dir)
     if trainer.accelerator.is_main_process:
@@ -116,6 +119,13 @@ def _train(trainer, plan: dict) -> int:
         if trainer.accelerator.is_main_process:
             print({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
     return 0
+
+
+def broadcast_text(trainer, text: str | None) -> str | None:
+    """The main process's ``text`` on every process (one process: itself)."""
+    if trainer.accelerator.num_processes == 1:
+        return text
+    return broadcast_object_list([text])[0]
 
 
 def _one_line(e: BaseException) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import uuid
 
 from dora.outputs import check_output_dir
 from dora.train_cli.recipe import UsageError
@@ -92,8 +93,7 @@ def _resolve_resume(resume, out: str, record: dict) -> str:
                     f"resume_from_checkpoint true: output_dir {out!r} holds a run of another {what} "
                     f"({MANIFEST}); resume it with the same {what}, or train into a new output_dir"
                 )
-        previous = [os.path.join(out, n) for n in earlier.get("earlier_checkpoints", [])]
-        found = last_complete_checkpoint(out, exclude=previous)
+        found = last_complete_checkpoint(out, run=earlier.get("run"))  # this run's, never an overwritten run's
         if found is None:
             raise UsageError(
                 f"resume_from_checkpoint true: no complete checkpoint in output_dir {out!r}; drop "
@@ -130,13 +130,18 @@ def check_run_dir(args, extra: dict, base: str | None, peft: bool) -> tuple[str 
     return path, record
 
 
-def write_manifest(out: str, record: dict, resuming: bool) -> None:
-    """The run's record in its output folder (kept when resuming); checkpoints already there belong to an earlier
-    run (``--overwrite_output_dir``) and are never resumed by this one."""
+def write_manifest(out: str, record: dict, resuming: bool) -> str:
+    """The run's record in its output folder, with a new run id (kept when resuming); returns the run id, which
+    each checkpoint's marker records: checkpoints an earlier run left there (``--overwrite_output_dir``) are
+    never resumed by this one."""
     path = os.path.join(out, MANIFEST)
     if resuming and os.path.isfile(path):
-        return
+        with open(path) as f:
+            run = json.load(f).get("run")
+        if run:
+            return run
+    run = uuid.uuid4().hex
     os.makedirs(out, exist_ok=True)
-    earlier = sorted(n for n in os.listdir(out) if n.startswith("checkpoint-"))
     with open(path, "w") as f:
-        json.dump({**record, "earlier_checkpoints": earlier}, f, indent=1)
+        json.dump({**record, "run": run}, f, indent=1)
+    return run

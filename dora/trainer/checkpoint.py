@@ -31,17 +31,25 @@ def is_complete(folder: str) -> bool:
     return os.path.isfile(os.path.join(folder, COMPLETE))
 
 
-def last_complete_checkpoint(output_dir: str, exclude=()) -> str | None:
-    """The complete checkpoint of the highest step in ``output_dir`` (folders in ``exclude`` skipped), or None."""
+def checkpoint_run(folder: str) -> str | None:
+    """The run id a complete checkpoint's marker records (``DoRATrainer.run_id``; None: not recorded)."""
+    try:
+        with open(os.path.join(folder, COMPLETE)) as f:
+            return json.load(f).get("run")
+    except (OSError, ValueError):
+        return None
+
+
+def last_complete_checkpoint(output_dir: str, run: str | None = None) -> str | None:
+    """The complete checkpoint of the highest step in ``output_dir`` (of the run ``run`` only, if given), or None."""
     if not os.path.isdir(output_dir):
         return None
-    skip = {os.path.realpath(e) for e in exclude}
     found = [
         (int(m.group(1)), os.path.join(output_dir, name))
         for name in os.listdir(output_dir)
         if (m := _STEP.match(name)) and is_complete(os.path.join(output_dir, name))
     ]
-    found = [(step, path) for step, path in found if os.path.realpath(path) not in skip]
+    found = [(step, path) for step, path in found if run is None or checkpoint_run(path) == run]
     return max(found)[1] if found else None
 
 
@@ -77,7 +85,10 @@ def _fault(point: str, step: int) -> None:
 
 class CheckpointMixin:
     """``_save_checkpoint`` / ``_load_from_checkpoint`` / ``train`` of DoRATrainer: see the module docstring.
-    Expects ``self.group_state`` (a GroupDROState or None)."""
+    Expects ``self.group_state`` (a GroupDROState or None). ``run_id`` (set by `dora train`) is recorded in each
+    marker, so that a resume continues only this run's checkpoints, never an earlier run's in the same folder."""
+
+    run_id: str | None = None
 
     def train(self, resume_from_checkpoint=None, *args, **kwargs):
         if resume_from_checkpoint is True or str(resume_from_checkpoint).lower() == "true":
@@ -95,8 +106,9 @@ class CheckpointMixin:
     def _save_checkpoint(self, model, trial):
         run_dir = self._get_output_dir(trial)
         folder = os.path.join(run_dir, f"checkpoint-{self.state.global_step}")
-        if self.args.should_save and os.path.isdir(folder) and not is_complete(folder):
-            shutil.rmtree(folder)  # a half-written one, left by a process killed while writing it
+        stale = os.path.isdir(folder) and (not is_complete(folder) or checkpoint_run(folder) != self.run_id)
+        if self.args.should_save and stale:
+            shutil.rmtree(folder)  # half-written (a process killed while writing it), or an earlier run's
         self.accelerator.wait_for_everyone()
         limit, self.args.save_total_limit = self.args.save_total_limit, None  # rotate once this one is complete
         try:
@@ -109,7 +121,7 @@ class CheckpointMixin:
         _fault("before_marker", self.state.global_step)
         self.accelerator.wait_for_everyone()  # every process's files (RNG states, shards) are in place
         if self.args.should_save:
-            _write_json(os.path.join(folder, COMPLETE), {"global_step": self.state.global_step})
+            _write_json(os.path.join(folder, COMPLETE), {"global_step": self.state.global_step, "run": self.run_id})
             from transformers.trainer_utils import rotate_checkpoints
 
             rotate_checkpoints(run_dir, limit, self.state.best_model_checkpoint, use_mtime=True)
