@@ -471,3 +471,22 @@ def test_skip_invalid_rows_drops_only_the_mistyped_row(ctx, caplog):
         ds = load_rows(path, skip_invalid=True)
     assert len(ds) == 15 and ds["chosen"] == [r["chosen"] for i, r in enumerate(pair_rows(16)) if i != 4]
     assert "1 of 16 rows dropped as invalid: line 5, column 'chosen'" in caplog.text
+
+
+def test_reference_free_loss_does_not_load_the_given_reference(tiny_model_dir, ref_dir, tmp_path, monkeypatch, caplog):
+    import transformers
+
+    from dora import DoRAConfig, DoRATrainer
+
+    loads, real = [], transformers.PreTrainedModel.from_pretrained.__func__
+
+    def counted(cls, path, *args, **kwargs):
+        loads.append(str(path))
+        return real(cls, path, *args, **kwargs)
+
+    monkeypatch.setattr(transformers.PreTrainedModel, "from_pretrained", classmethod(counted))
+    args = DoRAConfig(output_dir=str(tmp_path / "out"), loss_type="simpo", report_to=[])
+    with caplog.at_level("WARNING"):
+        trainer = DoRATrainer(model=tiny_model_dir, ref_model=ref_dir, args=args, train_dataset=pair_rows(8))
+    assert loads == [tiny_model_dir] and trainer.ref_model is None
+    assert f"ref_model {ref_dir!r} not loaded: loss_type ['simpo'] uses no reference" in caplog.text

@@ -175,6 +175,9 @@ class DoRATrainer(CheckpointMixin, ReferenceMixin, MetricsMixin, Trainer):
         """The reference, chosen before any PEFT wrapping (see dora.trainer's docstring for the order), then the
         policy's PEFT adapter and dropout. Returns (policy, reference or None)."""
         self._ref_given = ref_model is not None  # for the start-up summary
+        if isinstance(ref_model, str) and args.reference_free:  # it would be loaded and never used
+            logger.warning("ref_model %r not loaded: loss_type %s uses no reference", ref_model, args.loss_type)
+            ref_model = None
         if isinstance(ref_model, str):
             ref_model = load_causal_lm(ref_model, model_kwargs(self._model_init_kwargs))
         elif ref_model is None and not (
