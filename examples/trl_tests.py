@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import glob
+import json
 import os
 import re
 import runpy
@@ -103,15 +105,23 @@ def build_datasets(trl_dir: str, root: str) -> list[str]:
                 runpy.run_path(path, run_name="__main__")
         _write_card(repo_dir)
         built.append(f"{ORG}/{name}")
+    for path in glob.glob(os.path.join(root, ORG, "*", "*", "*.parquet")):  # the tokenizers' training text
+        table = datasets.Dataset.from_parquet(path)
+        table = table.select_columns([c for c in ("prompt", "chosen", "rejected", "tools") if c in table.column_names])
+        CORPUS.extend(json.dumps(row, default=str) for row in table.to_list())
     return built
 
 
 # ------------------------------------------------------------------ models
 
 
+CORPUS: list[str] = [TEXT]  # build_datasets adds the text of the data sets it wrote
+
+
 def local_tokenizer(hub_id: str):
-    """A byte-level BPE tokenizer trained on a few sentences, with the family's chat template; every special token
-    the template names is a single token."""
+    """A byte-level BPE tokenizer trained on the stand-in data sets' text (so that a tool-calling row fits TRL's
+    max_length as it does with a Hub tokenizer), with the family's chat template; every special token the template
+    names is a single token."""
     import trl
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -124,9 +134,9 @@ def local_tokenizer(hub_id: str):
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=600, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        vocab_size=2000, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
     )
-    tok.train_from_iterator([TEXT] * 4, trainer)
+    tok.train_from_iterator(CORPUS, trainer)
     eos = next((t for t in EOS_CANDIDATES if t in specials), "<|endoftext|>")
     bos = "<|begin_of_text|>" if "<|begin_of_text|>" in specials else None
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=eos, pad_token="<|endoftext|>", bos_token=bos)
