@@ -153,7 +153,7 @@ def markdown(summary: dict) -> str:
                           f"[{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]" for m, ci in full["intervals"].items())
         out += [f"Winner: {full['winner']}; {diffs} (95% Student-t over the seeds); statistically tied with it: "
                 f"{', '.join(full['tied']) or 'none'}.", ""]
-        names = list(s["pilots"][0]["accuracy"]) if s["pilots"] else []
+        names = [DEMO_NAMES[m] for m in methods]  # the full comparison's order
         out += [f"**{w}**, `dora select` pilot ({s['steps']} steps per candidate; held-out pairs drawn apart; "
                 "held-out accuracy %):", "", "| seed | " + " | ".join(names) + " | verdict | agrees |",
                 "|---" * (len(names) + 3) + "|"]
