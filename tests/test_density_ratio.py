@@ -417,3 +417,56 @@ def test_demo_no_labels_row(tmp_path):
     w = seed0["weights_no_labels"]
     assert np.mean(w["human"]) > np.mean(w["chatty"])  # the trusted human pairs pick out the human rows
     assert seed0["classifier_no_labels"]["subset_share"]["truth"] == pytest.approx(0.2, abs=0.01)
+
+
+def _separable_world(seed: int) -> tuple[list[dict], list[dict], np.ndarray]:
+    """Fully separable sources: human responses use one vocabulary of 2000 words, synthetic responses another,
+    six words each (so most words are rare: out of fold, a response is often scored from words its model never
+    saw). The pool is 20% human; the 200 trusted rows are drawn apart. The true dQ0/dP of a synthetic row is 0."""
+    rng = np.random.default_rng(seed)
+    vocab = {"human": [f"h{i}" for i in range(2000)], "synthetic": [f"s{i}" for i in range(2000)]}
+
+    def row(source: str) -> dict:
+        chosen, rejected = (" ".join(rng.choice(vocab[source], 6)) for _ in range(2))
+        return {"prompt": f"q{rng.integers(100)}", "chosen": chosen, "rejected": rejected, "source": source}
+
+    pool = [row("human" if rng.random() < 0.2 else "synthetic") for _ in range(2000)]
+    trusted = [row("human") for _ in range(200)]
+    for r in trusted:
+        del r["source"]
+    return pool, trusted, np.array([r.pop("source") for r in pool])
+
+
+def test_separable_sources_get_weights_near_zero():
+    """The weights were soft here (synthetic rows 0.22 on average, against 0.001 with labels): Platt's one
+    sigmoid cannot follow P(trusted | x), which plateaus at N_T / (N_T + α N_P) = 1/3 on human text and is 0
+    elsewhere. With the fitted ceiling the synthetic rows' mean weight is near their true 0, and the human rows'
+    near their true 1/α."""
+    pool, trusted, source = _separable_world(40)
+    ds, report = annotate_density_ratio(pool, trusted, bootstrap=20)
+    w = np.array(ds["dora_weight"])
+    alpha = (source == "human").mean()
+    assert w[source == "synthetic"].mean() <= 0.15
+    assert w[source == "human"].mean() == pytest.approx(1 / alpha, rel=0.1)
+    c = np.array(ds["chosen_trusted_prob"])[source == "human"]
+    assert c.mean() == pytest.approx(400 / (400 + alpha * 4000), abs=0.03)  # the plateau, N_T / (N_T + α N_P)
+
+
+def test_calibration_ceiling_recovers_a_plateau_and_stays_off_without_one():
+    """Scores whose true P(positive) is m·σ(2z − 1) with m = 0.3: the ceiling's fit finds m; on scores with a
+    plain logistic truth (m = 1) the likelihood-ratio test keeps Platt's map (m = 1 exactly)."""
+    from scipy.special import expit
+
+    from dora.classifier import Calibrator
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 3, 20000)
+    raw = expit(z)
+    for m in (0.3, 1.0):
+        y = (rng.random(len(z)) < m * expit(2 * z - 1)).astype(int)
+        cal = Calibrator("platt", ceiling=True).fit(raw, y)
+        if m < 1:
+            assert cal.m == pytest.approx(m, abs=0.02) and cal.a == pytest.approx(2, rel=0.15)
+        else:
+            assert cal.m == 1.0
+        np.testing.assert_allclose(cal(raw), m * expit(2 * z - 1), atol=0.03)

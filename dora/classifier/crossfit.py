@@ -50,10 +50,13 @@ def fit_scores(
     folds: int,
     seed: int,
     c_grid: tuple[float, ...] | None = None,
+    ceiling: bool = False,
 ) -> Scores:
     """Cross-fitted, cross-calibrated probabilities of the positive class (``labels`` 1) and the classifier fit
     on all rows. ``rows``: each response's row (a row's responses share a fold). ``c_grid``: regularisation
-    strengths to try (the one with the lowest out-of-fold log-loss is kept); by default the backend's own."""
+    strengths to try (the one whose calibrated probabilities have the lowest out-of-fold log-loss is kept); by
+    default the backend's own.
+    ``ceiling``: the Platt map gets a fitted maximum (``Calibrator``), for a positive class that never reaches 1."""
     grid = list(c_grid) if c_grid else [backend_kwargs.get("C")]
     if folds >= 2:
         fold, groups, grouping = make_folds(prompts, texts, rows, folds, seed)
@@ -64,15 +67,17 @@ def fit_scores(
         kw = dict(backend_kwargs, **({} if C is None else {"C": C}))
         make = functools.partial(make_classifier, backend, calibration=calibration, seed=seed, **kw)
         raw, final = cross_fit(make, prompts, texts, labels, folds, seed, fold=fold)
-        loss = log_loss(labels, raw)
+        final.calibrator.ceiling = ceiling
+        final.calibrate(raw, labels)  # the saved classifier's calibrator: fitted on all out-of-fold scores
+        if fold is None:
+            probs = final.calibrator(raw)
+        else:  # no calibrator saw the scores it maps
+            probs = cross_calibrate(calibration, raw, labels, fold, groups, seed, ceiling=ceiling)
+        # C is judged by the probabilities the weights use (calibrated, out of fold), not by the raw scores
+        loss = log_loss(labels, probs) if len(grid) > 1 else 0.0
         if best is None or loss < best[0]:
-            best = (loss, C, raw, final)
-    _, chosen, raw, final = best
-    final.calibrate(raw, labels)  # the saved classifier's calibrator: fitted on all out-of-fold scores
-    if fold is None:
-        probs = final.calibrator(raw)
-    else:
-        probs = cross_calibrate(calibration, raw, labels, fold, groups, seed)  # no calibrator saw the scores it maps
+            best = (loss, C, probs, final)
+    _, chosen, probs, final = best
     return Scores(probs, final, grouping, chosen)
 
 
@@ -171,7 +176,14 @@ def cross_fit(
 
 
 def cross_calibrate(
-    method: str, raw: np.ndarray, labels: np.ndarray, fold: np.ndarray, groups: np.ndarray, seed: int = 0, k: int = 5
+    method: str,
+    raw: np.ndarray,
+    labels: np.ndarray,
+    fold: np.ndarray,
+    groups: np.ndarray,
+    seed: int = 0,
+    k: int = 5,
+    ceiling: bool = False,
 ) -> np.ndarray:
     """Calibrated probabilities that no calibrator saw. Each fold's scores come from their own model, on
     their own scale, so each fold is calibrated on itself, cross-fitted: split into k parts along the
@@ -188,7 +200,7 @@ def cross_calibrate(
             train = idx[part != j]
             if len(np.unique(labels[train])) < 2:
                 train = np.setdiff1d(np.arange(len(raw)), test)
-            out[test] = Calibrator(method).fit(raw[train], labels[train])(raw[test])
+            out[test] = Calibrator(method, ceiling).fit(raw[train], labels[train])(raw[test])
     return out
 
 

@@ -47,7 +47,9 @@ class DensityRatioWarning(UserWarning):
 ESS_FRACTION_MIN = 0.1  # warn below this share of the pool's rows
 COVERAGE_MIN = 0.5  # warn when the pool covers less than half of the trusted distribution
 SHIFT_Z = 1.645  # one-sided 5%: below it the classifier found no difference and every weight is 1
-C_GRID = (0.01, 0.1, 1.0)  # tfidf regularisation strengths tried (out-of-fold log-loss)
+# With a few hundred trusted rows a weakly regularised classifier fits noise and the weights inherit it: unless C
+# is given, the tfidf backend's C is chosen among these by the out-of-fold log-loss of the calibrated probabilities
+C_GRID = (0.01, 0.1, 1.0)
 
 
 # --------------------------------------------------------------------------- input checks
@@ -176,11 +178,9 @@ def annotate_density_ratio(
     dataset, trusted = as_dataset(dataset, names[0]), as_dataset(trusted, names[1])
     pool, tr = _read_inputs(dataset, trusted, names, line_offsets)
     prompts, texts, labels, rows, pool_idx = _training_set(pool, tr, trusted_in_pool, names)
-    # With a few hundred trusted rows a weakly regularised classifier fits noise and the weights inherit it: the
-    # tfidf backend's C is chosen by out-of-fold log-loss unless given.
-    tune = backend == "tfidf" and "C" not in backend_kwargs
-    scores = fit_scores(
-        backend, backend_kwargs, calibration, prompts, texts, labels, rows, folds, seed, C_GRID if tune else None
+    grid = C_GRID if backend == "tfidf" and "C" not in backend_kwargs else None
+    scores = fit_scores(  # ceiling: P(trusted | x) plateaus below 1 where the pool's text is target text
+        backend, backend_kwargs, calibration, prompts, texts, labels, rows, folds, seed, grid, ceiling=True
     )
     probs = np.clip(scores.probs, eps, 1 - eps)
     c_pool, c_trusted = probs[pool_idx], probs[labels == 1]
