@@ -13,6 +13,7 @@ from scipy.stats import spearmanr
 
 from dora.classifier import annotate, load_classifier
 from dora.classifier.crossfit import cross_calibrate, expected_calibration_error, make_folds
+from dora.classifier.report import format_table
 from dora.cli import main
 
 WORDS = [f"w{i}" for i in range(30)]
@@ -524,3 +525,43 @@ def test_backends_are_listed_by_name():
     choices = r"\['embedding', 'tfidf', 'transformer'\]"
     with pytest.raises(ValueError, match=rf"unknown backend 'tfidff'; choose from {choices}"):
         make_classifier("tfidff")
+
+
+# --------------------------------------------------------------------------- the regime sentence
+
+
+@pytest.mark.parametrize("overlap,regime,words", [
+    (0.0, "concentrated", "concentrate on 20% of rows"),  # weights 1/α on human rows, 0 elsewhere: ESS/N = α
+    (0.9, "little", "expect DoRA ≈ KL-DRO"),  # 90% of synthetic text in the human template
+])  # fmt: skip
+def test_regime_sentence_at_the_two_ends_of_the_map(overlap, regime, words):
+    """The demo world at a high synthetic share (0.8): separable sources (style overlap 0) against nearly
+    indistinguishable ones (0.9) give the two ends of the regime map; both have 160 human rows of 800 (few)."""
+    from dora.synthetic import WorldConfig, make_world
+
+    train = make_world(WorldConfig(style_overlap=overlap, synthetic_share=0.8, n_train=800, seed=0))["train"]
+    _, report = annotate(Dataset.from_list(train), target_sources=["human"], folds=3)
+    assert report["regime"]["regime"] == regime
+    assert words in report["regime"]["sentence"]
+    assert report["regime"]["few_target_rows"] and report["regime"]["target_rows"] == 160
+    assert "**Prediction:** " + report["regime"]["sentence"] in format_table(report)
+
+
+def test_regime_thresholds():
+    """The rule on hand-made reports: ESS fraction against LITTLE_ESS and CONCENTRATED_ESS, the weight share
+    of the target rows, few target rows, and the calibration caveat."""
+    from dora.classifier.regime import predict_regime
+
+    base = {"n_rows": 1000, "target_sources": ["human"], "rows_by_source": {"human": 300, "gpt": 700}, "ece": 0.01}
+    for ess, regime in ((0.85, "little"), (0.8, "little"), (0.6, "mixed"), (0.49, "concentrated")):
+        out = predict_regime(dict(base, ess_fraction=ess, mean_weight_by_source={"human": 2.0, "gpt": 4 / 7}))
+        assert out["regime"] == regime, ess
+    assert out["weight_shares"]["human"] == pytest.approx(600 / (600 + 400))  # 300 rows x 2.0 of 1000 in all
+    assert "the target rows carry 60% of the weight (30% of rows)" in out["sentence"]
+    assert not out["few_target_rows"] and "poorly calibrated" not in out["sentence"]
+    few = predict_regime(dict(base, ess_fraction=0.3, rows_by_source={"human": 50, "gpt": 950}, ece=0.2,
+                              mean_weight_by_source={"human": 1.0, "gpt": 1.0}))  # fmt: skip
+    assert few["few_target_rows"] and "The target rows are few (50)" in few["sentence"]
+    assert "poorly calibrated (ECE 0.200)" in few["sentence"]
+    no_labels = predict_regime({"mode": "no_labels", "n_trusted_rows": 150, "ess_fraction": 0.95, "n_rows": 900})
+    assert no_labels["regime"] == "little" and no_labels["target_rows"] == 150 and no_labels["few_target_rows"]

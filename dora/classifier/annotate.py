@@ -16,6 +16,7 @@ import numpy as np
 
 from dora.classifier.backends import make_classifier
 from dora.classifier.crossfit import fit_scores
+from dora.classifier.regime import predict_regime
 from dora.classifier.report import diagnostics, report_markdown, save_outputs
 from dora.classifier.responses import Responses, read_responses, response_columns, row_sources, write_columns
 from dora.data import as_dataset
@@ -118,6 +119,7 @@ def annotate(
             "normalize": normalize,
         }
     )
+    report["regime"] = predict_regime(report)
     if output_dir:
         save_outputs(output_dir, scores.classifier, report, report_markdown(report), weights, row_src)
     return (out, report, scores.classifier) if return_classifier else (out, report)

@@ -32,6 +32,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from dora.classifier.crossfit import fit_scores
+from dora.classifier.regime import predict_regime
 from dora.classifier.report import markdown_table, save_outputs, score_summary
 from dora.classifier.responses import Responses, read_responses, response_columns, write_columns
 from dora.classifier.share import estimate_target_share, plot_share
@@ -211,6 +212,7 @@ def annotate_density_ratio(
             "normalize": normalize,
         }
     )
+    report["regime"] = predict_regime(report)
     for message in report["warnings"]:
         warnings.warn(message, DensityRatioWarning, stacklevel=2)
     if output_dir:
@@ -333,4 +335,5 @@ def format_table(report: dict) -> str:
         ),
         ("effective sample size", f"{report['ess']:.1f} of {report['n_rows']} ({100 * report['ess_fraction']:.1f}%)"),
     ]
-    return markdown_table(rows)
+    regime = f"\n\n**Prediction:** {report['regime']['sentence']}" if "regime" in report else ""
+    return markdown_table(rows) + regime

@@ -13,7 +13,10 @@ from sklearn.metrics import brier_score_loss, roc_auc_score
 from dora.classifier.crossfit import expected_calibration_error, reliability_bins
 from dora.ratio import effective_sample_size
 
-__all__ = ["score_summary", "diagnostics", "format_table", "markdown_table", "save_outputs", "plot_diagnostics"]
+__all__ = [
+    "score_summary", "diagnostics", "format_table", "markdown_table", "report_markdown", "save_outputs",
+    "plot_diagnostics",
+]  # fmt: skip
 
 
 def score_summary(probs, labels, weights) -> dict:
@@ -79,7 +82,8 @@ def format_table(report: dict) -> str:
         (f"mean weight, {s} ({counts.get(s, '?')} rows)", f"{w:.3f}")
         for s, w in report["mean_weight_by_source"].items()
     ]
-    return markdown_table(rows) + (
+    regime = f"\n\n**Prediction:** {report['regime']['sentence']}" if "regime" in report else ""
+    return markdown_table(rows) + regime + (
         f"\n\nWeights: the written per-row `dora_weight`, {_scale(report)}. Probabilities, ROC-AUC, Brier and "
         "ECE: out of fold (classifier and calibrator)."
     )
