@@ -176,6 +176,6 @@ def test_classify_names_a_missing_local_model(tmp_path, capsys):
             "./nope", "--output", str(tmp_path / "out")]  # fmt: skip
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err.startswith("dora classify: error: model './nope' not found: no file or folder /")
+    assert err.startswith("dora classify: error: --model './nope' not found: no file or folder /")
     with pytest.raises(FileNotFoundError, match=r"model './nope' not found: no file or folder /"):
         main([*argv, "--debug"])
