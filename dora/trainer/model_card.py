@@ -10,12 +10,12 @@ from pathlib import Path
 __all__ = ["TAG_NAMES", "create_model_card", "card_model_name"]
 
 TAG_NAMES = ["trl", "dpo", "dora"]
-PAPER_TITLE = "DoRA: Distribution-aware Optimization for Robust Alignment"
+PAPER_TITLE = "Leveraging Robust Optimization for LLM Alignment under Distribution Shifts"
 PAPER_ID = "2504.05831"
 CITATION = """\
-@inproceedings{zhu2025dora,
-    title        = {{Distribution-aware Optimization for Robust Alignment}},
-    author       = {Zhu and others},
+@inproceedings{zhu2025leveraging,
+    title        = {{Leveraging Robust Optimization for LLM Alignment under Distribution Shifts}},
+    author       = {Zhu, Mingye and Liu, Yi and Fu, Zheren and Zhang, Yongdong and Mao, Zhendong},
     year         = 2025,
     booktitle    = {Advances in Neural Information Processing Systems 38 (NeurIPS 2025)},
     eprint       = {arXiv:2504.05831},
