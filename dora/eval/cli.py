@@ -19,7 +19,11 @@ def _csv(text: str | None) -> list[str]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="eval_command", required=True, metavar="{preference,distalign}")
+    _add_preference_arguments(sub)
+    _add_distalign_arguments(sub)
 
+
+def _add_preference_arguments(sub) -> None:
     pref = sub.add_parser(
         "preference",
         help="implicit-reward accuracy, reward-model accuracy, win rate",
@@ -66,6 +70,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--overwrite-output-dir", action="store_true", help="replace the results of an earlier run in --output"
     )
 
+
+def _add_distalign_arguments(sub) -> None:
     dist = sub.add_parser(
         "distalign",
         help="the distributional-alignment benchmark (Meister et al., arXiv 2411.05403)",
