@@ -155,7 +155,7 @@ def test_recipe_trains_two_steps(path, fixtures, tiny_model_dir, tmp_path, one_t
 
     recipe = _recipe(path)
     config, extra = load_recipe(path, _tiny_overrides(recipe, fixtures, tiny_model_dir, tmp_path))
-    trainer = build(config, extra)
+    trainer, _ = build(config, extra)
     # the recipe's own fields reach the config (only the overridden ones changed)
     for key in ("learning_rate", "gradient_accumulation_steps", "beta", "num_train_epochs"):
         assert getattr(trainer.args, key) == pytest.approx(recipe[key]), key

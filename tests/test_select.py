@@ -53,7 +53,7 @@ def seen(monkeypatch):
 
     def spy(kwargs, extra, *a, **k):
         built = build(kwargs, extra, *a, **k)
-        trainer = built[0] if isinstance(built, tuple) else built
+        trainer = built[0]
         tok, ds = trainer.processing_class, trainer.train_dataset
         out[os.path.basename(kwargs["output_dir"])] = [
             (tok.decode(r["prompt_ids"]), tok.decode(r["completion_ids"][0]), tok.decode(r["completion_ids"][1]))

@@ -142,17 +142,15 @@ def plan(config: str | None, overrides: dict, *, output: str, candidates=None, s
 
 
 def _preflight(kwargs: dict, extra: dict, skip_invalid: bool = False):
-    """(DoRAConfig, train rows, eval rows) from `dora train`'s preflight (a dict, or the older tuple)."""
-    out = preflight(kwargs, extra, skip_invalid)
-    if isinstance(out, dict):
-        return out["args"], out["train"], out["eval"]
-    return out[0], out[3], out[4]
+    """(DoRAConfig, train rows, eval rows) from `dora train`'s preflight."""
+    plan = preflight(kwargs, extra, skip_invalid)
+    return plan["args"], plan["train"], plan["eval"]
 
 
 def _build(kwargs: dict, extra: dict):
-    """`dora train`'s trainer for a recipe (its build returns the trainer, or the trainer and its plan)."""
-    out = build(kwargs, extra)
-    return out[0] if isinstance(out, tuple) else out
+    """`dora train`'s trainer for a recipe (build returns the trainer and its plan)."""
+    trainer, _ = build(kwargs, extra)
+    return trainer
 
 
 def _check_output(output: str, settings: dict, inputs: list, models: list, overwrite: bool) -> None:
