@@ -132,12 +132,72 @@ def _read_json_rows(path: str) -> tuple[list[dict], list[str]]:
     return rows, labels
 
 
+NUMBER_COLUMNS = ("dora_weight", "target_prob", "chosen_target_prob", "rejected_target_prob")  # read as numbers
+TEXT_COLUMNS = ("prompt", "chosen", "rejected", "responses")  # read as text, however they look
+
+
+def _number(text: str) -> float | int:
+    """A CSV cell as a number: an int when written as one, else a float (``nan``/``inf`` pass, for the validator
+    to refuse); ValueError when it is no number."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+def _read_csv_rows(path: str) -> tuple[list[dict], list[str], list[tuple[int, str]]]:
+    """The rows of a csv file as written: every cell text, an empty cell missing (None); each row's label
+    (``line k``, the 1-based file line where the row starts: the header is line 1); and the rows whose value in a
+    number column (``NUMBER_COLUMNS``) is no number, as (index, problem). Other columns are numbers only when
+    every cell is one (as arrow typed them), else text as written; ``TEXT_COLUMNS`` stay text."""
+    import csv
+
+    _check_utf8(path)
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if not header or not any(h.strip() for h in header):
+            raise ValueError(f"{path}, line 1: no header row (column names) found")
+        dup = [h for i, h in enumerate(header) if h in header[:i]]
+        if dup:
+            raise ValueError(f"{path}, line 1: column {dup[0]!r} named twice")
+        rows, labels, start = [], [], reader.line_num + 1
+        for cells in reader:
+            if cells:  # a blank line is no row (a row of empty cells is one)
+                if len(cells) > len(header):
+                    raise ValueError(f"{path}, line {start}: {len(cells)} fields where the header has {len(header)}")
+                rows.append({h: (c if c != "" else None) for h, c in zip(header, cells + [""] * len(header))})
+                labels.append(f"line {start}")
+            start = reader.line_num + 1
+    bad: dict[int, str] = {}
+    for col in header:
+        if col in TEXT_COLUMNS:
+            continue
+        numbers = {}
+        for i, row in enumerate(rows):
+            if row[col] is not None:
+                try:
+                    numbers[i] = _number(row[col])
+                except ValueError:
+                    if col not in NUMBER_COLUMNS:
+                        break  # a text column: left as written
+                    bad.setdefault(i, f"column '{col}': {row[col]!r:.60} is not a number")
+        else:
+            for i, x in numbers.items():
+                rows[i][col] = float(x) if col in NUMBER_COLUMNS else x
+    return rows, labels, sorted(bad.items())
+
+
 def _typed_rows(path: str, skip_invalid: bool) -> tuple[list[dict], list[str]]:
-    """Rows read as written: a value whose type differs from the rest of its column is that row's error (naming
-    its line), not a reason to re-type the column; with ``skip_invalid`` such rows are dropped and counted."""
-    rows, labels = _read_json_rows(path)
-    kinds = _column_kinds(rows)
-    bad = [(i, p) for i, p in ((i, _type_problem(r, kinds)) for i, r in enumerate(rows)) if p]
+    """Rows read as written: a value whose type differs from the rest of its column (json), or a number column's
+    cell that is no number (csv), is that row's error (naming its line), not a reason to re-type the column; with
+    ``skip_invalid`` such rows are dropped and counted."""
+    if path.lower().endswith(".csv"):
+        rows, labels, bad = _read_csv_rows(path)
+    else:
+        rows, labels = _read_json_rows(path)
+        kinds = _column_kinds(rows)
+        bad = [(i, p) for i, p in ((i, _type_problem(r, kinds)) for i, r in enumerate(rows)) if p]
     if not bad:
         return rows, labels
     shown = "; ".join(f"{labels[i]}, {p}" for i, p in bad[:3]) + ("; ..." if len(bad) > 3 else "")
@@ -178,7 +238,7 @@ def _load_file(path: str, skip_invalid: bool):
         with open(path, "rb") as f:
             if not f.read(1 << 16).strip():
                 raise ValueError(f"{path}: empty file, no rows")
-    if ext in ("jsonl", "json"):
+    if ext in ("jsonl", "json", "csv"):
         rows, labels = _typed_rows(path, skip_invalid)
         if not rows:
             raise ValueError(f"{path}: no rows")
@@ -189,8 +249,6 @@ def _load_file(path: str, skip_invalid: bool):
             raise _explain_load_error(path, e) from e
         _LABELS[_file_key(path)] = labels
         return ds
-    if ext == "csv":
-        _check_utf8(path)
     from datasets.utils import logging as datasets_logging
 
     level = datasets_logging.get_verbosity()
@@ -208,9 +266,10 @@ def load_rows(
 ):
     """A ``datasets.Dataset`` from a local file (jsonl, json, parquet, csv), a folder written by
     ``save_to_disk``, or a Hub dataset id (``name``: its configuration). A missing local-looking path (named as
-    ``what``), an empty file or an unreadable file is a one-line error naming it. JSON rows are read as written:
-    a value of another type than the rest of its column is an error naming its line (``skip_invalid``: that row
-    is dropped, with a warning)."""
+    ``what``), an empty file or an unreadable file is a one-line error naming it. JSON and CSV rows are read as
+    written: a value of another type than the rest of its column (json), or a cell of a number column that is no
+    number (csv), is an error naming its line (``skip_invalid``: that row is dropped, with a warning); CSV text
+    stays text ("15" stays "15")."""
     import datasets
 
     check_local_path(path_or_id, what)
@@ -232,7 +291,7 @@ def load_rows(
 
 
 def row_labels(path_or_id: str | None, n: int) -> list[str]:
-    """How a row is named in errors: ``line k`` (1-based) for a jsonl file, else ``row k`` (1-based)."""
+    """How a row is named in errors: ``line k`` (1-based file line) for a jsonl or csv file, else ``row k``."""
     path = os.path.expanduser(str(path_or_id)) if path_or_id else ""
     if os.path.isfile(path) and len(_LABELS.get(_file_key(path), ())) == n:  # the rows load_rows kept
         return list(_LABELS[_file_key(path)])
