@@ -71,15 +71,18 @@ class MetricsMixin:
         if mode == "train" and self._weight_histogram is not None:
             self._weight_histogram.add(g["dora/weight_mean"])
         if self.source_vocab:
-            self._record_sources(mode, inputs, g["dora/loss_mean"], g["rewards/accuracies"])
+            weights = g["dora/weight_mean"]
+            self._record_sources(mode, inputs, g["dora/loss_mean"], g["rewards/accuracies"], weights=weights)
 
-    def _record_sources(self, mode, inputs, losses, correct) -> None:
+    def _record_sources(self, mode, inputs, losses, correct, weights=None) -> None:
         """Per-source loss and accuracy: each response counts under its own source (a pair of a human and a
         synthetic response counts once under each); pairs whose two sources differ also count under
-        ``chosen_vs_rejected``. ``losses`` / ``correct`` are the gathered per-sample values."""
+        ``chosen_vs_rejected``. ``losses`` / ``correct`` / ``weights`` are the gathered per-sample values."""
         ids, scores = self._gather(inputs["source_ids"]), self._gather(inputs["scores"])
         if ids.dim() == 1:
             ids = ids.unsqueeze(1)
+        if weights is not None:
+            self._record_weight_share(mode, ids, weights)
         (ids,) = ranked(scores, ids)  # best response first
         names = {i: s for s, i in self.source_vocab.items()}
         buckets = self._per_source[mode]
@@ -100,6 +103,19 @@ class MetricsMixin:
                 acc[0] += losses[sel].sum().item()
                 acc[1] += correct[sel].sum().item()
                 acc[2] += int(sel.sum().item())
+
+    def _record_weight_share(self, mode, ids, weights) -> None:
+        """Each source's share of the calibration weight h: a row's weight is split evenly over its responses,
+        each part going to that response's source (a pair of two human responses puts all of it on ``human``,
+        a human / synthetic pair half on each). Stored as (source's weight, all rows' weight) per batch, so the
+        logged value is a ratio of sums over the logging window, not a mean of per-batch shares; it sums to 1
+        over the sources when every response has one. ``ids`` [B, n] and ``weights`` [B] are gathered."""
+        total = weights.double().sum().item()
+        if total <= 0:
+            return
+        m, w = self._metrics[mode], weights.double().unsqueeze(1) / ids.shape[1]  # each response's part
+        for name, sid in self.source_vocab.items():  # every source, so each window has the same denominator
+            m[f"source/{name}/weight_share"].append(((w * (ids == sid)).sum().item(), total))
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         mode = "train" if self.model.training else "eval"
