@@ -10,7 +10,7 @@ import os
 import warnings
 
 from dora.classifier.extremes import format_extremes, weight_extremes
-from dora.data import check_local_path, load_rows
+from dora.data import check_local_path, load_rows, read_utf8
 from dora.local_model import check_model_folder
 from dora.output_dir import claim_output_dir
 
@@ -96,13 +96,7 @@ def _read_config(path: str) -> dict:
 
     if not os.path.isfile(os.path.expanduser(path)):
         raise FileNotFoundError(f"--config {path!r}: no such file")
-    with open(os.path.expanduser(path), "rb") as f:
-        raw = f.read()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise ValueError(f"{path}, line {line}: not UTF-8 text (byte {raw[e.start]:#x})") from None
+    text = read_utf8(path)
     try:
         cfg = yaml.safe_load(text)
     except yaml.YAMLError as e:

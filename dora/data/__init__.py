@@ -13,7 +13,15 @@ tokenizer's chat template (the prompt with ``add_generation_prompt=True``).
 
 from dora.data.collator import PreferenceCollator
 from dora.data.formats import add_implicit_prompt, is_listwise, split_implicit_prompt
-from dora.data.loading import DATA_SUFFIXES, as_dataset, check_local_path, load_rows, looks_local, row_labels
+from dora.data.loading import (
+    DATA_SUFFIXES,
+    as_dataset,
+    check_local_path,
+    load_rows,
+    looks_local,
+    read_utf8,
+    row_labels,
+)
 from dora.data.tokenize import prepare_dataset, tokenize_row
 from dora.data.validation import check_loss_fits_data, check_weight_columns, validate_rows
 
@@ -23,6 +31,7 @@ __all__ = [
     "looks_local",
     "check_local_path",
     "row_labels",
+    "read_utf8",
     "DATA_SUFFIXES",
     "is_listwise",
     "split_implicit_prompt",

@@ -8,7 +8,7 @@ import os
 
 logger = logging.getLogger("dora.data")
 
-__all__ = ["load_rows", "looks_local", "check_local_path", "row_labels", "DATA_SUFFIXES"]
+__all__ = ["load_rows", "looks_local", "check_local_path", "row_labels", "read_utf8", "DATA_SUFFIXES"]
 
 
 DATA_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv", ".arrow")
@@ -46,17 +46,33 @@ def check_local_path(path: str, what: str = "dataset") -> None:
     raise FileNotFoundError(f"{what} {str(path)!r} not found: no file or folder {os.path.abspath(full)}{hint}")
 
 
+def _not_utf8(path: str, line: int, raw: bytes, start: int) -> ValueError:
+    """The one-line error for bytes that are not UTF-8: the file, the line, the byte and its column."""
+    column = start - (raw.rfind(b"\n", 0, start) + 1) + 1
+    return ValueError(
+        f"{path}, line {line}: not UTF-8 text (byte 0x{raw[start]:02x} at column {column}); save the file as UTF-8"
+    )
+
+
 def _check_utf8(path: str) -> None:
-    """A text file (jsonl, json, csv) that is not UTF-8: one line naming the file, line and byte."""
+    """A text file (jsonl, json, csv) that is not UTF-8: one line naming the file, line and byte (read line by line,
+    so that a large data file is never held whole)."""
     with open(path, "rb") as f:
         for k, raw in enumerate(f, 1):
             try:
                 raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise ValueError(
-                    f"{path}, line {k}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1}); "
-                    "save the file as UTF-8"
-                ) from None
+                raise _not_utf8(path, k, raw, e.start) from None
+
+
+def read_utf8(path: str) -> str:
+    """The whole text of a small file (a YAML recipe), or the one-line error of ``_check_utf8`` naming its line."""
+    with open(os.path.expanduser(path), "rb") as f:
+        raw = f.read()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise _not_utf8(path, raw[: e.start].count(b"\n") + 1, raw, e.start) from None
 
 
 def _kind(value) -> str | None:

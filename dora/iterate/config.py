@@ -7,6 +7,7 @@ import math
 import os
 from dataclasses import dataclass, field
 
+from dora.data import read_utf8
 from dora.iterate.judge import check_judge_spec
 
 __all__ = ["IterateConfig", "load_iterate_recipe"]
@@ -224,13 +225,7 @@ def load_iterate_recipe(path: str | None, overrides: dict | None = None) -> tupl
     if path:
         if not os.path.isfile(os.path.expanduser(path)):
             raise FileNotFoundError(f"recipe {path!r} not found")
-        with open(os.path.expanduser(path), "rb") as f:
-            raw = f.read()
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            line = raw[: e.start].count(b"\n") + 1
-            raise ValueError(f"{path}, line {line}: not UTF-8 text (byte {raw[e.start]:#x})") from None
+        text = read_utf8(path)
         try:
             recipe = yaml.safe_load(text) or {}
         except yaml.MarkedYAMLError as e:
