@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import build_tiny_encoder
 from datasets import Dataset
 
 from dora.classifier.density import annotate_density_ratio, estimate_target_share
@@ -221,25 +222,8 @@ def test_source_columns_of_the_pool_are_ignored():
 @pytest.fixture(scope="module")
 def tiny_encoder(tmp_path_factory):
     """A tiny BERT and a word-level tokenizer over the test's words, saved like a Hub checkpoint."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from tokenizers.processors import TemplateProcessing
-    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
-
-    path = str(tmp_path_factory.mktemp("tiny_encoder"))
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "q", "foo", *VOCAB, *[str(i) for i in range(20)]]
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocab)}, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.post_processor = TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
-    )
-    PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
-        mask_token="[MASK]",
-    ).save_pretrained(path)  # fmt: skip
-    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64)  # fmt: skip
-    BertModel(config).save_pretrained(path)
-    return path
+    words = ["q", "foo", *VOCAB, *[str(i) for i in range(20)]]
+    return build_tiny_encoder(tmp_path_factory.mktemp("tiny_encoder"), words)
 
 
 @pytest.mark.parametrize("backend", ["embedding", "transformer"])

@@ -7,20 +7,10 @@ import json
 import logging
 
 import pytest
-from conftest import pair_rows
+from conftest import pair_rows, write_jsonl
 from datasets import Dataset
 
 from dora.data import load_rows, prepare_dataset, validate_rows
-
-
-def write_jsonl(path, rows, blank_after=()):
-    """Rows one per line, with a blank line after the rows whose index is in ``blank_after``."""
-    with open(path, "w") as f:
-        for i, r in enumerate(rows):
-            f.write(json.dumps(r) + "\n")
-            if i in blank_after:
-                f.write("\n")
-    return str(path)
 
 
 def spoil(rows, bad):
