@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import glob
+import inspect
 import json
 import os
 import re
@@ -36,6 +37,7 @@ import xml.etree.ElementTree as ET
 
 ORG = "trl-internal-testing"
 TEST_FILE = "test_dpo_trainer.py"
+PLUGIN = "dora_stand_in_env"  # a pytest plugin: allow_missing_video_processor in the test runs
 TRL_IMPORT = "from trl import DPOConfig, DPOTrainer\n"
 DORA_IMPORT = "from dora import DoRAConfig as DPOConfig, DoRATrainer as DPOTrainer\n"
 DATASET_SCRIPTS = {
@@ -47,7 +49,8 @@ DATASET_SCRIPTS = {
 }
 # the chat template (trl/chat_templates/NAME.jinja) of a tokenizer's Hub id, by the id's first matching part
 TEMPLATES = [
-    ("Qwen2.5-VL", "qwen2_5_vl"), ("Qwen2.5", "qwen2_5"), ("Qwen3-30B-A3B", "qwen3"), ("Qwen3", "qwen3"),
+    ("Qwen2.5-VL", "qwen2_5_vl"), ("Qwen2-VL", "qwen2_5_vl"), ("Qwen2.5", "qwen2_5"), ("Qwen3-30B-A3B", "qwen3"),
+    ("Qwen3", "qwen3"),
     ("Cohere", "cohere2"), ("tiny-aya", "cohere2"), ("GLM", "glm4moe"), ("gpt-oss", "gptoss"),
     ("LFM2.5", "lfm2_2_5"), ("LFM2", "lfm2"), ("Nemotron", "nemotron_3_nano"), ("Llama-3.2", "llama3_2"),
     ("Llama-3.1", "llama3_1"), ("Llama-3", "llama3"), ("Phi-3.5", "phi3_5"), ("Phi-3", "phi3"),
@@ -58,7 +61,16 @@ TEXT = (
     "Complex is better than complicated. Flat is better than nested. Sparse is better than dense. "
     "Readability counts. Errors should never pass silently. Now is better than never. "
     "What is the weather like today? It is sunny and warm. The answer is 42. Please call the tool. "
+    "You are a helpful assistant. What is this? Describe the image. "
 )
+# vision-language models: the Hub id TRL's script builds from -> (model_type, processor class, image processor class
+# (the torchvision-free one), the config's token-id attributes and the token each names)
+QWEN_VL_TOKENS = {"image_token_id": "<|image_pad|>", "video_token_id": "<|video_pad|>",
+                  "vision_start_token_id": "<|vision_start|>", "vision_end_token_id": "<|vision_end|>"}
+VLMS = {
+    "Qwen/Qwen2-VL-2B-Instruct": ("qwen2_vl", "Qwen2VLProcessor", "Qwen2VLImageProcessorPil", QWEN_VL_TOKENS),
+    "Qwen/Qwen2.5-VL-3B-Instruct": ("qwen2_5_vl", "Qwen2_5_VLProcessor", "Qwen2VLImageProcessorPil", QWEN_VL_TOKENS),
+}
 
 
 # ------------------------------------------------------------------ data sets
@@ -156,20 +168,89 @@ def shrink_vocab(model, tokenizer) -> None:
 
 
 def _model_scripts(trl_dir: str, wanted: set[str]) -> dict[str, str]:
-    """Hub id -> the generate_tiny_models script that builds it, for the causal LMs among ``wanted``."""
-    folder = os.path.join(trl_dir, "scripts", "generate_tiny_models", "for_causal_lm")
+    """Hub id -> the generate_tiny_models script that builds it, for the causal LMs among ``wanted`` and the
+    vision-language models of ``VLMS``."""
     found = {}
-    for f in sorted(os.listdir(folder)):
-        if not f.endswith(".py") or f.startswith("_"):
-            continue
-        text = open(os.path.join(folder, f)).read()
-        call = re.search(r'push_to_hub\(model, \w+, \w+, "(\w+)"(?:, "([^"]+)")?\)', text)
-        cls = re.search(r"model = (\w+ForCausalLM)\(", text)
-        if call and cls:
-            repo = f"{ORG}/{call.group(1)}-{cls.group(1)}" + (f"-{call.group(2)}" if call.group(2) else "")
-            if repo in wanted:
-                found[repo] = f"scripts.generate_tiny_models.for_causal_lm.{f[:-3]}"
+    kinds = (("for_causal_lm", r"\w+ForCausalLM"), ("for_conditional_generation", r"\w+ForConditionalGeneration"))
+    for kind, pattern in kinds:
+        folder = os.path.join(trl_dir, "scripts", "generate_tiny_models", kind)
+        for f in sorted(os.listdir(folder)):
+            if not f.endswith(".py") or f.startswith("_"):
+                continue
+            text = open(os.path.join(folder, f)).read()
+            call = re.search(r'push_to_hub\(model, \w+, \w+, "(\w+)"(?:, "([^"]+)")?\)', text)
+            cls = re.search(rf"model = ({pattern})\(", text)
+            hub = re.search(r'MODEL_ID = "([^"]+)"', text)
+            if kind != "for_causal_lm" and (hub is None or hub.group(1) not in VLMS):
+                continue
+            if call and cls:
+                repo = f"{ORG}/{call.group(1)}-{cls.group(1)}" + (f"-{call.group(2)}" if call.group(2) else "")
+                if repo in wanted:
+                    found[repo] = f"scripts.generate_tiny_models.{kind}.{f[:-3]}"
     return found
+
+
+def local_processor(hub_id: str):
+    """The family's processor, built here: its image processor with defaults, the local tokenizer (the family's
+    image tokens and chat template), and the template on the processor too."""
+    import transformers
+
+    _, processor_class, image_processor_class, _ = VLMS[hub_id]
+    tokenizer = local_tokenizer(hub_id)
+    image_processor = getattr(transformers, image_processor_class)()
+    return getattr(transformers, processor_class)(
+        image_processor=image_processor, tokenizer=tokenizer, chat_template=tokenizer.chat_template
+    )
+
+
+def local_vlm_config(hub_id: str, processor, **kwargs):
+    """The family's config with the script's tiny sizes, its vocabulary the local tokenizer's and its image-token ids
+    the local tokenizer's ids of the same tokens."""
+    from transformers import CONFIG_MAPPING
+
+    model_type, _, _, tokens = VLMS[hub_id]
+    config = CONFIG_MAPPING[model_type](**kwargs)
+    tokenizer = processor.tokenizer
+    config.get_text_config().vocab_size = len(tokenizer)
+    for name, token in tokens.items():
+        setattr(config, name, tokenizer.convert_tokens_to_ids(token))
+    return config
+
+
+def allow_missing_video_processor() -> None:
+    """Without torchvision, transformers cannot build or load a processor that has a video processor (Qwen2-VL's and
+    others'), although images never need it: the processor is then built, saved and loaded without one. Applied in
+    the stand-in build and, as a pytest plugin, in both test runs alike; a no-op where torchvision is installed."""
+    import transformers
+    from transformers import ProcessorMixin
+    from transformers.models.auto.video_processing_auto import AutoVideoProcessor
+    from transformers.utils import is_torchvision_available
+
+    if is_torchvision_available() or getattr(ProcessorMixin, "_video_optional", False):
+        return
+    check, save = ProcessorMixin.check_argument_for_proper_class, ProcessorMixin.save_pretrained
+
+    def check_argument(self, name, arg):
+        return None if arg is None and "video" in name else check(self, name, arg)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        if all(getattr(self, n, None) is not None for n in self.get_attributes()):
+            return save(self, save_directory, *args, **kwargs)
+        os.makedirs(save_directory, exist_ok=True)
+        for n in self.get_attributes():
+            if getattr(self, n, None) is not None:
+                getattr(self, n).save_pretrained(save_directory)
+        self.to_json_file(os.path.join(save_directory, "processor_config.json"))
+        if self.chat_template is not None:
+            with open(os.path.join(save_directory, "chat_template.jinja"), "w") as f:
+                f.write(self.chat_template)
+        return [save_directory]
+
+    ProcessorMixin.check_argument_for_proper_class = check_argument
+    ProcessorMixin.save_pretrained = save_pretrained
+    ProcessorMixin._video_optional = True
+    AutoVideoProcessor.from_pretrained = classmethod(lambda cls, *a, **k: None)
+    transformers.logging.get_logger("dora").info("processors load without a video processor (no torchvision)")
 
 
 def build_models(trl_dir: str, root: str, wanted: set[str]) -> tuple[list[str], dict[str, str]]:
@@ -179,6 +260,7 @@ def build_models(trl_dir: str, root: str, wanted: set[str]) -> tuple[list[str], 
     sys.path.insert(0, trl_dir)
     import scripts.generate_tiny_models._common as common
 
+    allow_missing_video_processor()
     built, failed = [], {}
     for repo, module in _model_scripts(trl_dir, wanted).items():
         if os.path.exists(os.path.join(root, repo, "config.json")):
@@ -187,15 +269,25 @@ def build_models(trl_dir: str, root: str, wanted: set[str]) -> tuple[list[str], 
 
         def save(model, tokenizer, generation_config, prefix=None, suffix=None, create_pr=None, repo=repo):
             out = os.path.join(root, repo)
-            shrink_vocab(model, tokenizer)
+            shrink_vocab(model, getattr(tokenizer, "tokenizer", tokenizer))  # a processor's own tokenizer
             model.save_pretrained(out)
             tokenizer.save_pretrained(out)
             if generation_config is not None:
                 generation_config.save_pretrained(out)
 
         noop = lambda *a, **k: None  # noqa: E731
+        processors = {}  # the script's processor, whose token ids its config then takes
+
+        def processor(hub_id, *a, processors=processors, **k):
+            if hub_id not in processors:
+                processors[hub_id] = local_processor(hub_id)
+            return processors[hub_id]
+
         patches = [
             (transformers.AutoTokenizer, "from_pretrained", lambda hub_id, *a, **k: local_tokenizer(hub_id)),
+            (transformers.AutoProcessor, "from_pretrained", processor),
+            (transformers.AutoConfig, "from_pretrained", lambda hub_id, *a, **k: local_vlm_config(
+                hub_id, processor(hub_id), **k)),
             (transformers.GenerationConfig, "from_pretrained", lambda *a, **k: transformers.GenerationConfig()),
             (common, "push_to_hub", save), (common, "check_transformers_version", noop),
             (common, "check_dtype_pattern", noop), (common, "print_config_diff", noop),
@@ -271,9 +363,13 @@ def _shim_missing_helpers(path: str) -> None:
 def run_pytest(root: str, name: str, extra: list[str]) -> dict[str, str]:
     """test id -> passed | failed | skipped, from one pytest run on ``root/name/test_dpo_trainer.py``."""
     xml = os.path.join(root, f"{name}.xml")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRL_EXPERIMENTAL_SILENCE": "1"}
+    with open(os.path.join(root, f"{PLUGIN}.py"), "w") as f:  # the same environment for both runs
+        source = inspect.getsource(allow_missing_video_processor)
+        f.write(f"import os\n\n\n{source}\n\nallow_missing_video_processor()\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRL_EXPERIMENTAL_SILENCE": "1",
+           "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
     cmd = [sys.executable, "-m", "pytest", f"{name}/{TEST_FILE}", "-p", "no:randomly", "-p", "no:cacheprovider",
-           "-q", "--tb=line", f"--junitxml={xml}", *extra]  # fmt: skip
+           "-p", PLUGIN, "-q", "--tb=line", f"--junitxml={xml}", *extra]  # fmt: skip
     print("$", " ".join(cmd), flush=True)
     subprocess.run(cmd, cwd=root, env=env)
     return read_outcomes(xml)
