@@ -1,7 +1,8 @@
-"""When does DoRA pay? A regime map over the default world's synthetic share x style overlap.
+"""When does DoRA pay? A regime map over a world's synthetic share x style overlap.
 
-For each cell (share, overlap) of the grid and each seed: the `shared-phrase` world with that share and
-overlap (everything else as the world defines it), its tfidf source classifier and dQ0/dP weights, and
+For each cell (share, overlap) of the grid and each seed: the world (``--world``, default the demo's default
+world) with that share and overlap (everything else, and the training budget, as the world defines it), its
+tfidf source classifier and dQ0/dP weights, and
 DPO, DoRA and Human-only trained from one SFT checkpoint per seed (shared by every cell, so that a cell's
 differences come from its data, not from its start). Per cell: DoRA - DPO and DoRA - Human-only in points
 of preference accuracy on the held-out human pairs, their mean and 95% Student-t interval over the seeds.
@@ -23,7 +24,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 
 from dora.demo.stages import run_seed, sft_stage
-from dora.worlds import get_world
+from dora.worlds import BUDGETS, DEFAULT_WORLD, WORLDS, get_world
 
 METHODS = ["DPO", "DoRA", "Human-only"]
 COMPARISONS = [("DoRA", "DPO"), ("DoRA", "Human-only")]
@@ -86,27 +87,32 @@ def plot(cells: dict, shares: list[float], overlaps: list[float], path: str) -> 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--output", default="demo_out/regime_map")
+    p.add_argument("--world", default=DEFAULT_WORLD, choices=sorted(WORLDS))
     p.add_argument("--shares", default="0.5,0.8,0.95")
     p.add_argument("--overlaps", default="0,0.3,0.6")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--n-train", type=int, default=800)
     p.add_argument("--n-test", type=int, default=200)
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--sft-epochs", type=int, default=6)
+    p.add_argument("--epochs", type=int, default=None, help="default: the world's budget")
+    p.add_argument("--sft-epochs", type=int, default=None, help="default: the world's budget")
     p.add_argument("--jobs", type=int, default=1)
     a = p.parse_args(argv)
     shares = [float(x) for x in a.shares.split(",")]
     overlaps = [float(x) for x in a.overlaps.split(",")]
     if a.seeds < 2:
         p.error("--seeds must be at least 2 (an interval needs two seeds)")
-    base = get_world("shared-phrase", n_train=a.n_train, n_test=a.n_test)
+    budget = BUDGETS[a.world]["full"]
+    a.epochs = a.epochs or budget["epochs"]
+    a.sft_epochs = a.sft_epochs or budget["sft_epochs"]
+    base = get_world(a.world, n_train=a.n_train, n_test=a.n_test)
     t0 = time.time()
     sfts = run_all(sft_stage, [dict(cfg=replace(base, seed=k), out_dir=os.path.join(a.output, f"sft{k}"),
                                     sft_epochs=a.sft_epochs) for k in range(a.seeds)], a.jobs)  # fmt: skip
     grid = [(s, o, k) for s in shares for o in overlaps for k in range(a.seeds)]
     calls = [dict(cfg=replace(base, synthetic_share=s, style_overlap=o, seed=k), methods=METHODS,
                   out_dir=os.path.join(a.output, f"share{s:g}_overlap{o:g}", f"seed{k}"), sft_epochs=a.sft_epochs,
-                  epochs=a.epochs, sft_dir=sfts[k][0], generate=False) for s, o, k in grid]  # fmt: skip
+                  epochs=a.epochs, sft_dir=sfts[k][0], generate=False, lr=budget["lr"])
+             for s, o, k in grid]  # fmt: skip
     runs = run_all(run_seed, calls, a.jobs)
     cells = {}
     for s in shares:
@@ -123,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         diffs = " | ".join("{:+.1f} [{:+.1f}, {:+.1f}]".format(*(100 * v for v in c[f"{x} - {y}"]))
                            for x, y in COMPARISONS)  # fmt: skip
         lines.append(f"| {100 * s:.0f}% | {o:g} | {means} | {diffs} |")
-    lines.append(f"\n{a.seeds} seeds per cell; {a.n_train} training pairs, {a.epochs} epochs; preference "
+    lines.append(f"\n{a.world}; {a.seeds} seeds per cell; {a.n_train} training pairs, {a.epochs} epochs at lr "
+                 f"{budget['lr']:g}; preference "
                  f"accuracy on the held-out human pairs; {time.time() - t0:.0f} s of wall time.")  # fmt: skip
     table = "\n".join(lines)
     with open(os.path.join(a.output, "regime_map.md"), "w") as f:

@@ -16,7 +16,8 @@ def test_quick_demo_runs_every_stage(tmp_path):
     comparisons and the harm line, the JSON and the plot (the other methods differ only in their config)."""
     out = tmp_path / "demo"
     methods = ["DPO", "DoRA", "Human-only", "Label reweight", "Oracle"]
-    argv = ["demo", "--quick", "--n-train", "200", "--methods", ",".join(methods), "--output", str(out)]
+    argv = ["demo", "--quick", "--n-train", "200", "--epochs", "1", "--methods", ",".join(methods)]
+    argv += ["--output", str(out)]
     assert main(argv) == 0
     table = (out / "results.md").read_text()
     for name in ["SFT", *methods]:
@@ -24,7 +25,7 @@ def test_quick_demo_runs_every_stage(tmp_path):
     assert "| seed | DPO | DoRA | Human-only | Label reweight | Oracle |" in table
     assert "| DoRA − | preference accuracy, per seed (points) |" in table
     result = json.loads((out / "results.json").read_text())
-    assert result["config"]["bias"] == "phrase"  # the default world is shared-phrase
+    assert result["config"]["bias"] == "larger" and result["config"]["n_sft"] == 2000  # the default: larger-number
     seed0 = result["per_seed"][0]
     assert set(seed0["weights"]) == {"human", "chatty", "terse_bot"}
     assert seed0["classifier"]["roc_auc"] > 0.6  # the sources differ in style, so they can be told apart

@@ -131,6 +131,38 @@ def test_phrase_worlds_have_their_stated_properties(name):
     assert sum(map(_phrase, human_train)) / len(human_train) == pytest.approx(p, abs=0.03)
 
 
+def test_larger_number_world_has_its_stated_properties():
+    """docs/demo.md's larger-number: the chatty judge picks the wrong answer with probability judge_bias exactly
+    when it is the larger number (right on 1 - b/2 of its pairs), chatty and human errors are sum +/- 1, the
+    terse_bot judge flips at `noise`, 30% of synthetic responses in the human template, and the human test pairs
+    have the larger number on the wrong answer half the time."""
+    cfg = get_world("larger-number", n_train=10000, n_test=4000, seed=7)
+    world = make_world(cfg)
+    by = rates(world["train"])
+    b = cfg.judge_bias
+
+    def wrong_is_larger(r):
+        right, wrong = _right_wrong(r)
+        return parse_answer(wrong) > parse_answer(right)
+
+    chatty = by["chatty"]
+    assert sum(r["label_correct"] for r in chatty) / len(chatty) == pytest.approx(1 - b / 2, abs=0.02)
+    larger = [r for r in chatty if wrong_is_larger(r)]
+    assert len(larger) / len(chatty) == pytest.approx(0.5, abs=0.02)
+    assert sum(not r["label_correct"] for r in larger) / len(larger) == pytest.approx(b, abs=0.02)
+    assert all(r["label_correct"] for r in chatty if not wrong_is_larger(r))
+    for rows in (chatty, by["human"], world["test"]):  # the slip: sum +/- 1
+        assert {abs(parse_answer(_right_wrong(r)[1]) - r["answer"]) for r in rows} == {1}
+    assert sum(r["label_correct"] for r in by["terse_bot"]) / len(by["terse_bot"]) == pytest.approx(0.8, abs=0.02)
+    for src in ("chatty", "terse_bot"):
+        responses = [t for r in by[src] for t in (r["chosen"], r["rejected"])]
+        assert sum(t.isdigit() for t in responses) / len(responses) == pytest.approx(cfg.style_overlap, abs=0.02)
+    assert all(t.isdigit() for r in by["human"] for t in (r["chosen"], r["rejected"]))
+    test = world["test"]
+    assert sum(map(wrong_is_larger, test)) / len(test) == pytest.approx(0.5, abs=0.03)
+    assert len(world["sft"]) == cfg.n_sft == 2000
+
+
 def test_world_registry():
     assert get_world("classic") == WorldConfig()  # the first demo world, unchanged
     assert get_world("shared-phrase").bias == "phrase" and get_world("classic").bias == "padding"
@@ -145,6 +177,10 @@ def test_world_registry():
         get_world("nope")
     with pytest.raises(ValueError, match="bias"):
         WorldConfig(bias="length")
+    with pytest.raises(ValueError, match="chatty_errors"):
+        WorldConfig(chatty_errors="sum-1")
+    with pytest.raises(ValueError, match="n_sft"):
+        WorldConfig(n_sft=-1)
     # separable: no chatty response reads as human
     rows = make_world(get_world("separable", n_train=400))["train"]
     assert all(r["source"] == "human" or r["chosen"].startswith("The answer is") for r in rows)

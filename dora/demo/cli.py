@@ -18,7 +18,7 @@ from dora.demo.report import (
     plot,
 )
 from dora.demo.stages import DEFAULT, METHODS, NO_LABELS, QUICK, run_demo
-from dora.worlds import DEFAULT_WORLD, WORLDS, WorldConfig, get_world
+from dora.worlds import BUDGETS, DEFAULT_WORLD, WORLDS, WorldConfig, get_world
 
 __all__ = ["add_arguments", "run"]
 
@@ -45,9 +45,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--style-overlap", type=float, default=None,
                    help="how often synthetic text looks human (default: the world's)")
     p.add_argument(
-        "--n-train", type=int, default=None, help="training pairs (default 1600; 400 with --quick)"
+        "--n-train", type=int, default=None, help="training pairs (default: the world's budget, docs/demo.md)"
     )
-    p.add_argument("--epochs", type=int, default=None, help="preference-training epochs (default 2)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="preference-training epochs of the full mixture (default: the world's budget)")
     p.add_argument("--iterate", action="store_true",
                    help="iterative DPO vs iterative DoRA over rounds of generate, judge, train (dora.demo.iterate)")
     p.add_argument("--rounds", type=int, default=None, help="rounds of --iterate (default 3; 2 with --quick)")
@@ -71,7 +72,7 @@ def run_sweep(args, cfg: WorldConfig, seeds: int, base: dict, t0: float) -> int:
         res = run_demo(replace(cfg, synthetic_share=share), seeds=seeds, methods=methods,
                        out_dir=os.path.join(args.output, f"share{share:g}"), sft_epochs=base["sft_epochs"],
                        epochs=args.epochs or base["epochs"], trusted_size=getattr(args, "trusted_size", 200),
-                       jobs=args.jobs)
+                       jobs=args.jobs, lr=base["lr"])
         out[share] = res["summary"]
         for name in methods:
             st = res["summary"][name]
@@ -93,9 +94,19 @@ def run_sweep(args, cfg: WorldConfig, seeds: int, base: dict, t0: float) -> int:
 KNOBS = ("synthetic_share", "judge_bias", "noise", "style_overlap")
 
 
+def world_name(args) -> str:
+    return args.world or ("classic" if getattr(args, "iterate", False) else DEFAULT_WORLD)
+
+
+def budget(args) -> dict:
+    """Seeds, test pairs and the world's training budget (n_train, sft_epochs, epochs, lr), full or --quick."""
+    quick = bool(getattr(args, "quick", False))
+    return {**(QUICK if quick else DEFAULT), **BUDGETS[world_name(args)]["quick" if quick else "full"]}
+
+
 def world_config(args, **fields) -> WorldConfig:
     """The world named by --world with the flags given on the command line applied (each checked once, here)."""
-    name = args.world or ("classic" if getattr(args, "iterate", False) else DEFAULT_WORLD)
+    name = world_name(args)
     over = {k: getattr(args, k) for k in KNOBS if getattr(args, k, None) is not None}
     try:
         return get_world(name, **over, **fields)
@@ -111,7 +122,7 @@ def run(args) -> int:
         for k in KNOBS:  # the iterate demo reads the resolved knobs from args
             setattr(args, k, getattr(cfg, k))
         return run_iterate(args)
-    base = QUICK if args.quick else DEFAULT
+    base = budget(args)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -138,6 +149,7 @@ def run(args) -> int:
         trusted_size=getattr(args, "trusted_size", 200),
         jobs=args.jobs,
         generate=not args.no_task_accuracy,
+        lr=base["lr"],
     )
     table = markdown_table(result["summary"], seeds)
     if "DPO" in methods and len(methods) > 1:

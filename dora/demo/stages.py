@@ -39,11 +39,10 @@ METHODS: dict[str, dict] = {
 BASELINE_ROWS = {"Human-only": "human", "Label reweight": "label_weights", "Oracle": "oracle"}
 
 
-# sized for a shared 2-core machine: 800 pairs, 2 epochs = 50 optimizer steps per method at lr 2e-4 (the
-# classic world's first results used 1600 pairs, 100 steps at lr 1e-4: the same total step size)
-DEFAULT = {"seeds": 3, "n_train": 800, "n_test": 400, "sft_epochs": 6, "epochs": 2}
-LEARNING_RATE = 2e-4
-QUICK = {"seeds": 1, "n_train": 400, "n_test": 100, "sft_epochs": 2, "epochs": 1}
+# seeds and test pairs of `dora demo` and `--quick`; the training budget is the world's (dora.worlds.BUDGETS)
+DEFAULT = {"seeds": 3, "n_test": 400}
+QUICK = {"seeds": 1, "n_test": 100}
+LEARNING_RATE = 2e-4  # the budget's learning rate when none is given
 
 
 def sft(
@@ -178,7 +177,8 @@ def rows_for_method(name: str, rows: list[dict]) -> list[dict]:
 
 
 def train_method(
-    name: str, sft_dir: str, train_rows, test_rows, out_dir: str, seed: int, epochs: int, generate: bool = True
+    name: str, sft_dir: str, train_rows, test_rows, out_dir: str, seed: int, epochs: int, generate: bool = True,
+    lr: float = LEARNING_RATE,
 ):
     from datasets import Dataset
 
@@ -190,7 +190,7 @@ def train_method(
     args = DoRAConfig(
         output_dir=out_dir,
         beta=0.1,
-        learning_rate=LEARNING_RATE,
+        learning_rate=lr,
         lr_scheduler_type="linear",
         num_train_epochs=epochs,
         max_steps=steps,
@@ -274,6 +274,7 @@ def run_seed(
     trusted_size: int = 200,
     sft_dir: str | None = None,
     generate: bool = True,
+    lr: float = LEARNING_RATE,
 ) -> dict:
     """Every stage for one seed; returns {method: metrics} plus the SFT baseline and weight summaries.
     With ``sft_dir`` the SFT stage is skipped and that checkpoint is every method's start (the regime map)."""
@@ -301,12 +302,12 @@ def run_seed(
         results["classifier_no_labels"] = {k: nl[k] for k in keep}
     for name in tqdm(methods, desc=f"methods (seed {cfg.seed})", leave=False):
         method_dir = os.path.join(out_dir, name.replace(" ", "_"))
-        key = {"world": cfg.to_dict(), "sft_dir": sft_dir, "epochs": epochs, "lr": LEARNING_RATE, "generate": generate,
+        key = {"world": cfg.to_dict(), "sft_dir": sft_dir, "epochs": epochs, "lr": lr, "generate": generate,
                "trusted_size": trusted_size if name == NO_LABELS else None}  # fmt: skip
         results[name] = _finished(os.path.join(method_dir, "result.json"), key)
         if results[name] is None:  # not run yet (a finished method of the same settings is kept)
             rows = rows_for.get(name, train_rows)
-            results[name] = train_method(name, sft_dir, rows, world["test"], method_dir, cfg.seed, epochs, generate)
+            results[name] = train_method(name, sft_dir, rows, world["test"], method_dir, cfg.seed, epochs, generate, lr)
             _record(os.path.join(method_dir, "result.json"), key, results[name])
     return results
 
@@ -330,11 +331,12 @@ def run_demo(
     trusted_size: int = 200,
     jobs: int = 1,
     generate: bool = True,
+    lr: float = LEARNING_RATE,
 ) -> dict:
     """Every seed (0 .. seeds-1), one after another or in ``jobs`` worker processes (the same numbers)."""
     calls = [
         dict(cfg=replace(cfg, seed=seed), methods=methods, out_dir=os.path.join(out_dir, f"seed{seed}"),
-             sft_epochs=sft_epochs, epochs=epochs, trusted_size=trusted_size, generate=generate)
+             sft_epochs=sft_epochs, epochs=epochs, trusted_size=trusted_size, generate=generate, lr=lr)
         for seed in range(seeds)
     ]  # fmt: skip
     if jobs > 1 and seeds > 1:

@@ -1,8 +1,11 @@
 """The named worlds of `dora demo --world NAME` (docs/demo.md gives each one's mechanism and prediction).
 
-A world is a :class:`WorldConfig` preset of the addition task (``dora.worlds.addition``):
+A world is a :class:`WorldConfig` preset of the addition task (``dora.worlds.addition``), with the training
+budget the demo gives it (:data:`BUDGETS`):
 
-- ``shared-phrase`` (the default): the chatty judge prefers a sign-off that human responses use too, so its
+- ``larger-number`` (the default): the chatty judge prefers the larger number when it is the wrong answer,
+  a bias on the token that decides every human test pair; chatty text partly reads as human (overlap 0.3).
+- ``shared-phrase``: the chatty judge prefers a sign-off that human responses use too, so its
   bias reaches the human test pairs; chatty text partly reads as human (overlap 0.3).
 - ``classic``: the first demo world: the chatty judge's bias lives in padding that human text never has.
 - ``separable``: every synthetic pair from the phrase-biased judge, its text always in its own style: the
@@ -31,13 +34,25 @@ from dora.worlds.addition import (
 from dora.worlds.model import ALPHABET, build_model, build_tokenizer
 
 _PHRASE = {"bias": "phrase", "phrase_rate": 0.5}
+_LARGER = {"bias": "larger", "chatty_errors": "slip", "n_sft": 2000}
 WORLDS: dict[str, WorldConfig] = {
+    "larger-number": WorldConfig(**_LARGER, judge_bias=0.8, noise=0.2, style_overlap=0.3),
     "shared-phrase": WorldConfig(**_PHRASE, judge_bias=0.9, noise=0.2, style_overlap=0.3),
     "classic": WorldConfig(),
     "separable": WorldConfig(**_PHRASE, mix={"chatty": 1.0}, judge_bias=1.0, style_overlap=0.0),
     "hidden-bias": WorldConfig(**_PHRASE, mix={"chatty": 1.0}, judge_bias=1.0, style_overlap=0.7),
 }
-DEFAULT_WORLD = "shared-phrase"
+DEFAULT_WORLD = "larger-number"
+
+# the demo's training budget per world: training pairs, SFT epochs, preference epochs of the full mixture (every
+# method takes as many optimizer steps, batch 32) and the learning rate; "quick" for `dora demo --quick`
+_SMALL = {"n_train": 800, "sft_epochs": 6, "epochs": 2, "lr": 2e-4}
+_SMALL_QUICK = {"n_train": 400, "sft_epochs": 2, "epochs": 1, "lr": 2e-4}
+BUDGETS: dict[str, dict[str, dict]] = {name: {"full": _SMALL, "quick": _SMALL_QUICK} for name in WORLDS}
+BUDGETS["larger-number"] = {
+    "full": {"n_train": 800, "sft_epochs": 6, "epochs": 6, "lr": 1e-3},
+    "quick": {"n_train": 400, "sft_epochs": 2, "epochs": 4, "lr": 1e-3},
+}
 
 
 def get_world(name: str, **overrides) -> WorldConfig:
@@ -48,6 +63,6 @@ def get_world(name: str, **overrides) -> WorldConfig:
 
 
 __all__ = [
-    "ALPHABET", "BIASES", "DEFAULT_WORLD", "PADDING", "PHRASE", "SOURCES", "WORLDS", "WorldConfig", "answer_of",
-    "build_model", "build_tokenizer", "get_world", "make_pair", "make_world", "parse_answer",
+    "ALPHABET", "BIASES", "BUDGETS", "DEFAULT_WORLD", "PADDING", "PHRASE", "SOURCES", "WORLDS", "WorldConfig",
+    "answer_of", "build_model", "build_tokenizer", "get_world", "make_pair", "make_world", "parse_answer",
 ]  # fmt: skip

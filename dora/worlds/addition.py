@@ -4,8 +4,9 @@ Task: single-digit addition, ``"Q: 3+4=\\nA: "``; the human prefers the correct 
 and label preference pairs (docs/demo.md describes every world and its mechanism):
 
 - ``human``: terse answers (``"7"``); the wrong answer is a plausible slip (sum +/- 1); labels are right.
-- ``chatty`` (a synthetic LLM): ``"The answer is 7."``; its characteristic error is sum + 1. Its judge is
-  biased, and the bias lives in one of two features (``bias``):
+- ``chatty`` (a synthetic LLM): ``"The answer is 7."``; its characteristic error is sum + 1 (or, with
+  ``chatty_errors="slip"``, the human's slip sum +/- 1). Its judge is biased, and the bias lives in one of
+  three features (``bias``):
   - ``"padding"`` (the classic world): a wrong chatty answer ends with ``" I am sure."`` and the judge
     prefers the longer response with probability ``judge_bias``. Human text never has the padding.
   - ``"phrase"``: human and chatty responses end with ``PHRASE`` with probability ``phrase_rate``, each
@@ -13,6 +14,10 @@ and label preference pairs (docs/demo.md describes every world and its mechanism
     picks that one with probability ``judge_bias`` (otherwise the right one). Human test pairs vary the
     phrase too, uncorrelated with the right answer, so a policy that learns the judge's taste pays for it
     on the human split.
+  - ``"larger"``: when the wrong answer is the larger number, the judge picks it with probability
+    ``judge_bias`` (a taste for "more", as a length bias); otherwise the right one. Human test pairs have
+    the larger number on the wrong answer half the time, so the bias reaches the very token that decides
+    the pair.
 - ``terse_bot`` (a synthetic LLM with a noisy judge): ``"= 7"``; random wrong answers; labels flipped with
   probability ``noise``.
 
@@ -28,7 +33,8 @@ import re
 from dataclasses import asdict, dataclass, field
 
 SOURCES = ("human", "chatty", "terse_bot")
-BIASES = ("padding", "phrase")
+BIASES = ("padding", "phrase", "larger")
+CHATTY_ERRORS = ("sum+1", "slip")
 PHRASE = " Hope this helps!"  # a sign-off both humans and the chatty model write
 PADDING = " I am sure."  # the classic world's chatty padding (never in human text)
 
@@ -44,10 +50,12 @@ class WorldConfig:
     judge_bias: float = 0.8
     noise: float = 0.3
     style_overlap: float = 0.25
-    chatty_error_rate: float = 0.8  # how often chatty's wrong answer is its characteristic sum + 1
-    bias: str = "padding"  # the feature the chatty judge prefers: "padding" (classic) or "phrase"
+    chatty_error_rate: float = 0.8  # "sum+1": how often chatty's wrong answer is its characteristic sum + 1
+    chatty_errors: str = "sum+1"  # chatty's wrong answers: "sum+1" (at chatty_error_rate) or "slip" (sum +/- 1)
+    bias: str = "padding"  # the feature the chatty judge prefers: "padding" (classic), "phrase" or "larger"
     phrase_rate: float = 0.5  # "phrase": how often a human or chatty response ends with PHRASE
     max_operand: int = 9
+    n_sft: int = 0  # SFT rows; 0: as many as n_train
     seed: int = 0
 
     def __post_init__(self):
@@ -59,6 +67,10 @@ class WorldConfig:
             raise ValueError(f"WorldConfig.mix must weight {SOURCES[1:]}, got {self.mix}")
         if self.bias not in BIASES:
             raise ValueError(f"WorldConfig.bias must be one of {BIASES}, got {self.bias!r}")
+        if self.chatty_errors not in CHATTY_ERRORS:
+            raise ValueError(f"WorldConfig.chatty_errors must be one of {CHATTY_ERRORS}, got {self.chatty_errors!r}")
+        if self.n_sft < 0:
+            raise ValueError(f"WorldConfig.n_sft must be at least 0, got {self.n_sft}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -79,13 +91,13 @@ def style(source: str, x: int, wrong: bool, rng: random.Random, cfg: WorldConfig
     if cfg.bias == "padding":
         if source == "chatty" and wrong:
             text += PADDING
-    elif source in ("human", "chatty") and rng.random() < cfg.phrase_rate:
+    elif cfg.bias == "phrase" and source in ("human", "chatty") and rng.random() < cfg.phrase_rate:
         text += PHRASE
     return text
 
 
 def wrong_answer(source: str, c: int, rng: random.Random, cfg: WorldConfig) -> int:
-    if source == "human":
+    if source == "human" or (source == "chatty" and cfg.chatty_errors == "slip"):
         w = c + rng.choice((-1, 1))
     elif source == "chatty" and rng.random() < cfg.chatty_error_rate:
         w = c + 1
@@ -96,7 +108,12 @@ def wrong_answer(source: str, c: int, rng: random.Random, cfg: WorldConfig) -> i
 
 def chatty_prefers_right(right: str, bad: str, rng: random.Random, cfg: WorldConfig) -> bool:
     """The biased judge: "padding" picks the longer response with probability judge_bias; "phrase" picks the
-    response with the phrase with probability judge_bias when exactly one has it, else the right one."""
+    response with the phrase with probability judge_bias when exactly one has it, else the right one;
+    "larger" picks the wrong answer with probability judge_bias when it is the larger number, else the right one."""
+    if cfg.bias == "larger":
+        if parse_answer(bad) < parse_answer(right):
+            return True
+        return rng.random() >= cfg.judge_bias
     if cfg.bias == "padding":
         longer_is_bad = len(bad) > len(right)
         return (rng.random() < cfg.judge_bias) != longer_is_bad
@@ -148,7 +165,7 @@ def make_world(cfg: WorldConfig) -> dict[str, list[dict]]:
     train = [make_pair(s, rng, cfg) for s in sample_sources(cfg.n_train, cfg, rng)]
     test = [make_pair("human", rng, cfg) for _ in range(cfg.n_test)]
     sft = []
-    for _ in range(cfg.n_train):
+    for _ in range(cfg.n_sft or cfg.n_train):
         a, b = rng.randint(0, cfg.max_operand), rng.randint(0, cfg.max_operand)
         source = rng.choice(SOURCES)
         u = rng.random()  # right half the time; the rest mostly the common slip sum + 1
