@@ -173,6 +173,11 @@ def test_world_registry():
         k: v for k, v in hid.to_dict().items() if k != "style_overlap"
     }
     assert get_world("separable", seed=4).seed == 4 and WORLDS["separable"].seed == 0
+    lsep, lhid = get_world("larger-separable"), get_world("larger-hidden")
+    assert (lsep.style_overlap, lhid.style_overlap, lsep.mix) == (0.0, 0.7, {"chatty": 1.0})
+    assert {k: v for k, v in lsep.to_dict().items() if k not in ("style_overlap", "mix")} == {
+        k: v for k, v in get_world("larger-number").to_dict().items() if k not in ("style_overlap", "mix")
+    }
     with pytest.raises(ValueError, match="unknown world 'nope'"):
         get_world("nope")
     with pytest.raises(ValueError, match="bias"):

@@ -13,7 +13,11 @@ budget the demo gives it (:data:`BUDGETS`):
 - ``hidden-bias``: as ``separable``, but 70% of synthetic responses are written in the human template: the
   weights cannot find most of it.
 
-``separable`` and ``hidden-bias`` differ in ``style_overlap`` only: they are the two ends of the regime map.
+- ``larger-separable`` and ``larger-hidden``: as ``separable`` and ``hidden-bias``, with the larger-number judge
+  of ``larger-number`` (``judge_bias`` 0.8) and its budget.
+
+``separable`` and ``hidden-bias`` (and ``larger-separable`` and ``larger-hidden``) differ in ``style_overlap``
+only: they are the two ends of the regime map.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ WORLDS: dict[str, WorldConfig] = {
     "classic": WorldConfig(),
     "separable": WorldConfig(**_PHRASE, mix={"chatty": 1.0}, judge_bias=1.0, style_overlap=0.0),
     "hidden-bias": WorldConfig(**_PHRASE, mix={"chatty": 1.0}, judge_bias=1.0, style_overlap=0.7),
+    "larger-separable": WorldConfig(**_LARGER, mix={"chatty": 1.0}, judge_bias=0.8, style_overlap=0.0),
+    "larger-hidden": WorldConfig(**_LARGER, mix={"chatty": 1.0}, judge_bias=0.8, style_overlap=0.7),
 }
 DEFAULT_WORLD = "larger-number"
 
@@ -49,10 +55,11 @@ DEFAULT_WORLD = "larger-number"
 _SMALL = {"n_train": 800, "sft_epochs": 6, "epochs": 2, "lr": 2e-4}
 _SMALL_QUICK = {"n_train": 400, "sft_epochs": 2, "epochs": 1, "lr": 2e-4}
 BUDGETS: dict[str, dict[str, dict]] = {name: {"full": _SMALL, "quick": _SMALL_QUICK} for name in WORLDS}
-BUDGETS["larger-number"] = {
+_LARGER_BUDGET = {
     "full": {"n_train": 800, "sft_epochs": 6, "epochs": 6, "lr": 1e-3},
     "quick": {"n_train": 400, "sft_epochs": 2, "epochs": 4, "lr": 1e-3},
 }
+BUDGETS.update({name: _LARGER_BUDGET for name in ("larger-number", "larger-separable", "larger-hidden")})
 
 
 def get_world(name: str, **overrides) -> WorldConfig:
