@@ -45,8 +45,8 @@ WORLDS: dict[str, WorldConfig] = {
     "classic": WorldConfig(),
     "separable": WorldConfig(**_PHRASE, mix={"chatty": 1.0}, judge_bias=1.0, style_overlap=0.0),
     "hidden-bias": WorldConfig(**_PHRASE, mix={"chatty": 1.0}, judge_bias=1.0, style_overlap=0.7),
-    "larger-separable": WorldConfig(**_LARGER, mix={"chatty": 1.0}, judge_bias=0.8, style_overlap=0.0),
-    "larger-hidden": WorldConfig(**_LARGER, mix={"chatty": 1.0}, judge_bias=0.8, style_overlap=0.7),
+    "larger-separable": WorldConfig(**_LARGER, mix={"chatty": 1.0}, judge_bias=0.8, noise=0.2, style_overlap=0.0),
+    "larger-hidden": WorldConfig(**_LARGER, mix={"chatty": 1.0}, judge_bias=0.8, noise=0.2, style_overlap=0.7),
 }
 DEFAULT_WORLD = "larger-number"
 
