@@ -2,9 +2,10 @@
 
 Per world and seed: the world, the tiny model and its SFT, and the tfidf weights exactly as `dora demo` makes them
 for that seed (``dora.demo.stages``); the full comparison, each method trained as `dora demo` trains it
-(``train_method``: 2 epochs, 100 steps) and scored on the world's test split; a held-out split of human pairs drawn
-apart from the world (its own random stream, not the test split); then `dora select` with the demo's recipe (β 0.1,
-lr 1e-4, batch 32, full fine-tuning) for ``--steps`` steps per candidate. The pilot's choice is compared with the
+(``train_method``, at the world's budget, ``dora.worlds.BUDGETS``) and scored on the world's test split; a held-out
+split of human pairs drawn apart from the world (its own random stream, not the test split); then `dora select` with
+the demo's recipe (β 0.1, the budget's lr, batch 32, full fine-tuning) for ``--steps`` steps per candidate (default:
+a quarter of the full run's). The pilot's choice is compared with the
 full comparison's winner (the highest mean preference accuracy over the seeds) and the methods statistically tied
 with it (a paired Student-t interval over the seeds, method − winner, containing 0). Every piece is kept and read
 back on a rerun. docs/results.md reports the runs.
@@ -21,6 +22,7 @@ import statistics
 import time
 
 from dora.select.pilot import plan, run_plan
+from dora.worlds import BUDGETS
 
 # `dora demo`'s method names -> `dora select`'s candidates (the same keys and rows)
 DEMO_NAMES = {"DPO": "DPO", "Human-only": "DPO (target)", "Label reweight": "Label reweight", "Reweight": "Reweight",
@@ -72,7 +74,9 @@ def prepare_seed(world: str, seed: int, out: str, n_train: int, n_heldout: int, 
     return files
 
 
-def full_seed(world: str, seed: int, files: dict, methods: list[str], out: str, n_train: int, epochs: int) -> dict:
+def full_seed(
+    world: str, seed: int, files: dict, methods: list[str], out: str, n_train: int, epochs: int, lr: float
+) -> dict:
     """The full comparison for one seed, as `dora demo` trains it (``dora.demo.stages.train_method``: the same
     SFT model, weights and steps), one method at a time, each result kept in ``out``/<method>.json."""
     from dora.demo.stages import train_method
@@ -85,7 +89,9 @@ def full_seed(world: str, seed: int, files: dict, methods: list[str], out: str, 
     for m in methods:
         path = os.path.join(out, f"{m.replace(' ', '_')}.json")
         if not os.path.isfile(path):
-            res = train_method(m, files["model"], rows, test, os.path.join(out, m.replace(" ", "_")), seed, epochs)
+            res = train_method(
+                m, files["model"], rows, test, os.path.join(out, m.replace(" ", "_")), seed, epochs, True, lr
+            )
             with open(path, "w") as f:
                 json.dump(res, f)
         with open(path) as f:
@@ -114,9 +120,10 @@ def full_ranking(per_seed: list[dict], methods: list[str]) -> dict:
             "intervals": intervals}  # fmt: skip
 
 
-def pilot_seed(files: dict, seed: int, out: str, steps: int, methods: list[str]) -> dict:
+def pilot_seed(files: dict, seed: int, out: str, steps: int, methods: list[str], lr: float) -> dict:
     """`dora select` on one seed's data: the demo's recipe, ``steps`` per candidate, the drawn-apart held-out split."""
-    p = plan(None, {**RECIPE, "model_name_or_path": files["model"], "dataset": files["train"], "seed": seed},
+    recipe = {**RECIPE, "learning_rate": lr, "model_name_or_path": files["model"], "dataset": files["train"]}
+    p = plan(None, {**recipe, "seed": seed},
              output=out, steps=steps, heldout=files["heldout"], candidates=[DEMO_NAMES[m] for m in methods])
     report = run_plan(p)
     v = report["verdict"]
@@ -165,17 +172,25 @@ def markdown(summary: dict) -> str:
     return "\n".join(out)
 
 
+def budget(world: str, a) -> dict:
+    """The world's budget (``dora.worlds.BUDGETS``), the flags given applied; pilot steps: a quarter of the full."""
+    b = dict(BUDGETS[world]["full"])
+    b.update({k: getattr(a, k) for k in ("n_train", "epochs", "sft_epochs") if getattr(a, k) is not None})
+    b["steps"] = a.steps or b["epochs"] * math.ceil(b["n_train"] / 32) // 4
+    return b
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m dora.select.experiment", description=__doc__.split("\n")[0])
-    p.add_argument("--worlds", default="separable,hidden-bias", help="worlds of `dora demo --world`")
+    p.add_argument("--worlds", default="larger-separable,larger-hidden", help="worlds of `dora demo --world`")
     p.add_argument("--methods", default="DPO,DoRA,Human-only", help="`dora demo` names, in both comparisons")
     p.add_argument("--full-seeds", type=int, default=10, help="seeds of the full comparison")
     p.add_argument("--pilot-seeds", type=int, default=5, help="seeds of the pilot (the first of the full's)")
-    p.add_argument("--steps", type=int, default=25, help="per candidate (the demo's full run: 100)")
-    p.add_argument("--epochs", type=int, default=2, help="the full run's epochs (the demo's: 2)")
-    p.add_argument("--n-train", type=int, default=1600)
+    p.add_argument("--steps", type=int, default=None, help="per candidate (default: a quarter of the full run's)")
+    p.add_argument("--epochs", type=int, default=None, help="the full run's epochs (default: the world's budget)")
+    p.add_argument("--n-train", type=int, default=None, help="default: the world's budget")
     p.add_argument("--heldout-size", type=int, default=400)
-    p.add_argument("--sft-epochs", type=int, default=6)
+    p.add_argument("--sft-epochs", type=int, default=None, help="default: the world's budget")
     p.add_argument("--stop-after", default=None, help="UTC time HH:MM: start no new seed after it")
     p.add_argument("--output", required=True)
     p.add_argument("--markdown", action="store_true", help="print the tables of the finished runs' summary.json")
@@ -185,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
             print(markdown(json.load(f)))
         return 0
     worlds, methods = a.worlds.split(","), [m.strip() for m in a.methods.split(",")]
+    budgets = {w: budget(w, a) for w in worlds}
     full, pilots = {w: [] for w in worlds}, {w: [] for w in worlds}
     for seed in range(max(a.full_seeds, a.pilot_seeds)):
         if a.stop_after and time.strftime("%H:%M", time.gmtime()) >= a.stop_after:
@@ -192,15 +208,18 @@ def main(argv: list[str] | None = None) -> int:
             break
         for w in worlds:
             out = os.path.join(a.output, w, f"seed{seed}")
-            files = prepare_seed(w, seed, out, a.n_train, a.heldout_size, a.sft_epochs)
+            b = budgets[w]
+            files = prepare_seed(w, seed, out, b["n_train"], a.heldout_size, b["sft_epochs"])
             if seed < a.full_seeds:
-                full[w].append(full_seed(w, seed, files, methods, os.path.join(out, "full"), a.n_train, a.epochs))
+                full[w].append(
+                    full_seed(w, seed, files, methods, os.path.join(out, "full"), b["n_train"], b["epochs"], b["lr"])
+                )
                 print(f"{w} seed {seed} full: " + ", ".join(
                     f"{m} {100 * full[w][-1][m]['preference_accuracy']:.1f}" for m in methods), flush=True)
             if seed < a.pilot_seeds:
-                pilots[w].append(pilot_seed(files, seed, os.path.join(out, "select"), a.steps, methods))
+                pilots[w].append(pilot_seed(files, seed, os.path.join(out, "select"), b["steps"], methods, b["lr"]))
                 print(f"{w} seed {seed} pilot: {pilots[w][-1]['text']}", flush=True)
-            summary = {x: summarise(x, full[x], pilots[x], methods, a.steps) for x in worlds}
+            summary = {x: summarise(x, full[x], pilots[x], methods, budgets[x]["steps"]) for x in worlds}
             with open(os.path.join(a.output, "summary.json"), "w") as f:
                 json.dump(summary, f, indent=1)
     for w, s in summary.items():
