@@ -179,14 +179,19 @@ def completion_token_logps(
     *,
     padding_free: bool = False,
     outputs: tuple[str, ...] = (),
+    model_inputs: dict | None = None,
 ) -> TokenLogps:
     """Per-token completion log-probs of right-padded sequences, and the ``outputs`` asked for
     ("log_sum_sq_probs", "aux_loss"). With ``padding_free`` the model sees one row holding every sequence
     back to back, with ``position_ids`` restarting at 0 for each and no attention mask: transformers then
-    attends within each sequence only (its packed-sequence detection), and no compute goes to padding."""
+    attends within each sequence only (its packed-sequence detection), and no compute goes to padding.
+    ``model_inputs``: more inputs of the forward (a vision-language model's ``pixel_values`` and the like)."""
     labels = input_ids.masked_fill(completion_mask == 0, -100)
+    if model_inputs and padding_free:
+        raise ValueError("padding_free=True packs text only: a vision batch's pixel inputs cannot follow the packing")
     if not padding_free:
-        res = model(input_ids=input_ids, attention_mask=attention_mask, dora_labels=labels, dora_outputs=outputs)
+        res = model(input_ids=input_ids, attention_mask=attention_mask, dora_labels=labels, dora_outputs=outputs,
+                    **(model_inputs or {}))  # fmt: skip
     else:
         keep = attention_mask.bool()
         lengths = keep.sum(dim=1)

@@ -108,11 +108,12 @@ def validate_rows(
     skip_invalid: bool = False,
     max_shown: int = 10,
     skip_hint: str = "--skip-invalid-rows",
+    allow_images: bool = False,
 ):
     """Check every row; raise one ValueError naming the dataset, and up to ``max_shown`` bad rows by file line
     (jsonl, 1-based) or row number (1-based) and column. With ``skip_invalid`` the bad rows are dropped and
     counted in a warning instead (``skip_hint`` names that option in the error). Returns the dataset (without the
-    dropped rows)."""
+    dropped rows). ``allow_images``: an ``image`` / ``images`` column is kept (for a vision-language model)."""
     import difflib
 
     where = f"{name} dataset" + (f" {path}" if path else "")
@@ -126,7 +127,8 @@ def validate_rows(
         near = {c: difflib.get_close_matches(c, sorted(cols), n=1) for c in missing}
         hint = "".join(f"; '{m[0]}' for '{c}'?" for c, m in near.items() if m)
         raise ValueError(f"{where}: missing column(s) {missing}; it has {sorted(cols)}{hint}")
-    check_no_images(cols, where)
+    if not allow_images:  # the trainer checks images against its model (a vision-language one takes them)
+        check_no_images(cols, where)
     n = len(dataset)
     if n == 0:
         raise ValueError(f"{where}: the dataset is empty")
@@ -164,14 +166,14 @@ def validate_rows(
 
 
 def check_no_images(columns, where: str = "train dataset") -> None:
-    """Image columns are refused, not dropped: DoRATrainer trains text-only causal LMs (TRL's vision DPO path,
-    processor and pixel values, is not built), and TRL refuses images on a text-only model too."""
+    """Image columns are refused, not dropped, unless the model is a vision-language model (the trainer then takes
+    them, as TRL's DPOTrainer); TRL refuses images on a text-only model too."""
     images = [c for c in ("image", "images") if c in columns]
     if images:
         raise ValueError(
-            f"{where}: column '{images[0]}' holds images (the data is vision-related), and DoRATrainer trains "
-            "text-only models, not a vision-language model: drop the column to train on the text alone, or use TRL's "
-            "DPOTrainer for vision-language DPO"
+            f"{where}: column '{images[0]}' holds images (the data is vision-related), and the model is a text-only "
+            "model, not a vision-language model (a config with a vision tower, and a processor): drop the column "
+            "to train on the text alone, or train a vision-language model"
         )
 
 

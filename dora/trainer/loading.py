@@ -1,13 +1,13 @@
 """Loading the policy (and a reference given by name) as TRL 1.16's DPOTrainer does: ``model_init_kwargs`` and
 ``quantization_config`` go to ``from_pretrained``; the dtype is float32 unless ``model_init_kwargs`` sets one (a
 bf16 checkpoint is not trained in bf16 by default); k-bit (QLoRA) loading needs bitsandbytes on a CUDA GPU and a
-PEFT adapter to train. Vision-language models are refused in one line (TRL's vision DPO path is not built here)."""
+PEFT adapter to train. A vision-language model loads with its own class, as TRL."""
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["load_causal_lm", "model_kwargs", "refuse_vision", "check_quantization", "is_quantized"]
+__all__ = ["load_causal_lm", "model_kwargs", "check_quantization", "is_quantized"]
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -55,24 +55,22 @@ def check_quantization(kwargs: dict, peft_config) -> None:
         )
 
 
-def refuse_vision(config, name: str) -> None:
-    """A one-line error for a vision-language model (a config with a vision tower)."""
-    if getattr(config, "vision_config", None) is not None:
-        raise ValueError(
-            f"{name} is a vision-language model ({type(config).__name__}), and DoRATrainer trains text-only causal "
-            "language models: use TRL's DPOTrainer for vision-language DPO, or a text-only checkpoint"
-        )
-
-
 def load_causal_lm(name: str, kwargs: dict):
-    """``AutoModelForCausalLM.from_pretrained(name, **kwargs)``; a k-bit model is placed on this process's GPU."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+    """``AutoModelForCausalLM.from_pretrained(name, **kwargs)``, or for a vision-language model (a config with a
+    vision tower) its own class (``config.architectures``, as TRL; else ``AutoModelForImageTextToText``); a k-bit
+    model is placed on this process's GPU."""
+    import transformers
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
 
     config = AutoConfig.from_pretrained(name, trust_remote_code=kwargs.get("trust_remote_code", False),
                                         revision=kwargs.get("revision"))  # fmt: skip
-    refuse_vision(config, name)
+    architecture = AutoModelForCausalLM
+    if getattr(config, "vision_config", None) is not None:
+        named = (config.architectures or [None])[0]
+        architecture = getattr(transformers, named, None) if named else None
+        architecture = architecture or AutoModelForImageTextToText
     if kwargs.get("quantization_config") is not None and kwargs.get("device_map") is None:
         from accelerate import PartialState
 
         kwargs = {**kwargs, "device_map": {"": PartialState().local_process_index}}
-    return AutoModelForCausalLM.from_pretrained(name, **kwargs)
+    return architecture.from_pretrained(name, **kwargs)

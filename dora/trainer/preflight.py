@@ -9,10 +9,12 @@ import os
 from dora.data import as_dataset, check_loss_fits_data, check_weight_columns, validate_rows
 from dora.data.streaming import check_stream, is_stream
 from dora.data.validation import add_prompt
+from dora.data.vision import is_vision_data
 from dora.logprobs import PADDING_FREE_ATTENTION, unwrap_causal_lm
 from dora.objectives import objective_spec
 
-__all__ = ["check_data", "set_pad_token", "router_aux_loss", "check_padding_free", "check_sorting_losses", "vocab",
+__all__ = ["check_data", "check_vision_settings",
+           "set_pad_token", "router_aux_loss", "check_padding_free", "check_sorting_losses", "vocab",
            "source_columns"]
 
 
@@ -37,8 +39,9 @@ def check_data(args, train_dataset, eval_dataset):
         if not hasattr(ds, "column_names"):
             ds = as_dataset(ds, f"{name} dataset")  # a list of row dicts or a DataFrame
         ds = add_prompt(ds, f"{name} dataset")  # a prompt column under another name is named, not emptied
-        validate_rows(ds, weight_column=args.weight_column, name=name, group_column=group,
+        validate_rows(ds, weight_column=args.weight_column, name=name, group_column=group, allow_images=True,
                       skip_hint="dora.data.validate_rows(rows, skip_invalid=True)")  # fmt: skip
+        check_vision_settings(args, ds.column_names, name)
         check_weight_columns(ds.column_names, args.weight_column, name)
         check_loss_fits_data(ds, args.loss_type, args.listwise, f"{name} dataset")
         return ds
@@ -49,6 +52,31 @@ def check_data(args, train_dataset, eval_dataset):
     else:
         eval_dataset = check("eval", eval_dataset)
     return check("train", train_dataset), eval_dataset
+
+
+def check_vision_settings(args, columns, name: str = "train") -> None:
+    """Settings that vision rows (an ``image`` / ``images`` column) cannot take, refused as TRL 1.16 refuses them
+    (``keep_end``, ``precompute_ref_log_probs``), and those DoRA's vision path does not take (listwise rows,
+    ``padding_free``)."""
+    if not is_vision_data(columns):
+        return
+    where = f"{name} dataset (vision rows: an image column)"
+    if args.max_length is not None and args.truncation_mode == "keep_end":
+        raise ValueError(
+            f"{where}: truncation_mode='keep_end' is not supported for vision-language models: the image tokens are "
+            "in the prompt, which keep_end may cut while the pixel values stay. Use truncation_mode='keep_start' "
+            "(the default) or max_length=None"
+        )
+    if args.precompute_ref_log_probs and not args.reference_free:
+        raise ValueError(
+            f"{where}: precompute_ref_log_probs=True is not supported for vision datasets (the images are processed "
+            "batch by batch, not ahead): set precompute_ref_log_probs=False"
+        )
+    if "responses" in columns:
+        raise ValueError(f"{where}: listwise rows (responses) with images are not supported: use pairs "
+                         "(prompt, chosen, rejected)")  # fmt: skip
+    if args.padding_free:
+        raise ValueError(f"{where}: padding_free=True packs text only; set padding_free=False for vision rows")
 
 
 def set_pad_token(tokenizer, pad_token: str | None) -> None:

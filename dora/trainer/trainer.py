@@ -17,11 +17,13 @@ import torch
 from accelerate.state import PartialState
 from accelerate.utils import DistributedType
 from peft import get_peft_model
-from transformers import AutoTokenizer, Trainer, set_seed
+from transformers import AutoProcessor, AutoTokenizer, ProcessorMixin, Trainer, set_seed
 
 from dora.config import DoRAConfig
 from dora.data import PreferenceCollator, as_dataset, prepare_dataset
 from dora.data.streaming import is_stream, stream_columns
+from dora.data.validation import check_no_images
+from dora.data.vision import VisionPreferenceCollator, is_vision_data, model_inputs, vision_columns
 from dora.logprobs import (
     TokenLogps,
     add_logprob_head,
@@ -43,7 +45,7 @@ from dora.objectives import (
 from dora.ratio import effective_sample_size
 from dora.trainer.callbacks import HISTOGRAM_TRACKERS, SyncReferenceCallback, WeightHistogramCallback
 from dora.trainer.checkpoint import CheckpointMixin  # complete checkpoints, or ignored ones
-from dora.trainer.loading import check_quantization, is_quantized, load_causal_lm, model_kwargs, refuse_vision
+from dora.trainer.loading import check_quantization, is_quantized, load_causal_lm, model_kwargs
 from dora.trainer.metrics import MetricsMixin
 from dora.trainer.model_card import TAG_NAMES, card_model_name, create_model_card
 from dora.trainer.preflight import (
@@ -151,14 +153,7 @@ class DoRATrainer(CheckpointMixin, ReferenceMixin, MetricsMixin, Trainer):
                 "quantization_config applies when the model is loaded by name, and this model is loaded already: "
                 "pass its name or path, or load it quantised yourself"
             )
-        refuse_vision(unwrap_causal_lm(model).config, type(unwrap_causal_lm(model)).__name__)
-        if processing_class is None:
-            processing_class = AutoTokenizer.from_pretrained(
-                unwrap_causal_lm(model).config._name_or_path, trust_remote_code=args.trust_remote_code
-            )
-        if processing_class.pad_token is None:
-            processing_class.pad_token = processing_class.eos_token
-        set_pad_token(processing_class, args.pad_token)
+        processing_class = self._setup_processing_class(model, processing_class, args)
         self.router_aux_loss_coef, self.aux_loss_enabled = router_aux_loss(model, args.router_aux_loss_coef)
         if args.padding_free:
             check_padding_free(model)
@@ -170,6 +165,20 @@ class DoRATrainer(CheckpointMixin, ReferenceMixin, MetricsMixin, Trainer):
         set_seed(args.seed)  # before any adapter is initialised, so that one seed gives one run
         add_logprob_head(model, args.logprob_chunk_tokens)
         return model, processing_class
+
+    def _setup_processing_class(self, model, processing_class, args):
+        """The tokenizer, or for a vision-language model its processor (``AutoProcessor``, as TRL 1.16), with the
+        padding token set; ``self._tokenizer`` is the tokenizer itself (a processor's own)."""
+        config = unwrap_causal_lm(model).config
+        if processing_class is None:
+            auto = AutoProcessor if getattr(config, "vision_config", None) is not None else AutoTokenizer
+            processing_class = auto.from_pretrained(config._name_or_path, trust_remote_code=args.trust_remote_code)
+        self._is_vlm = isinstance(processing_class, ProcessorMixin)
+        self._tokenizer = processing_class.tokenizer if self._is_vlm else processing_class
+        if self._tokenizer.pad_token is None:
+            self._tokenizer.pad_token = self._tokenizer.eos_token
+        set_pad_token(self._tokenizer, args.pad_token)
+        return processing_class
 
     def _setup_reference(self, model, ref_model, peft_config, args):
         """The reference, chosen before any PEFT wrapping (see dora.trainer's docstring for the order), then the
@@ -211,9 +220,10 @@ class DoRATrainer(CheckpointMixin, ReferenceMixin, MetricsMixin, Trainer):
         """The source and group vocabularies, the tokenised datasets and the collator. Returns (train, eval,
         collator); ``self._prep`` keeps the tokenisation settings for datasets passed to ``evaluate()``."""
         evals = list(eval_dataset.values()) if isinstance(eval_dataset, dict) else [eval_dataset]
+        self._is_vision = self._check_vision_rows([train_dataset, *evals])
         self.source_vocab = vocab([train_dataset, *evals], source_columns(args))
         self.group_vocab = vocab([train_dataset, *evals], (args.group_column,)) if args.group_column else {}
-        self._prep = prep = dict(  # every dataset reaching prepare_dataset went through check_data
+        self._prep = dict(  # every dataset reaching prepare_dataset went through check_data
             validated=True,
             weight_column=args.weight_column,
             source_column=args.source_column,
@@ -224,19 +234,40 @@ class DoRATrainer(CheckpointMixin, ReferenceMixin, MetricsMixin, Trainer):
             truncation_mode=args.truncation_mode,
         )
         if train_dataset is not None:
-            train_dataset = prepare_dataset(train_dataset, processing_class, desc="train", **prep)
+            train_dataset = self._tokenize(train_dataset, "train")
         if isinstance(eval_dataset, dict):
-            eval_dataset = {
-                k: prepare_dataset(v, processing_class, desc=k, **prep) for k, v in eval_dataset.items()
-            }
+            eval_dataset = {k: self._tokenize(v, k) for k, v in eval_dataset.items()}
         elif eval_dataset is not None:
-            eval_dataset = prepare_dataset(eval_dataset, processing_class, desc="eval", **prep)
-        collator = data_collator or PreferenceCollator(
-            processing_class.pad_token_id, args.max_length, self.source_vocab, self.group_vocab, args.truncation_mode
-        )
+            eval_dataset = self._tokenize(eval_dataset, "eval")
+        collator = data_collator or self._default_collator(processing_class, args)
         evals = list(eval_dataset.values()) if isinstance(eval_dataset, dict) else [eval_dataset]
         check_sorting_losses(args, [train_dataset, *evals])
         return train_dataset, eval_dataset, collator
+
+    def _check_vision_rows(self, datasets_, name: str = "train") -> bool:
+        """Whether the rows carry images (TRL's test, on the train rows); images on a text-only model are refused,
+        as TRL, and so are a mix of image and text-only datasets (one collator serves them all)."""
+        columns = [stream_columns(d) if is_stream(d) else d.column_names for d in datasets_ if hasattr(d, "map")]
+        vision = [is_vision_data(c) for c in columns]
+        if vision and vision[0] and not self._is_vlm:
+            check_no_images(columns[0], f"{name} dataset")
+        if any(vision) and not all(vision):
+            raise ValueError("the train and eval datasets mix rows with images and text-only ones: give each an "
+                             "'images' column (an empty list for a text-only row)")  # fmt: skip
+        return bool(vision and vision[0])
+
+    def _tokenize(self, dataset, desc: str):
+        """Text rows tokenised ahead (``dora.data.prepare_dataset``); vision rows go to the collator as they are."""
+        if self._is_vision:
+            return dataset
+        return prepare_dataset(dataset, self._tokenizer, desc=desc, **self._prep)
+
+    def _default_collator(self, processing_class, args):
+        if self._is_vision:
+            return VisionPreferenceCollator(processing_class, args.max_length, self.source_vocab, self.group_vocab,
+                                            args.weight_column, args.source_column, args.group_column)  # fmt: skip
+        return PreferenceCollator(self._tokenizer.pad_token_id, args.max_length, self.source_vocab,
+                                  self.group_vocab, args.truncation_mode)  # fmt: skip
 
     def _setup_state(self) -> None:
         """After ``Trainer.__init__``: the reference placed on the device, group DRO's weights, the metric windows."""
@@ -301,6 +332,7 @@ class DoRATrainer(CheckpointMixin, ReferenceMixin, MetricsMixin, Trainer):
         return completion_token_logps(
             model, inputs["input_ids"], inputs["attention_mask"], inputs["completion_mask"],
             padding_free=self.args.padding_free, outputs=outputs,
+            model_inputs=model_inputs(inputs) if self._is_vision else None,
         )  # fmt: skip
 
     def _sequence_logps(self, tok: TokenLogps, b: int) -> torch.Tensor:
@@ -463,6 +495,9 @@ class DoRATrainer(CheckpointMixin, ReferenceMixin, MetricsMixin, Trainer):
     def _set_signature_columns_if_needed(self):
         """With ``remove_unused_columns`` (True by default, as TRL) the Trainer keeps these columns: what the collator
         reads, not the model's forward arguments."""
+        if self._signature_columns is None and self._is_vision:  # rows as they are: the collator reads them
+            self._signature_columns = vision_columns(self.args.weight_column, self.args.source_column,
+                                                     self.args.group_column)  # fmt: skip
         if self._signature_columns is None:
             self._signature_columns = ["prompt_ids", "completion_ids", "scores", "weight", "source", "sources", "group",
                                        "ref_logps"]  # fmt: skip
@@ -475,7 +510,8 @@ class DoRATrainer(CheckpointMixin, ReferenceMixin, MetricsMixin, Trainer):
             loss = self.compute_loss(model, inputs)
             if prediction_loss_only or self.compute_metrics is None:
                 return loss.detach(), None, None
-            logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
+            extra = model_inputs(inputs) if self._is_vision else {}
+            logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], **extra).logits
         return loss.detach(), logits, inputs["input_ids"]
 
     # ------------------------------------------------------------------ evaluation
@@ -497,9 +533,11 @@ class DoRATrainer(CheckpointMixin, ReferenceMixin, MetricsMixin, Trainer):
         if "completion_ids" not in (stream_columns(dataset) if is_stream(dataset) else dataset.column_names):
             _, checked = check_data(args, None, dataset if key is None else {key: dataset})
             dataset = checked if key is None else checked[key]
+            if self._check_vision_rows([dataset], name) != self._is_vision:  # one collator serves train and eval
+                raise ValueError(f"the {name} dataset: rows with images and text-only rows mix with the train rows")
             for source in vocab([dataset], source_columns(args)):
                 self.source_vocab.setdefault(source, len(self.source_vocab))  # the collator's vocabulary too
-            dataset = prepare_dataset(dataset, self.processing_class, desc=name, **self._prep)
+            dataset = self._tokenize(dataset, name)
         if args.precompute_ref_log_probs and not args.reference_free and "ref_logps" not in dataset.column_names:
             if self.ref_model is None and not is_peft(self.model) and self.state.global_step > 0:
                 raise ValueError(
