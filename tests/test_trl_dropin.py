@@ -94,15 +94,15 @@ def test_tool_calling_rows_are_accepted_and_their_tools_rendered(chat_tokenizer,
     assert chat_tokenizer.decode(out[0]["prompt_ids"]).startswith("Tools: timer")
 
 
-def test_image_column_is_refused_before_the_model_loads(tmp_path):
-    """Rows with images are refused in one line naming the column (they were dropped without a word); the model
-    path does not exist, so an error about it would mean the rows passed."""
+def test_image_column_on_a_text_model_is_refused(tmp_path, tiny_model_dir):
+    """Rows with images on a text-only model are refused in one line naming the column, as TRL (they were dropped
+    without a word); a vision-language model takes them (tests/test_vision.py)."""
     from dora import DoRATrainer
 
     rows = [{"prompt": "Q", "chosen": "a", "rejected": "b", "images": [[1, 2]]}] * 2
     args = DoRAConfig(output_dir=str(tmp_path / "out"), report_to=[])
-    with pytest.raises(ValueError, match="column 'images'.*vision-related.*text-only models, not a vision-language"):
-        DoRATrainer(str(tmp_path / "no-model"), args=args, train_dataset=rows)
+    with pytest.raises(ValueError, match="column 'images'.*vision-related.*text-only model, not a vision-language"):
+        DoRATrainer(tiny_model_dir, args=args, train_dataset=rows)
 
 
 def test_init_takes_trl_signature_in_trl_order():
