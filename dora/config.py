@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -285,6 +286,9 @@ class DoRAConfig(TrainingArguments):
     def _check_trl_features(self) -> None:
         if self.truncation_mode not in ("keep_start", "keep_end"):
             raise ValueError(f"truncation_mode must be 'keep_start' or 'keep_end', got {self.truncation_mode!r}")
+        if self.truncation_mode == "keep_end":  # as TRL 1.16's DPOConfig warns
+            msg = "truncation_mode='keep_end' is deprecated in TRL (to be removed in TRL 2.0)"
+            warnings.warn(msg, FutureWarning, stacklevel=3)
         if self.ld_alpha is not None and not 0.0 <= self.ld_alpha <= 1.0:
             raise ValueError(f"ld_alpha must be in [0, 1], got {self.ld_alpha}")
         if self.use_weighting:

@@ -184,9 +184,14 @@ def test_text_only_rows_train_a_vision_language_model(qwen2_vl, tmp_path):
     ],
 )
 def test_vision_rows_refuse_what_trl_refuses(tmp_path, setting, match):
-    """TRL's refusals for vision rows, with TRL's words, before any model loads (the model path does not exist)."""
+    """TRL's refusals for vision rows, with TRL's words, before any model loads (the model path does not exist);
+    keep_end also warns that TRL deprecates it, as TRL's DPOConfig."""
+    import contextlib
+
     from dora import DoRATrainer
 
-    args = DoRAConfig(output_dir=str(tmp_path), report_to="none", **setting)
+    keep_end = setting.get("truncation_mode") == "keep_end"
+    with pytest.warns(FutureWarning, match="keep_end.*deprecated") if keep_end else contextlib.nullcontext():
+        args = DoRAConfig(output_dir=str(tmp_path), report_to="none", **setting)
     with pytest.raises(ValueError, match=match):
         DoRATrainer(str(tmp_path / "no-model"), args=args, train_dataset=_dataset(_rows(2)))
