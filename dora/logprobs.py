@@ -126,6 +126,8 @@ def add_logprob_head(model, chunk_tokens: int = 2048):
                 parts.append(_chunk_logps(hc, yc, head, transform, sum_sq))
         if parts:
             out = out.masked_scatter(mask.unsqueeze(-1).expand_as(out) if sum_sq else mask, torch.cat(parts))
+        elif hidden.requires_grad:  # no completion token left (a vision batch cut at max_length): a zero gradient
+            out = out + 0.0 * hidden.sum()
         if not dora_outputs:
             return out
         result = {"log_probs": out[..., 0] if sum_sq else out}

@@ -195,3 +195,20 @@ def test_vision_rows_refuse_what_trl_refuses(tmp_path, setting, match):
         args = DoRAConfig(output_dir=str(tmp_path), report_to="none", **setting)
     with pytest.raises(ValueError, match=match):
         DoRATrainer(str(tmp_path / "no-model"), args=args, train_dataset=_dataset(_rows(2)))
+
+
+def test_max_length_cuts_vision_sequences_as_trl(qwen2_vl, tmp_path):
+    """Vision sequences are cut at max_length after the processor (TRL keeps the start, and drops no row): cut at
+    the shortest prompt's end, no completion token is left, and the step trains on log 2 (a zero gradient), as TRL's."""
+    from dora import DoRATrainer
+    from dora.data.vision import VisionPreferenceCollator
+
+    model, processor = qwen2_vl
+    full = VisionPreferenceCollator(processor)(_rows())
+    prompt_len = int(full["completion_mask"].argmax(dim=1).min())
+    trainer = DoRATrainer(_copy(model), args=_args(DoRAConfig, tmp_path, objective="mean", max_length=prompt_len),
+                          train_dataset=_dataset(_rows()), processing_class=processor)  # fmt: skip
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    assert batch["input_ids"].shape[1] == prompt_len and batch["completion_mask"].sum() == 0
+    trainer.train()
+    assert trainer.state.log_history[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)
