@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import glob
 import inspect
 import json
@@ -63,14 +64,49 @@ TEXT = (
     "What is the weather like today? It is sunny and warm. The answer is 42. Please call the tool. "
     "You are a helpful assistant. What is this? Describe the image. "
 )
-# vision-language models: the Hub id TRL's script builds from -> (model_type, processor class, image processor class
-# (the torchvision-free one), the config's token-id attributes and the token each names)
-QWEN_VL_TOKENS = {"image_token_id": "<|image_pad|>", "video_token_id": "<|video_pad|>",
-                  "vision_start_token_id": "<|vision_start|>", "vision_end_token_id": "<|vision_end|>"}
-VLMS = {
-    "Qwen/Qwen2-VL-2B-Instruct": ("qwen2_vl", "Qwen2VLProcessor", "Qwen2VLImageProcessorPil", QWEN_VL_TOKENS),
-    "Qwen/Qwen2.5-VL-3B-Instruct": ("qwen2_5_vl", "Qwen2_5_VLProcessor", "Qwen2VLImageProcessorPil", QWEN_VL_TOKENS),
+# vision-language models, by the Hub id TRL's script builds from: the config's model_type, the processor class, the
+# torchvision-free image processor class and its settings, the chat template, and the config's token-id attributes
+# with the token each names
+QWEN_VL_TOKENS = {
+    "image_token_id": "<|image_pad|>",
+    "video_token_id": "<|video_pad|>",
+    "vision_start_token_id": "<|vision_start|>",
+    "vision_end_token_id": "<|vision_end|>",
 }
+QWEN3_IMAGES = {"patch_size": 16, "image_mean": [0.5] * 3, "image_std": [0.5] * 3}
+LLAVA_IMAGES = {"size": {"shortest_edge": 336}, "crop_size": {"height": 336, "width": 336}}
+LLAVA = {"patch_size": 14, "vision_feature_select_strategy": "default", "num_additional_image_tokens": 1}
+
+
+@dataclasses.dataclass
+class VLM:
+    model_type: str
+    processor: str
+    image_processor: str
+    template: str
+    tokens: dict
+    image_kwargs: dict = dataclasses.field(default_factory=dict)
+    processor_kwargs: dict = dataclasses.field(default_factory=dict)
+    specials: tuple = ()  # tokens the template names outside <|...|>
+
+
+VLMS = {
+    "Qwen/Qwen2-VL-2B-Instruct": VLM("qwen2_vl", "Qwen2VLProcessor", "Qwen2VLImageProcessorPil", "qwen2_5_vl",
+                                     QWEN_VL_TOKENS),
+    "Qwen/Qwen2.5-VL-3B-Instruct": VLM("qwen2_5_vl", "Qwen2_5_VLProcessor", "Qwen2VLImageProcessorPil", "qwen2_5_vl",
+                                       QWEN_VL_TOKENS),
+    "Qwen/Qwen3-VL-2B-Instruct": VLM("qwen3_vl", "Qwen3VLProcessor", "Qwen2VLImageProcessorPil", "qwen3_vl",
+                                     QWEN_VL_TOKENS, QWEN3_IMAGES),
+    "Qwen/Qwen3.5-0.8B": VLM("qwen3_5", "Qwen3VLProcessor", "Qwen2VLImageProcessorPil", "qwen3_5_nothink",
+                             QWEN_VL_TOKENS, QWEN3_IMAGES),
+    "Qwen/Qwen3.6-35B-A3B": VLM("qwen3_5_moe", "Qwen3VLProcessor", "Qwen2VLImageProcessorPil", "qwen3_6",
+                                QWEN_VL_TOKENS, QWEN3_IMAGES),
+    "llava-hf/llava-1.5-7b-hf": VLM("llava", "LlavaProcessor", "CLIPImageProcessorPil", "llava_next",
+                                    {"image_token_index": "<image>"}, LLAVA_IMAGES, LLAVA, ("<image>", "</s>")),
+    "llava-hf/llava-v1.6-mistral-7b-hf": VLM("llava_next", "LlavaNextProcessor", "LlavaNextImageProcessorPil",
+                                             "llava_next", {"image_token_index": "<image>"}, LLAVA_IMAGES, LLAVA,
+                                             ("<image>", "</s>")),
+}  # fmt: skip
 
 
 # ------------------------------------------------------------------ data sets
@@ -130,18 +166,18 @@ def build_datasets(trl_dir: str, root: str) -> list[str]:
 CORPUS: list[str] = [TEXT]  # build_datasets adds the text of the data sets it wrote
 
 
-def local_tokenizer(hub_id: str):
+def local_tokenizer(hub_id: str, template_name: str | None = None, extra_specials=()):
     """A byte-level BPE tokenizer trained on the stand-in data sets' text (so that a tool-calling row fits TRL's
     max_length as it does with a Hub tokenizer), with the family's chat template; every special token the template
-    names is a single token."""
+    names is a single token, and so is each of ``extra_specials``."""
     import trl
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    name = next((t for key, t in TEMPLATES if key.lower() in hub_id.lower()), "qwen2_5")
+    name = template_name or next((t for key, t in TEMPLATES if key.lower() in hub_id.lower()), "qwen2_5")
     with open(os.path.join(os.path.dirname(trl.__file__), "chat_templates", f"{name}.jinja")) as f:
         template = f.read()
-    specials = list(dict.fromkeys(["<|endoftext|>", *re.findall(r"<\|[A-Za-z0-9_]+\|>", template)]))
+    specials = list(dict.fromkeys(["<|endoftext|>", *re.findall(r"<\|[A-Za-z0-9_]+\|>", template), *extra_specials]))
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -191,16 +227,17 @@ def _model_scripts(trl_dir: str, wanted: set[str]) -> dict[str, str]:
 
 
 def local_processor(hub_id: str):
-    """The family's processor, built here: its image processor with defaults, the local tokenizer (the family's
-    image tokens and chat template), and the template on the processor too."""
+    """The family's processor, built here: its image processor with the family's settings, the local tokenizer (the
+    family's image tokens and chat template), and the template on the processor too."""
     import transformers
 
-    _, processor_class, image_processor_class, _ = VLMS[hub_id]
-    tokenizer = local_tokenizer(hub_id)
-    image_processor = getattr(transformers, image_processor_class)()
-    return getattr(transformers, processor_class)(
-        image_processor=image_processor, tokenizer=tokenizer, chat_template=tokenizer.chat_template
-    )
+    vlm = VLMS[hub_id]
+    tokenizer = local_tokenizer(hub_id, vlm.template, vlm.specials)
+    image_processor = getattr(transformers, vlm.image_processor)(**vlm.image_kwargs)
+    return getattr(transformers, vlm.processor)(
+        image_processor=image_processor, tokenizer=tokenizer, chat_template=tokenizer.chat_template,
+        **vlm.processor_kwargs,
+    )  # fmt: skip
 
 
 def local_vlm_config(hub_id: str, processor, **kwargs):
@@ -208,11 +245,11 @@ def local_vlm_config(hub_id: str, processor, **kwargs):
     the local tokenizer's ids of the same tokens."""
     from transformers import CONFIG_MAPPING
 
-    model_type, _, _, tokens = VLMS[hub_id]
-    config = CONFIG_MAPPING[model_type](**kwargs)
+    vlm = VLMS[hub_id]
+    config = CONFIG_MAPPING[vlm.model_type](**kwargs)
     tokenizer = processor.tokenizer
     config.get_text_config().vocab_size = len(tokenizer)
-    for name, token in tokens.items():
+    for name, token in vlm.tokens.items():
         setattr(config, name, tokenizer.convert_tokens_to_ids(token))
     return config
 
@@ -402,7 +439,8 @@ def main(argv: list[str] | None = None) -> int:
     built, failed = build_models(trl_dir, root, wanted)
     print(f"models built: {len(built)} of {len(wanted)} named by {TEST_FILE}")
     for repo in sorted(wanted - set(built)):
-        print(f"  not built: {repo}: {failed.get(repo, 'no causal-LM script for it (vision models need a processor)')}")
+        why = failed.get(repo, "no generate script for it here (a vision-language model outside VLMS)")
+        print(f"  not built: {repo}: {why}")
     copy_tests(trl_dir, root)
     extra = ["-k", args.k] if args.k else []
     runs = {n: run_pytest(root, f"tests_{n}", extra) for n in ("trl", "dora") if args.only in (None, n)}
