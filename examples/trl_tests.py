@@ -75,6 +75,7 @@ QWEN_VL_TOKENS = {
 }
 QWEN3_IMAGES = {"patch_size": 16, "image_mean": [0.5] * 3, "image_std": [0.5] * 3}
 LLAVA_IMAGES = {"size": {"shortest_edge": 336}, "crop_size": {"height": 336, "width": 336}}
+LLAVA_TOWER = {"patch_size": 14, "image_size": 336}  # the Hub checkpoints' CLIP tower, which the scripts keep
 LLAVA = {"patch_size": 14, "vision_feature_select_strategy": "default", "num_additional_image_tokens": 1}
 
 
@@ -88,6 +89,7 @@ class VLM:
     image_kwargs: dict = dataclasses.field(default_factory=dict)
     processor_kwargs: dict = dataclasses.field(default_factory=dict)
     specials: tuple = ()  # tokens the template names outside <|...|>
+    vision_defaults: dict = dataclasses.field(default_factory=dict)  # the Hub config's, under the script's sizes
 
 
 VLMS = {
@@ -102,10 +104,11 @@ VLMS = {
     "Qwen/Qwen3.6-35B-A3B": VLM("qwen3_5_moe", "Qwen3VLProcessor", "Qwen2VLImageProcessorPil", "qwen3_6",
                                 QWEN_VL_TOKENS, QWEN3_IMAGES),
     "llava-hf/llava-1.5-7b-hf": VLM("llava", "LlavaProcessor", "CLIPImageProcessorPil", "llava_next",
-                                    {"image_token_index": "<image>"}, LLAVA_IMAGES, LLAVA, ("<image>", "</s>")),
+                                    {"image_token_index": "<image>"}, LLAVA_IMAGES, LLAVA, ("<image>", "</s>"),
+                                    LLAVA_TOWER),
     "llava-hf/llava-v1.6-mistral-7b-hf": VLM("llava_next", "LlavaNextProcessor", "LlavaNextImageProcessorPil",
                                              "llava_next", {"image_token_index": "<image>"}, LLAVA_IMAGES, LLAVA,
-                                             ("<image>", "</s>")),
+                                             ("<image>", "</s>"), LLAVA_TOWER),
 }  # fmt: skip
 
 
@@ -246,6 +249,8 @@ def local_vlm_config(hub_id: str, processor, **kwargs):
     from transformers import CONFIG_MAPPING
 
     vlm = VLMS[hub_id]
+    if vlm.vision_defaults:
+        kwargs["vision_config"] = {**vlm.vision_defaults, **kwargs.get("vision_config", {})}
     config = CONFIG_MAPPING[vlm.model_type](**kwargs)
     tokenizer = processor.tokenizer
     config.get_text_config().vocab_size = len(tokenizer)
