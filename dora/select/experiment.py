@@ -38,9 +38,11 @@ def _world(name: str, seed: int, n_train: int):
     return worlds.get_world(name, seed=seed, n_train=n_train), worlds
 
 
-def prepare_seed(world: str, seed: int, out: str, n_train: int, n_heldout: int, sft_epochs: int) -> dict:
+def prepare_seed(
+    world: str, seed: int, out: str, n_train: int, n_heldout: int, sft_epochs: int, sft_dir: str | None = None
+) -> dict:
     """The seed's SFT model and data files, as `dora demo` makes them (same seed, same stages; an SFT model already
-    in ``out``/sft is kept)."""
+    in ``out``/sft is kept; with ``sft_dir``, that `dora demo` run's SFT model is used)."""
     import torch
 
     from dora.demo.stages import classify, sft
@@ -53,7 +55,7 @@ def prepare_seed(world: str, seed: int, out: str, n_train: int, n_heldout: int, 
     torch.manual_seed(cfg.seed)
     os.makedirs(out, exist_ok=True)
     data = w.make_world(cfg)
-    model_dir = os.path.join(out, "sft")
+    model_dir = sft_dir or os.path.join(out, "sft")
     if not os.path.isfile(os.path.join(model_dir, "model.safetensors")):
         tokenizer = w.build_tokenizer(os.path.join(out, "base"))
         model = w.build_model(os.path.join(out, "base"), tokenizer, seed=cfg.seed)
@@ -97,6 +99,23 @@ def full_seed(
         with open(path) as f:
             results[m] = json.load(f)
     return results
+
+
+def demo_comparison(root: str, world: str, n_train: int, methods: list[str], seeds: int) -> list[dict]:
+    """The full comparison as a finished `dora demo --world WORLD` run in ``root``/WORLD wrote it (results.json),
+    checked to be that world at this budget, with every method and seed."""
+    from dora import worlds
+
+    with open(os.path.join(root, world, "results.json")) as f:
+        result = json.load(f)
+    want = worlds.get_world(world, n_train=n_train, n_test=result["config"]["n_test"]).to_dict()
+    if result["config"] != want:
+        raise SystemExit(f"{root}/{world}/results.json is not `dora demo --world {world}` at the budget's size")
+    per_seed = result["per_seed"][:seeds]
+    missing = [m for m in methods if any(m not in r for r in per_seed)]
+    if len(per_seed) < seeds or missing:
+        raise SystemExit(f"{root}/{world}: {len(per_seed)} seeds, methods missing {missing}; run the demo first")
+    return per_seed
 
 
 def full_ranking(per_seed: list[dict], methods: list[str]) -> dict:
@@ -192,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--heldout-size", type=int, default=400)
     p.add_argument("--sft-epochs", type=int, default=None, help="default: the world's budget")
     p.add_argument("--stop-after", default=None, help="UTC time HH:MM: start no new seed after it")
+    p.add_argument("--from-demo", default=None, metavar="ROOT",
+                   help="the full comparison and SFT models from finished `dora demo --world W --output ROOT/W` runs")
     p.add_argument("--output", required=True)
     p.add_argument("--markdown", action="store_true", help="print the tables of the finished runs' summary.json")
     a = p.parse_args(argv)
@@ -202,15 +223,18 @@ def main(argv: list[str] | None = None) -> int:
     worlds, methods = a.worlds.split(","), [m.strip() for m in a.methods.split(",")]
     budgets = {w: budget(w, a) for w in worlds}
     full, pilots = {w: [] for w in worlds}, {w: [] for w in worlds}
-    for seed in range(max(a.full_seeds, a.pilot_seeds)):
+    if a.from_demo:
+        full = {w: demo_comparison(a.from_demo, w, budgets[w]["n_train"], methods, a.full_seeds) for w in worlds}
+    for seed in range(a.pilot_seeds if a.from_demo else max(a.full_seeds, a.pilot_seeds)):
         if a.stop_after and time.strftime("%H:%M", time.gmtime()) >= a.stop_after:
             print(f"stopped before seed {seed} ({a.stop_after} UTC)", flush=True)
             break
         for w in worlds:
             out = os.path.join(a.output, w, f"seed{seed}")
             b = budgets[w]
-            files = prepare_seed(w, seed, out, b["n_train"], a.heldout_size, b["sft_epochs"])
-            if seed < a.full_seeds:
+            sft_dir = os.path.join(a.from_demo, w, f"seed{seed}", "sft") if a.from_demo else None
+            files = prepare_seed(w, seed, out, b["n_train"], a.heldout_size, b["sft_epochs"], sft_dir)
+            if seed < a.full_seeds and not a.from_demo:
                 full[w].append(
                     full_seed(w, seed, files, methods, os.path.join(out, "full"), b["n_train"], b["epochs"], b["lr"])
                 )
