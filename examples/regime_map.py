@@ -23,6 +23,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 
+from dora.classifier.regime import predict_regime
 from dora.demo.stages import run_seed, sft_stage
 from dora.worlds import BUDGETS, DEFAULT_WORLD, WORLDS, get_world
 
@@ -121,14 +122,18 @@ def main(argv: list[str] | None = None) -> int:
             acc = {m: [r[m]["preference_accuracy"] for r in per] for m in METHODS}
             cells[(s, o)] = {f"{x} - {y}": interval([u - v for u, v in zip(acc[x], acc[y])]) for x, y in COMPARISONS}
             cells[(s, o)]["accuracy"] = acc
+            ess = statistics.fmean(r["classifier"]["ess_fraction"] for r in per)
+            cells[(s, o)]["ess_fraction"] = ess  # what `dora classify` reports, and the regime it predicts from it
+            cells[(s, o)]["regime"] = predict_regime({"ess_fraction": ess})["regime"]
     os.makedirs(a.output, exist_ok=True)
     lines = ["| synthetic share | style overlap | DPO (%) | DoRA (%) | Human-only (%) | DoRA − DPO [95% CI] "
-             "| DoRA − Human-only [95% CI] |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+             "| DoRA − Human-only [95% CI] | ESS (% of rows) | classify's regime |",
+             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for (s, o), c in cells.items():
         means = " | ".join(f"{100 * statistics.fmean(c['accuracy'][m]):.1f}" for m in METHODS)
         diffs = " | ".join("{:+.1f} [{:+.1f}, {:+.1f}]".format(*(100 * v for v in c[f"{x} - {y}"]))
                            for x, y in COMPARISONS)  # fmt: skip
-        lines.append(f"| {100 * s:.0f}% | {o:g} | {means} | {diffs} |")
+        lines.append(f"| {100 * s:.0f}% | {o:g} | {means} | {diffs} | {100 * c['ess_fraction']:.0f} | {c['regime']} |")
     lines.append(f"\n{a.world}; {a.seeds} seeds per cell; {a.n_train} training pairs, {a.epochs} epochs at lr "
                  f"{budget['lr']:g}; preference "
                  f"accuracy on the held-out human pairs; {time.time() - t0:.0f} s of wall time.")  # fmt: skip
