@@ -65,7 +65,7 @@ def prepare_seed(
     rows, _ = classify(data["train"], os.path.join(out, "classifier"), cfg.seed)
     cols = ("prompt", "chosen", "rejected", "source", "dora_weight")
     rng = random.Random(f"select-heldout-{seed}")
-    heldout = [w.make_pair("human", rng, cfg) for _ in range(n_heldout)]
+    heldout = heldout_pairs(rows, lambda: w.make_pair("human", rng, cfg), n_heldout)
     files = {"model": model_dir, "train": os.path.join(out, "train.jsonl"),
              "heldout": os.path.join(out, "heldout.jsonl")}  # fmt: skip
     for key, part in (("train", rows), ("heldout", heldout)):
@@ -99,6 +99,21 @@ def full_seed(
         with open(path) as f:
             results[m] = json.load(f)
     return results
+
+
+def heldout_pairs(train: list[dict], draw, n: int) -> list[dict]:
+    """``n`` human pairs drawn apart from the world, none equal to a training row: a small world repeats its pairs'
+    text, and `dora select` leaves out of training every row equal to a held-out one (so a held-out split drawn
+    blind would empty the human rows)."""
+    seen = {(r["prompt"], r["chosen"], r["rejected"]) for r in train}
+    out = []
+    for _ in range(1000 * n):
+        if len(out) == n:
+            return out
+        pair = draw()
+        if (pair["prompt"], pair["chosen"], pair["rejected"]) not in seen:
+            out.append(pair)
+    raise SystemExit(f"could not draw {n} held-out pairs unlike the training rows")
 
 
 def demo_comparison(root: str, world: str, n_train: int, methods: list[str], seeds: int) -> list[dict]:
