@@ -5,8 +5,11 @@ the weights alone:
 
 - weights nearly equal (effective sample size ≥ ``LITTLE_ESS`` of the rows): h̃ ≈ 1 and DoRA ≈ KL-DRO;
 - weights concentrated (effective sample size < ``CONCENTRATED_ESS`` of the rows): the objective rests on
-  that share of the rows and DoRA acts mostly as reweighting (as "Reweight", with KL-DRO's hedge on top);
-- in between: both matter.
+  that share of the rows and DoRA acts mostly as reweighting (as "Reweight", with KL-DRO's hedge on top), on
+  that share of each batch;
+- in between: both matter, and the tilt exp(h̃·ℓ/λ) leans hardest on rows of high weight and high loss.
+
+The demo's measured worlds (docs/results.md) are the evidence for the sentences' cautions.
 
 The target rows are few when fewer than ``FEW_TARGET_ROWS`` (labelled: rows whose source is a target; without
 labels: the trusted rows): whatever the weights, the signal about the target comes from so few rows that a gain
@@ -36,13 +39,17 @@ def predict_regime(report: dict) -> dict:
         regime = "concentrated"
         text = (
             f"the weights concentrate on {100 * ess:.0f}% of rows (effective sample size): DoRA acts mostly as "
-            "reweighting"
+            f"reweighting, and a batch of B rows carries about {100 * ess:.0f}% of B effective rows, fewer target "
+            "rows per step than training on the target rows alone (which beat DoRA in the demo's worlds of this "
+            "regime: docs/results.md); measure both with `dora select` first"
         )
     else:
         regime = "mixed"
         text = (
             f"the weights reweight moderately (effective sample size {100 * ess:.0f}% of rows): DoRA both "
-            "reweights and hedges (KL-DRO); expect it between Reweight and KL-DRO"
+            "reweights and hedges (KL-DRO); its tilt exp(h·ℓ/λ) leans hardest on rows of high weight and high "
+            "loss, so label errors in rows that read as target can put it below both Reweight and KL-DRO (the "
+            "demo's larger-number world: docs/results.md); measure it with `dora select` first"
         )
     shares = _weight_shares(report)
     targets = report.get("target_sources") or []
