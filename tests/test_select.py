@@ -95,6 +95,20 @@ def test_given_heldout_rows_are_removed_from_training(tmp_path, tiny_model_dir, 
     assert p.notes == ["1 training row(s) equal to held-out rows were left out of the pilots' training"]
 
 
+def test_keep_heldout_duplicates_keeps_them_and_no_other_row(tmp_path, tiny_model_dir):
+    """The opt-in for data that repeats by design: the training rows are all kept (the equal one included), the
+    held-out rows are still scored, and the choice is part of the recorded settings."""
+    data = rows(6)
+    given = [{k: v for k, v in data[0].items() if k != "dora_weight"}]
+    kwargs = dict(output=str(tmp_path / "out"), candidates="DPO", steps=1, heldout=write(tmp_path / "h.jsonl", given))
+    recipe = {"model_name_or_path": tiny_model_dir, "dataset": write(tmp_path / "d.jsonl", data), **KEYS}
+    p = plan(None, recipe, keep_heldout_duplicates=True, **kwargs)
+    assert [triple(r) for r in p.train_rows] == [triple(r) for r in data] and len(p.heldout_rows) == 1
+    assert p.notes == ["1 training row(s) equal to held-out rows were kept (--keep-heldout-duplicates)"]
+    assert p.settings["keep_heldout_duplicates"] is True
+    assert plan(None, recipe, **kwargs).settings["keep_heldout_duplicates"] is False
+
+
 def test_resume_skips_finished_candidates(tmp_path, tiny_model_dir, seen, one_thread):
     import dora
 

@@ -25,6 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"comma-separated; default: {', '.join(DEFAULT)} (DoRA at any λ: 'DoRA λ=0.25' or dora-l=0.25)")
     p.add_argument("--heldout", default=None, help="held-out human pairs (a file); default: carved from the "
                    "target-source rows of the data, whole prompts at a time")  # fmt: skip
+    p.add_argument("--keep-heldout-duplicates", action="store_true",
+                   help="with --heldout: keep training rows whose text equals a held-out row (data that repeats by "
+                        "design, where such a row is an independent draw); default: leave them out")
     p.add_argument("--heldout-fraction", type=float, default=0.2, help="share of the target rows' prompts to carve")
     p.add_argument("--target-sources", default="human", help="comma-separated sources of the target distribution")
     p.add_argument("--confidence", type=float, default=0.95, help="joint level of the intervals against DPO")
@@ -45,7 +48,8 @@ def run(args) -> int:
                  steps=args.steps, heldout=args.heldout, heldout_fraction=args.heldout_fraction,
                  target_sources=[t for t in args.target_sources.split(",") if t.strip()],
                  confidence=args.confidence, bootstrap=args.bootstrap, skip_invalid_rows=args.skip_invalid_rows,
-                 overwrite=args.overwrite_output)  # fmt: skip
+                 overwrite=args.overwrite_output,
+                 keep_heldout_duplicates=args.keep_heldout_duplicates)  # fmt: skip
     except (OSError, ImportError, yaml.YAMLError) as e:
         raise ValueError(str(e).strip() or type(e).__name__) from e
     run_plan(p)

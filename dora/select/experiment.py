@@ -3,9 +3,10 @@
 Per world and seed: the world, the tiny model and its SFT, and the tfidf weights exactly as `dora demo` makes them
 for that seed (``dora.demo.stages``); the full comparison, each method trained as `dora demo` trains it
 (``train_method``, at the world's budget, ``dora.worlds.BUDGETS``) and scored on the world's test split; a held-out
-split of human pairs drawn apart from the world (its own random stream, not the test split); then `dora select` with
-the demo's recipe (β 0.1, the budget's lr, batch 32, full fine-tuning) for ``--steps`` steps per candidate (default:
-a quarter of the full run's). The pilot's choice is compared with the
+split of human pairs drawn apart from the world (its own random stream, not the test split; like the test split, its
+pairs can repeat a training row's text, and the pilot keeps such rows: ``keep_heldout_duplicates``); then
+`dora select` with the demo's recipe (β 0.1, the budget's lr, batch 32, full fine-tuning) for ``--steps`` steps per
+candidate (default: a quarter of the full run's). The pilot's choice is compared with the
 full comparison's winner (the highest mean preference accuracy over the seeds) and the methods statistically tied
 with it (a paired Student-t interval over the seeds, method − winner, containing 0). Every piece is kept and read
 back on a rerun. docs/results.md reports the runs.
@@ -65,7 +66,7 @@ def prepare_seed(
     rows, _ = classify(data["train"], os.path.join(out, "classifier"), cfg.seed)
     cols = ("prompt", "chosen", "rejected", "source", "dora_weight")
     rng = random.Random(f"select-heldout-{seed}")
-    heldout = heldout_pairs(rows, lambda: w.make_pair("human", rng, cfg), n_heldout)
+    heldout = [w.make_pair("human", rng, cfg) for _ in range(n_heldout)]
     files = {"model": model_dir, "train": os.path.join(out, "train.jsonl"),
              "heldout": os.path.join(out, "heldout.jsonl")}  # fmt: skip
     for key, part in (("train", rows), ("heldout", heldout)):
@@ -99,21 +100,6 @@ def full_seed(
         with open(path) as f:
             results[m] = json.load(f)
     return results
-
-
-def heldout_pairs(train: list[dict], draw, n: int) -> list[dict]:
-    """``n`` human pairs drawn apart from the world, none equal to a training row: a small world repeats its pairs'
-    text, and `dora select` leaves out of training every row equal to a held-out one (so a held-out split drawn
-    blind would empty the human rows)."""
-    seen = {(r["prompt"], r["chosen"], r["rejected"]) for r in train}
-    out = []
-    for _ in range(1000 * n):
-        if len(out) == n:
-            return out
-        pair = draw()
-        if (pair["prompt"], pair["chosen"], pair["rejected"]) not in seen:
-            out.append(pair)
-    raise SystemExit(f"could not draw {n} held-out pairs unlike the training rows")
 
 
 def demo_comparison(root: str, world: str, n_train: int, methods: list[str], seeds: int) -> list[dict]:
@@ -158,7 +144,8 @@ def pilot_seed(files: dict, seed: int, out: str, steps: int, methods: list[str],
     """`dora select` on one seed's data: the demo's recipe, ``steps`` per candidate, the drawn-apart held-out split."""
     recipe = {**RECIPE, "learning_rate": lr, "model_name_or_path": files["model"], "dataset": files["train"]}
     p = plan(None, {**recipe, "seed": seed},
-             output=out, steps=steps, heldout=files["heldout"], candidates=[DEMO_NAMES[m] for m in methods])
+             output=out, steps=steps, heldout=files["heldout"], candidates=[DEMO_NAMES[m] for m in methods],
+             keep_heldout_duplicates=True)  # independent draws, like the test split: a small world repeats its text
     report = run_plan(p)
     v = report["verdict"]
     ranked = sorted(v["candidates"], key=lambda m: -v["candidates"][m]["accuracy"])

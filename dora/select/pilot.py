@@ -92,7 +92,7 @@ def _needs(names: list[str], columns: list[str], weight_column: str, source_colu
 def plan(config: str | None, overrides: dict, *, output: str, candidates=None, steps: int = 50,
          heldout: str | None = None, heldout_fraction: float = 0.2, target_sources=("human",),
          confidence: float = 0.95, bootstrap: int = 2000, skip_invalid_rows: bool = False,
-         overwrite: bool = False) -> Plan:  # fmt: skip
+         overwrite: bool = False, keep_heldout_duplicates: bool = False) -> Plan:  # fmt: skip
     """Every check before any model loads; a mistake is a one-line ValueError."""
     targets = [str(t) for t in target_sources]
     _check_flags(steps, heldout_fraction, confidence, bootstrap, targets)
@@ -117,9 +117,11 @@ def plan(config: str | None, overrides: dict, *, output: str, candidates=None, s
     notes = []
     if heldout:
         held = evald.to_list()
-        train_rows, removed = drop_heldout(rows, held)
+        kept, removed = drop_heldout(rows, held)
+        train_rows = rows if keep_heldout_duplicates else kept
         if removed:
-            notes.append(f"{removed} training row(s) equal to held-out rows were left out of the pilots' training")
+            notes.append(f"{removed} training row(s) equal to held-out rows were " + (
+                "kept (--keep-heldout-duplicates)" if keep_heldout_duplicates else "left out of the pilots' training"))
     else:
         train_rows, held = carve_heldout(rows, fraction=heldout_fraction, seed=args.seed,
                                          source_column=args.source_column, targets=targets)  # fmt: skip
@@ -130,6 +132,7 @@ def plan(config: str | None, overrides: dict, *, output: str, candidates=None, s
     settings = {
         "candidates": {n: spec(n) for n in names}, "steps": steps, "seed": args.seed, "targets": targets,
         "heldout": heldout, "heldout_fraction": None if heldout else heldout_fraction,
+        "keep_heldout_duplicates": bool(keep_heldout_duplicates),
         "recipe": {k: v for k, v in {**kwargs, **pilot_extra}.items()},
         "data": hashlib.sha256("\n".join(map(row_key, rows + held)).encode()).hexdigest(),
     }  # fmt: skip
