@@ -11,8 +11,13 @@ this repository and nothing is downloaded:
    (with the ``configs`` card the Hub uses), models are saved there with a local byte-level BPE tokenizer (the
    family's chat template from ``trl/chat_templates``) in place of the Hub tokenizer. ``from_pretrained`` and
    ``load_dataset`` find a local folder named like the Hub id before they try the Hub, so the tests run from
-   ``WORK/stand-ins`` unchanged. Models whose script needs more from the Hub (processors of the vision models)
-   are not built; their tests then fail under both trainers and are listed as such.
+   ``WORK/stand-ins`` unchanged. The vision-language models of ``VLMS`` are built by their scripts too, with the
+   Hub's processor and config replaced: the family's image processor class with its settings (its torchvision-free
+   variant), the local tokenizer with the family's image tokens and chat template, and the family's config class
+   with the script's sizes and the local tokenizer's token ids. Without torchvision, transformers cannot load a
+   processor that has a video processor (Qwen-VL's), although images never need it:
+   ``allow_missing_video_processor`` lets it load without one, in the build and (as a pytest plugin) in both test
+   runs alike. Models without a recipe are not built; their tests then fail under both trainers.
 2. Two copies of ``tests/``: ``tests_trl`` as is, ``tests_dora`` with one line changed, the import of
    ``DPOConfig, DPOTrainer`` from ``trl`` replaced by ``from dora import DoRAConfig as DPOConfig, DoRATrainer as
    DPOTrainer``.
@@ -76,6 +81,7 @@ QWEN_VL_TOKENS = {
 QWEN3_IMAGES = {"patch_size": 16, "image_mean": [0.5] * 3, "image_std": [0.5] * 3}
 LLAVA_IMAGES = {"size": {"shortest_edge": 336}, "crop_size": {"height": 336, "width": 336}}
 LLAVA_TOWER = {"patch_size": 14, "image_size": 336}  # the Hub checkpoints' CLIP tower, which the scripts keep
+GEMMA3_TOKENS = {"boi_token": "<start_of_image>", "image_token": "<image_soft_token>", "eoi_token": "<end_of_image>"}
 LLAVA = {"patch_size": 14, "vision_feature_select_strategy": "default", "num_additional_image_tokens": 1}
 
 
@@ -90,6 +96,7 @@ class VLM:
     processor_kwargs: dict = dataclasses.field(default_factory=dict)
     specials: tuple = ()  # tokens the template names outside <|...|>
     vision_defaults: dict = dataclasses.field(default_factory=dict)  # the Hub config's, under the script's sizes
+    named_tokens: dict = dataclasses.field(default_factory=dict)  # tokenizer attributes the processor reads
 
 
 VLMS = {
@@ -109,6 +116,11 @@ VLMS = {
     "llava-hf/llava-v1.6-mistral-7b-hf": VLM("llava_next", "LlavaNextProcessor", "LlavaNextImageProcessorPil",
                                              "llava_next", {"image_token_index": "<image>"}, LLAVA_IMAGES, LLAVA,
                                              ("<image>", "</s>"), LLAVA_TOWER),
+    "google/gemma-3-4b-it": VLM("gemma3", "Gemma3Processor", "Gemma3ImageProcessorPil", "gemma3",
+                                {"image_token_index": "<image_soft_token>", "boi_token_index": "<start_of_image>",
+                                 "eoi_token_index": "<end_of_image>"}, {"size": {"height": 224, "width": 224}},
+                                specials=("<start_of_turn>", "<end_of_turn>", *GEMMA3_TOKENS.values()),
+                                vision_defaults={"patch_size": 14}, named_tokens=GEMMA3_TOKENS),
 }  # fmt: skip
 
 
@@ -169,10 +181,11 @@ def build_datasets(trl_dir: str, root: str) -> list[str]:
 CORPUS: list[str] = [TEXT]  # build_datasets adds the text of the data sets it wrote
 
 
-def local_tokenizer(hub_id: str, template_name: str | None = None, extra_specials=()):
+def local_tokenizer(hub_id: str, template_name: str | None = None, extra_specials=(), named_tokens=None):
     """A byte-level BPE tokenizer trained on the stand-in data sets' text (so that a tool-calling row fits TRL's
     max_length as it does with a Hub tokenizer), with the family's chat template; every special token the template
-    names is a single token, and so is each of ``extra_specials``."""
+    names is a single token, and so is each of ``extra_specials``; ``named_tokens`` become tokenizer attributes
+    (``tokenizer.boi_token``, as a processor reads them)."""
     import trl
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -190,7 +203,8 @@ def local_tokenizer(hub_id: str, template_name: str | None = None, extra_special
     tok.train_from_iterator(CORPUS, trainer)
     eos = next((t for t in EOS_CANDIDATES if t in specials), "<|endoftext|>")
     bos = "<|begin_of_text|>" if "<|begin_of_text|>" in specials else None
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=eos, pad_token="<|endoftext|>", bos_token=bos)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=eos, pad_token="<|endoftext|>", bos_token=bos,
+                                   extra_special_tokens=named_tokens or {})
     fast.chat_template = template
     return fast
 
@@ -235,7 +249,7 @@ def local_processor(hub_id: str):
     import transformers
 
     vlm = VLMS[hub_id]
-    tokenizer = local_tokenizer(hub_id, vlm.template, vlm.specials)
+    tokenizer = local_tokenizer(hub_id, vlm.template, vlm.specials, vlm.named_tokens)
     image_processor = getattr(transformers, vlm.image_processor)(**vlm.image_kwargs)
     return getattr(transformers, vlm.processor)(
         image_processor=image_processor, tokenizer=tokenizer, chat_template=tokenizer.chat_template,

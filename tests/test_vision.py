@@ -159,7 +159,7 @@ def test_reference_forward_sees_the_pixel_values_and_weights_reach_the_objective
 
 def test_text_only_rows_train_a_vision_language_model(qwen2_vl, tmp_path):
     """Rows without images on a VLM are tokenised as text (the processor's tokenizer): the language model trains,
-    the vision tower gets no gradient."""
+    the vision tower gets no gradient (so DDP is told to expect unused parameters, as TRL)."""
     from dora import DoRATrainer
 
     model, processor = qwen2_vl
@@ -168,6 +168,7 @@ def test_text_only_rows_train_a_vision_language_model(qwen2_vl, tmp_path):
              "rejected": [{"role": "assistant", "content": f"no {i + 1}"}]} for i in range(4)]  # fmt: skip
     trainer = DoRATrainer(_copy(model), args=_args(DoRAConfig, tmp_path), train_dataset=_dataset(rows),
                           processing_class=processor)  # fmt: skip
+    assert trainer.args.ddp_find_unused_parameters is True  # under DDP the unused vision tower is expected (as TRL)
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     trainer.train()
     assert trainer.state.log_history[-1]["train_loss"] is not None
@@ -212,3 +213,13 @@ def test_max_length_cuts_vision_sequences_as_trl(qwen2_vl, tmp_path):
     assert batch["input_ids"].shape[1] == prompt_len and batch["completion_mask"].sum() == 0
     trainer.train()
     assert trainer.state.log_history[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)
+
+
+def test_streamed_image_rows_are_refused_in_one_line(tmp_path):
+    """An IterableDataset of image rows is refused before any model loads, naming the alternative."""
+    from dora import DoRATrainer
+
+    args = DoRAConfig(output_dir=str(tmp_path), report_to="none", max_steps=1)
+    stream = _dataset(_rows(2)).to_iterable_dataset()
+    with pytest.raises(ValueError, match="train dataset: streamed rows with images .* use a Dataset"):
+        DoRATrainer(str(tmp_path / "no-model"), args=args, train_dataset=stream)

@@ -5,7 +5,7 @@ checked on the first row before any model loads, and every row as it streams, wi
 from __future__ import annotations
 
 from dora.data.formats import is_listwise, split_implicit_prompt
-from dora.data.validation import _row_problem, check_no_images, check_weight_columns
+from dora.data.validation import _row_problem, check_weight_columns
 
 __all__ = ["is_stream", "stream_columns", "check_stream"]
 
@@ -38,7 +38,8 @@ def check_stream(dataset, *, weight_column: str, name: str, group_column: str | 
     missing = [c for c in required if c not in cols]
     if missing:
         raise ValueError(f"{where}: missing column(s) {missing}; it has {sorted(cols)}")
-    check_no_images(cols, where)
+    if any(c in cols for c in ("image", "images")):  # vision rows are collated as they are, from a map-style Dataset
+        raise ValueError(f"{where}: streamed rows with images (an IterableDataset) are not supported: use a Dataset")
     check_weight_columns(cols, weight_column, name)
     if next(iter(dataset), None) is None:
         raise ValueError(f"{where}: the dataset is empty")

@@ -175,6 +175,9 @@ class DoRATrainer(CheckpointMixin, ReferenceMixin, MetricsMixin, Trainer):
             processing_class = auto.from_pretrained(config._name_or_path, trust_remote_code=args.trust_remote_code)
         self._is_vlm = isinstance(processing_class, ProcessorMixin)
         self._tokenizer = processing_class.tokenizer if self._is_vlm else processing_class
+        reentrant = (args.gradient_checkpointing_kwargs or {}).get("use_reentrant")
+        if self._is_vlm and args.ddp_find_unused_parameters is None and not reentrant:
+            args.ddp_find_unused_parameters = True  # a text-only batch leaves the vision tower unused (as TRL)
         if self._tokenizer.pad_token is None:
             self._tokenizer.pad_token = self._tokenizer.eos_token
         set_pad_token(self._tokenizer, args.pad_token)
