@@ -120,7 +120,8 @@ VLMS = {
                                 {"image_token_index": "<image_soft_token>", "boi_token_index": "<start_of_image>",
                                  "eoi_token_index": "<end_of_image>"}, {"size": {"height": 224, "width": 224}},
                                 specials=("<start_of_turn>", "<end_of_turn>", *GEMMA3_TOKENS.values()),
-                                vision_defaults={"patch_size": 14}, named_tokens=GEMMA3_TOKENS),
+                                vision_defaults={"patch_size": 14, "vision_use_head": False},
+                                named_tokens=GEMMA3_TOKENS),
 }  # fmt: skip
 
 
