@@ -131,12 +131,18 @@ def test_world_flag_and_overrides():
     the world's value; a knob out of range is a one-line error naming the flag."""
     import argparse
 
-    from dora.demo.cli import add_arguments, world_config
+    from dora.demo.cli import add_arguments, budget, world_config
     from dora.worlds import get_world
 
     p = argparse.ArgumentParser()
     add_arguments(p)
-    assert world_config(p.parse_args([])) == get_world("shared-phrase")
+    assert world_config(p.parse_args([])) == get_world("larger-number")
+    # the training budget is the world's: larger-number 150 steps at lr 1e-3, the earlier worlds 50 at lr 2e-4
+    assert budget(p.parse_args([])) == {"seeds": 3, "n_test": 400, "n_train": 800, "sft_epochs": 6, "epochs": 6,
+                                        "lr": 1e-3}  # fmt: skip
+    assert budget(p.parse_args(["--world", "classic"]))["lr"] == 2e-4
+    assert budget(p.parse_args(["--world", "shared-phrase", "--quick"])) == {
+        "seeds": 1, "n_test": 100, "n_train": 400, "sft_epochs": 2, "epochs": 1, "lr": 2e-4}  # fmt: skip
     assert world_config(p.parse_args(["--iterate"])) == get_world("classic")
     cfg = world_config(p.parse_args(["--world", "hidden-bias", "--style-overlap", "0.2"]), n_train=10)
     assert cfg == get_world("hidden-bias", style_overlap=0.2, n_train=10) and cfg.judge_bias == 1.0
