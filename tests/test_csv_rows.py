@@ -96,3 +96,22 @@ def test_dora_train_names_the_csv_line_before_a_model_loads(tmp_path, tiny_model
     message = one_line_error(argv, capsys, watch=[path])
     assert f"line {BAD + 2}, column 'dora_weight': 'abc' is not a number" in message
     assert message.count("line ") == 1
+
+
+def test_a_custom_weight_column_is_read_as_numbers_too(tmp_path, tiny_model_dir, monkeypatch, capsys):
+    """--weight_column w: its one bad cell is that row's error (file line and column), not every row's; through
+    load_rows the other rows' weights are floats as written."""
+    forbid_loads(monkeypatch)
+    with open(write_csv(tmp_path / "d.csv"), newline="") as f:
+        text = f.read().replace(",dora_weight\r\n", ",w\r\n", 1)
+    path = tmp_path / "w.csv"
+    path.write_bytes(text.encode())
+    assert text.startswith("prompt,chosen,rejected,w\r\n")
+    with pytest.raises(ValueError, match=rf"w.csv: line {BAD + 2}, column 'w': 'abc' is not a number \(1 of 16 rows"):
+        load_rows(str(path), number_columns=("w",))
+    kept = load_rows(str(path), number_columns=("w",), skip_invalid=True)
+    assert kept["w"] == [w for _, w in weights_in_file(str(path))]
+    argv = ["train", "--model_name_or_path", tiny_model_dir, "--dataset", str(path), "--weight_column", "w",
+            "--output_dir", str(tmp_path / "out"), "--report_to", "none"]  # fmt: skip
+    message = one_line_error(argv, capsys, watch=[str(path)])
+    assert f"line {BAD + 2}, column 'w': 'abc' is not a number" in message and message.count("line ") == 1

@@ -161,11 +161,12 @@ def _number(text: str) -> float | int:
         return float(text)
 
 
-def _read_csv_rows(path: str) -> tuple[list[dict], list[str], list[tuple[int, str]]]:
+def _read_csv_rows(path: str, numbers: tuple = ()) -> tuple[list[dict], list[str], list[tuple[int, str]]]:
     """The rows of a csv file as written: every cell text, an empty cell missing (None); each row's label
     (``line k``, the 1-based file line where the row starts: the header is line 1); and the rows whose value in a
-    number column (``NUMBER_COLUMNS``) is no number, as (index, problem). Other columns are numbers only when
-    every cell is one (as arrow typed them), else text as written; ``TEXT_COLUMNS`` stay text."""
+    number column (``NUMBER_COLUMNS`` and ``numbers``, e.g. a custom weight column) is no number, as (index,
+    problem). Other columns are numbers only when every cell is one (as arrow typed them), else text as written;
+    ``TEXT_COLUMNS`` stay text."""
     import csv
 
     _check_utf8(path)
@@ -186,6 +187,7 @@ def _read_csv_rows(path: str) -> tuple[list[dict], list[str], list[tuple[int, st
                 labels.append(f"line {start}")
             start = reader.line_num + 1
     bad: dict[int, str] = {}
+    number_columns = (*NUMBER_COLUMNS, *numbers)
     for col in header:
         if col in TEXT_COLUMNS:
             continue
@@ -195,21 +197,21 @@ def _read_csv_rows(path: str) -> tuple[list[dict], list[str], list[tuple[int, st
                 try:
                     numbers[i] = _number(row[col])
                 except ValueError:
-                    if col not in NUMBER_COLUMNS:
+                    if col not in number_columns:
                         break  # a text column: left as written
                     bad.setdefault(i, f"column '{col}': {row[col]!r:.60} is not a number")
         else:
             for i, x in numbers.items():
-                rows[i][col] = float(x) if col in NUMBER_COLUMNS else x
+                rows[i][col] = float(x) if col in number_columns else x
     return rows, labels, sorted(bad.items())
 
 
-def _typed_rows(path: str, skip_invalid: bool) -> tuple[list[dict], list[str]]:
+def _typed_rows(path: str, skip_invalid: bool, numbers: tuple = ()) -> tuple[list[dict], list[str]]:
     """Rows read as written: a value whose type differs from the rest of its column (json), or a number column's
     cell that is no number (csv), is that row's error (naming its line), not a reason to re-type the column; with
     ``skip_invalid`` such rows are dropped and counted."""
     if path.lower().endswith(".csv"):
-        rows, labels, bad = _read_csv_rows(path)
+        rows, labels, bad = _read_csv_rows(path, numbers)
     else:
         rows, labels = _read_json_rows(path)
         kinds = _column_kinds(rows)
@@ -243,7 +245,7 @@ def _file_key(path: str) -> tuple:
     return os.path.realpath(path), st.st_mtime_ns, st.st_size
 
 
-def _load_file(path: str, skip_invalid: bool):
+def _load_file(path: str, skip_invalid: bool, numbers: tuple = ()):
     import datasets
 
     ext = path.rsplit(".", 1)[-1].lower()
@@ -255,7 +257,7 @@ def _load_file(path: str, skip_invalid: bool):
             if not f.read(1 << 16).strip():
                 raise ValueError(f"{path}: empty file, no rows")
     if ext in ("jsonl", "json", "csv"):
-        rows, labels = _typed_rows(path, skip_invalid)
+        rows, labels = _typed_rows(path, skip_invalid, numbers)
         if not rows:
             raise ValueError(f"{path}: no rows")
         try:
@@ -278,14 +280,16 @@ def _load_file(path: str, skip_invalid: bool):
 
 
 def load_rows(
-    path_or_id: str, split: str = "train", name: str | None = None, what: str = "dataset", skip_invalid: bool = False
+    path_or_id: str, split: str = "train", name: str | None = None, what: str = "dataset", skip_invalid: bool = False,
+    number_columns: tuple = (),
 ):
     """A ``datasets.Dataset`` from a local file (jsonl, json, parquet, csv), a folder written by
     ``save_to_disk``, or a Hub dataset id (``name``: its configuration). A missing local-looking path (named as
     ``what``), an empty file or an unreadable file is a one-line error naming it. JSON and CSV rows are read as
     written: a value of another type than the rest of its column (json), or a cell of a number column that is no
     number (csv), is an error naming its line (``skip_invalid``: that row is dropped, with a warning); CSV text
-    stays text ("15" stays "15")."""
+    stays text ("15" stays "15"). ``number_columns``: CSV columns read as numbers besides ``dora_weight`` and the
+    target probabilities (a custom weight column), so that one bad cell is its row's error."""
     import datasets
 
     check_local_path(path_or_id, what)
@@ -302,7 +306,7 @@ def load_rows(
             return ds
         return datasets.load_dataset(path_or_id, name=name, split=split)
     if os.path.isfile(path_or_id):
-        return _load_file(path_or_id, skip_invalid)
+        return _load_file(path_or_id, skip_invalid, tuple(number_columns))
     return datasets.load_dataset(path_or_id, name=name, split=split)
 
 

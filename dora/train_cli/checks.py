@@ -116,7 +116,8 @@ def load_data(args, extra: dict, skip_invalid: bool = False):
             raise UsageError(f"dataset_split {split!r}: {source} is a file, which is one split; drop dataset_split")
         try:
             what = "eval_dataset" if name == "eval" and extra.get("eval_dataset") else "dataset"
-            ds = load_rows(source, split, extra.get("dataset_config"), what=what, skip_invalid=skip_invalid)
+            ds = load_rows(source, split, extra.get("dataset_config"), what=what, skip_invalid=skip_invalid,
+                           number_columns=(args.weight_column,) if args.weight_column else ())
         except ValueError as e:
             if implicit and "split" in str(e).lower():
                 raise no_eval from e
