@@ -34,6 +34,17 @@ def _trainer(tmp_path, model_dir, **kw) -> DoRATrainer:
     return DoRATrainer(model=model_dir, args=trainer_config(tmp_path, **kw), train_dataset=data, eval_dataset=data)
 
 
+def _train_and_check(t, want: dict) -> dict:
+    """Train, then check the first logged window's and the evaluation's share per source against ``want``."""
+    t.train()
+    logs = t.state.log_history[0]
+    evals = t.evaluate()
+    for source, share in want.items():
+        assert logs[f"source/{source}/weight_share"] == pytest.approx(share, rel=1e-6)
+        assert evals[f"eval_source/{source}/weight_share"] == pytest.approx(share, rel=1e-6)
+    return logs
+
+
 def test_weight_share_of_one_batch(tmp_path, tiny_model_dir, one_thread):
     rows, want = _rows(), _share(_rows())
     assert sum(want.values()) == pytest.approx(1.0, abs=1e-12)
@@ -42,12 +53,7 @@ def test_weight_share_of_one_batch(tmp_path, tiny_model_dir, one_thread):
     human_rows = [r["dora_weight"] for r in rows if r["chosen_source"] == "human"]
     assert want["human"] != pytest.approx(sum(human_rows) / len(human_rows), abs=0.05)
     t = _trainer(tmp_path, tiny_model_dir, per_device_train_batch_size=6, per_device_eval_batch_size=6)
-    t.train()
-    logs = t.state.log_history[0]
-    evals = t.evaluate()
-    for source, share in want.items():
-        assert logs[f"source/{source}/weight_share"] == pytest.approx(share, rel=1e-6)
-        assert evals[f"eval_source/{source}/weight_share"] == pytest.approx(share, rel=1e-6)
+    logs = _train_and_check(t, want)
     assert sum(logs[f"source/{s}/weight_share"] for s in want) == pytest.approx(1.0, rel=1e-6)
 
 
@@ -61,9 +67,4 @@ def test_weight_share_is_a_ratio_of_sums_over_the_window(tmp_path, tiny_model_di
         assert abs(sum(halves) / 2 - want["human"]) > 1e-3, first
     t = _trainer(tmp_path, tiny_model_dir, per_device_train_batch_size=3, per_device_eval_batch_size=3,
                  max_steps=2, logging_steps=2)  # fmt: skip
-    t.train()
-    logs = t.state.log_history[0]
-    evals = t.evaluate()
-    for source, share in want.items():
-        assert logs[f"source/{source}/weight_share"] == pytest.approx(share, rel=1e-6)
-        assert evals[f"eval_source/{source}/weight_share"] == pytest.approx(share, rel=1e-6)
+    _train_and_check(t, want)
