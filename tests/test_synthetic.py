@@ -189,3 +189,21 @@ def test_world_registry():
     # separable: no chatty response reads as human
     rows = make_world(get_world("separable", n_train=400))["train"]
     assert all(r["source"] == "human" or r["chosen"].startswith("The answer is") for r in rows)
+
+
+def test_larger_mimic_world_writes_each_source_in_its_own_template():
+    """`source_overlap` overrides `style_overlap` per source: larger-mimic's terse_bot always writes as a human,
+    its chatty source never does; the judges are larger-number's, terse_bot's flips at noise 0.1."""
+    cfg = get_world("larger-mimic", n_train=4000)
+    by = {}
+    for r in make_world(cfg)["train"]:
+        by.setdefault(r["source"], []).append(r)
+    assert all(t.isdigit() for r in by["terse_bot"] for t in (r["chosen"], r["rejected"]))
+    assert all(r["chosen"].startswith("The answer is") and r["rejected"].startswith("The answer is")
+               for r in by["chatty"])  # fmt: skip
+    assert sum(r["label_correct"] for r in by["terse_bot"]) / len(by["terse_bot"]) == pytest.approx(0.9, abs=0.02)
+    assert (cfg.bias, cfg.judge_bias, cfg.mix) == ("larger", 0.8, {"chatty": 0.5, "terse_bot": 0.5})
+    with pytest.raises(ValueError, match="source_overlap"):
+        WorldConfig(source_overlap={"human": 0.5})
+    with pytest.raises(ValueError, match="source_overlap"):
+        WorldConfig(source_overlap={"chatty": 1.5})

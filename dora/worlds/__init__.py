@@ -13,6 +13,9 @@ budget the demo gives it (:data:`BUDGETS`):
 - ``hidden-bias``: as ``separable``, but 70% of synthetic responses are written in the human template: the
   weights cannot find most of it.
 
+- ``larger-mimic``: ``larger-number``'s judge in a source always in its own style, beside a careful synthetic
+  source (labels flipped 10% of the time) always written in the human template: the weights keep the good
+  synthetic rows with the human ones and take out the biased ones.
 - ``larger-separable`` and ``larger-hidden``: as ``separable`` and ``hidden-bias``, with the larger-number judge
   of ``larger-number`` (``judge_bias`` 0.8) and its budget.
 
@@ -47,6 +50,8 @@ WORLDS: dict[str, WorldConfig] = {
     "hidden-bias": WorldConfig(**_PHRASE, mix={"chatty": 1.0}, judge_bias=1.0, style_overlap=0.7),
     "larger-separable": WorldConfig(**_LARGER, mix={"chatty": 1.0}, judge_bias=0.8, noise=0.2, style_overlap=0.0),
     "larger-hidden": WorldConfig(**_LARGER, mix={"chatty": 1.0}, judge_bias=0.8, noise=0.2, style_overlap=0.7),
+    "larger-mimic": WorldConfig(**_LARGER, judge_bias=0.8, noise=0.1, style_overlap=0.0,
+                                source_overlap={"terse_bot": 1.0}),
 }
 DEFAULT_WORLD = "larger-number"
 
@@ -59,7 +64,7 @@ _LARGER_BUDGET = {
     "full": {"n_train": 800, "sft_epochs": 6, "epochs": 6, "lr": 1e-3},
     "quick": {"n_train": 400, "sft_epochs": 2, "epochs": 4, "lr": 1e-3},
 }
-BUDGETS.update({name: _LARGER_BUDGET for name in ("larger-number", "larger-separable", "larger-hidden")})
+BUDGETS.update({name: _LARGER_BUDGET for name in WORLDS if name.startswith("larger-")})
 
 
 def get_world(name: str, **overrides) -> WorldConfig:
