@@ -242,3 +242,34 @@ def test_chosen_recipe_parses_with_dora_train(tmp_path, tiny_model_dir, choice, 
         assert [w for w, s in zip(train["label_weight"], train["source"]) if s == "human"] == [1 / alpha] * 40
     else:
         assert args.objective == "dora" and args.dro_lambda == 0.5 and extra["dataset"] == str(tmp_path / "d.jsonl")
+
+
+@pytest.mark.parametrize("schedule", ["full", "pilot"])
+def test_pilot_follows_the_full_runs_schedule_for_its_steps(tmp_path, tiny_model_dir, monkeypatch, schedule,
+                                                            one_thread):  # fmt: skip
+    """``schedule="full"``: the learning rate of each pilot step is the full run's linear schedule at that step
+    (its horizon: the recipe's epochs over all rows), and training stops after ``steps``; ``"pilot"``: the linear
+    schedule spans the pilot's own steps."""
+    trainers = []
+    build = pilot.build
+
+    def keep(kwargs, extra, *a, **k):
+        built = build(kwargs, extra, *a, **k)
+        trainers.append(built[0])
+        return built
+
+    monkeypatch.setattr(pilot, "build", keep)
+    data = rows()
+    d = write(tmp_path / "d.jsonl", data)
+    keys = {**KEYS, "num_train_epochs": 2, "lr_scheduler_type": "linear", "warmup_steps": 0}
+    p = plan(None, {**keys, "model_name_or_path": tiny_model_dir, "dataset": d}, output=str(tmp_path / "out"),
+             candidates="DPO", steps=3, heldout_fraction=0.25, schedule=schedule)  # fmt: skip
+    run_plan(p)
+    horizon = 2 * math.ceil(len(data) / 4) if schedule == "full" else 3  # 2 epochs of 60 rows, batch 4
+    logged = [h["learning_rate"] for h in trainers[0].state.log_history if "learning_rate" in h]
+    assert trainers[0].state.global_step == 3
+    # the rate each step trained with: lr (H - t) / H after t steps
+    assert logged == pytest.approx([1e-3 * (horizon - t) / horizon for t in (0, 1, 2)], rel=1e-6)
+    with pytest.raises(ValueError, match="--schedule"):
+        plan(None, {**keys, "model_name_or_path": tiny_model_dir, "dataset": d}, output=str(tmp_path / "o2"),
+             candidates="DPO", steps=3, heldout_fraction=0.25, schedule="cosine")

@@ -24,11 +24,13 @@ def select(model: str | None = None, dataset: str | None = None, *, config: str 
            output: str = "dora_select", candidates=None, steps: int = 50, heldout: str | None = None,
            heldout_fraction: float = 0.2, target_sources=("human",), confidence: float = 0.95,
            bootstrap: int = 2000, overwrite: bool = False, keep_heldout_duplicates: bool = False,
-           **keys) -> dict:  # fmt: skip
+           schedule: str = "full", **keys) -> dict:  # fmt: skip
     """Run the pilot: ``model`` and ``dataset`` (or ``config``, a `dora train` recipe) plus any `dora train` key as
     ``keys``; ``steps`` per candidate; the held-out split from ``heldout`` (a file) or carved from the
     ``target_sources`` rows (``heldout_fraction`` of their prompts); training rows equal to a held-out row are left out
-    unless ``keep_heldout_duplicates``. Returns the report (``report.json``'s content)."""
+    unless ``keep_heldout_duplicates``; ``schedule="full"`` trains each pilot with the full run's learning-rate
+    schedule for its first ``steps`` steps (``"pilot"``: a schedule of its own over ``steps``). Returns the report
+    (``report.json``'s content)."""
     overrides = dict(keys)
     if model is not None:
         overrides["model_name_or_path"] = model
@@ -37,7 +39,7 @@ def select(model: str | None = None, dataset: str | None = None, *, config: str 
     p = plan(config, overrides, output=output, candidates=candidates, steps=steps, heldout=heldout,
              heldout_fraction=heldout_fraction, target_sources=target_sources, confidence=confidence,
              bootstrap=bootstrap, overwrite=overwrite,
-             keep_heldout_duplicates=keep_heldout_duplicates)  # fmt: skip
+             keep_heldout_duplicates=keep_heldout_duplicates, schedule=schedule)  # fmt: skip
     return run_plan(p)
 
 

@@ -21,6 +21,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", default="dora_select", help="folder for the candidates, report and recipe "
                    "(a finished candidate in it is not trained again)")  # fmt: skip
     p.add_argument("--steps", type=int, default=50, help="training steps per candidate (the pilot budget)")
+    p.add_argument("--schedule", default="full", choices=("full", "pilot"),
+                   help="the learning-rate schedule of each pilot: 'full' (default) the full run's (the recipe's "
+                        "epochs or max_steps), stopped after --steps; 'pilot' its own, over --steps")
     p.add_argument("--candidates", default=None,
                    help=f"comma-separated; default: {', '.join(DEFAULT)} (DoRA at any λ: 'DoRA λ=0.25' or dora-l=0.25)")
     p.add_argument("--heldout", default=None, help="held-out human pairs (a file); default: carved from the "
@@ -49,7 +52,7 @@ def run(args) -> int:
                  target_sources=[t for t in args.target_sources.split(",") if t.strip()],
                  confidence=args.confidence, bootstrap=args.bootstrap, skip_invalid_rows=args.skip_invalid_rows,
                  overwrite=args.overwrite_output,
-                 keep_heldout_duplicates=args.keep_heldout_duplicates)  # fmt: skip
+                 keep_heldout_duplicates=args.keep_heldout_duplicates, schedule=args.schedule)  # fmt: skip
     except (OSError, ImportError, yaml.YAMLError) as e:
         raise ValueError(str(e).strip() or type(e).__name__) from e
     run_plan(p)

@@ -140,12 +140,15 @@ def full_ranking(per_seed: list[dict], methods: list[str]) -> dict:
             "intervals": intervals}  # fmt: skip
 
 
-def pilot_seed(files: dict, seed: int, out: str, steps: int, methods: list[str], lr: float) -> dict:
-    """`dora select` on one seed's data: the demo's recipe, ``steps`` per candidate, the drawn-apart held-out split."""
-    recipe = {**RECIPE, "learning_rate": lr, "model_name_or_path": files["model"], "dataset": files["train"]}
+def pilot_seed(files: dict, seed: int, out: str, steps: int, methods: list[str], b: dict, schedule: str) -> dict:
+    """`dora select` on one seed's data: the demo's recipe at the budget ``b`` (its epochs are the full run's, whose
+    learning-rate schedule the pilot follows with ``schedule="full"``), ``steps`` per candidate, the drawn-apart
+    held-out split."""
+    recipe = {**RECIPE, "learning_rate": b["lr"], "num_train_epochs": b["epochs"], "model_name_or_path": files["model"],
+              "dataset": files["train"]}  # fmt: skip
     p = plan(None, {**recipe, "seed": seed},
              output=out, steps=steps, heldout=files["heldout"], candidates=[DEMO_NAMES[m] for m in methods],
-             keep_heldout_duplicates=True)  # independent draws, like the test split: a small world repeats its text
+             keep_heldout_duplicates=True, schedule=schedule)  # held-out draws repeat a small world's text
     report = run_plan(p)
     v = report["verdict"]
     ranked = sorted(v["candidates"], key=lambda m: -v["candidates"][m]["accuracy"])
@@ -211,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=None, help="the full run's epochs (default: the world's budget)")
     p.add_argument("--n-train", type=int, default=None, help="default: the world's budget")
     p.add_argument("--heldout-size", type=int, default=400)
+    p.add_argument("--schedule", default="full", choices=("full", "pilot"), help="the pilot's learning-rate schedule "
+                   "(`dora select --schedule`): the full run's, stopped after --steps, or its own over --steps")
+    p.add_argument("--select-folder", default="select", help="each seed's pilot folder (a new one per pilot setting)")
     p.add_argument("--sft-epochs", type=int, default=None, help="default: the world's budget")
     p.add_argument("--stop-after", default=None, help="UTC time HH:MM: start no new seed after it")
     p.add_argument("--from-demo", default=None, metavar="ROOT",
@@ -243,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{w} seed {seed} full: " + ", ".join(
                     f"{m} {100 * full[w][-1][m]['preference_accuracy']:.1f}" for m in methods), flush=True)
             if seed < a.pilot_seeds:
-                pilots[w].append(pilot_seed(files, seed, os.path.join(out, "select"), b["steps"], methods, b["lr"]))
+                pilots[w].append(pilot_seed(files, seed, os.path.join(out, a.select_folder), b["steps"], methods, b,
+                                            a.schedule))
                 print(f"{w} seed {seed} pilot: {pilots[w][-1]['text']}", flush=True)
             summary = {x: summarise(x, full[x], pilots[x], methods, budgets[x]["steps"]) for x in worlds}
             with open(os.path.join(a.output, "summary.json"), "w") as f:

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+from transformers import TrainerCallback
 
 from dora.outputs import check_output_dir
 from dora.select.candidates import parse_candidates, slug, spec
@@ -53,12 +54,23 @@ class Plan:
     confidence: float = 0.95
     bootstrap: int = 2000
     full_steps: int | None = None
+    schedule: str = "full"  # "full": the full run's learning-rate schedule, stopped after ``steps``; "pilot": its own
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def horizon(self) -> int:
+        """The steps the learning-rate schedule spans: the full run's (``schedule="full"``) or the pilot's."""
+        return max(self.steps, self.full_steps or 0) if self.schedule == "full" else self.steps
 
-def _check_flags(steps, fraction, confidence, bootstrap, targets) -> None:
+
+SCHEDULES = ("full", "pilot")
+
+
+def _check_flags(steps, fraction, confidence, bootstrap, targets, schedule) -> None:
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise UsageError(f"--steps: a whole number of steps per candidate (at least 1) expected, got {steps!r}")
+    if schedule not in SCHEDULES:
+        raise UsageError(f"--schedule: one of {', '.join(SCHEDULES)} expected, got {schedule!r}")
     if not 0 < fraction < 1:
         raise UsageError(f"--heldout-fraction: a share of the target prompts in (0, 1) expected, got {fraction!r}")
     if not 0 < confidence < 1:
@@ -92,10 +104,10 @@ def _needs(names: list[str], columns: list[str], weight_column: str, source_colu
 def plan(config: str | None, overrides: dict, *, output: str, candidates=None, steps: int = 50,
          heldout: str | None = None, heldout_fraction: float = 0.2, target_sources=("human",),
          confidence: float = 0.95, bootstrap: int = 2000, skip_invalid_rows: bool = False,
-         overwrite: bool = False, keep_heldout_duplicates: bool = False) -> Plan:  # fmt: skip
+         overwrite: bool = False, keep_heldout_duplicates: bool = False, schedule: str = "full") -> Plan:  # fmt: skip
     """Every check before any model loads; a mistake is a one-line ValueError."""
     targets = [str(t) for t in target_sources]
-    _check_flags(steps, heldout_fraction, confidence, bootstrap, targets)
+    _check_flags(steps, heldout_fraction, confidence, bootstrap, targets, schedule)
     names = parse_candidates(candidates)
     config_kwargs, extra = load_recipe(config, dict(overrides))
     user = (copy.deepcopy(config_kwargs), copy.deepcopy(extra))
@@ -130,7 +142,8 @@ def plan(config: str | None, overrides: dict, *, output: str, candidates=None, s
         raise UsageError(f"no training row has {args.source_column} in {targets}: the target-row candidates have "
                          f"nothing to train on (see --target-sources)")  # fmt: skip
     settings = {
-        "candidates": {n: spec(n) for n in names}, "steps": steps, "seed": args.seed, "targets": targets,
+        "candidates": {n: spec(n) for n in names}, "steps": steps, "schedule": schedule, "seed": args.seed,
+        "targets": targets,
         "heldout": heldout, "heldout_fraction": None if heldout else heldout_fraction,
         "keep_heldout_duplicates": bool(keep_heldout_duplicates),
         "recipe": {k: v for k, v in {**kwargs, **pilot_extra}.items()},
@@ -141,7 +154,7 @@ def plan(config: str | None, overrides: dict, *, output: str, candidates=None, s
     return Plan(output=output, names=names, steps=steps, seed=args.seed, config_kwargs=user[0], extra=user[1],
                 pilot_extra=pilot_extra, train_rows=train_rows, heldout_rows=held, all_rows=rows, settings=settings,
                 confidence=confidence, bootstrap=bootstrap, full_steps=_full_steps(config_kwargs, len(rows)),
-                notes=notes)  # fmt: skip
+                schedule=schedule, notes=notes)  # fmt: skip
 
 
 def _preflight(kwargs: dict, extra: dict, skip_invalid: bool = False):
@@ -216,18 +229,31 @@ def heldout_rewards(trainer, reference: np.ndarray) -> tuple[np.ndarray, np.ndar
     return r[:, 0], r[:, 1]
 
 
+class StopAfter(TrainerCallback):
+    """Ends training after ``steps`` optimizer steps, whatever the schedule's length (``max_steps``)."""
+
+    def __init__(self, steps: int):
+        self.steps = steps
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= self.steps:
+            control.should_training_stop = True
+        return control
+
+
 def run_candidate(p: Plan, name: str, files: dict, state) -> dict:
     """Train one candidate from the start model for ``p.steps`` steps and score it on the held-out pairs; its
     folder gets ``scores.json`` and, last, ``done.json``."""
     s = spec(name)
     folder = os.path.join(p.output, "candidates", slug(name))
     kwargs = {k: v for k, v in p.config_kwargs.items() if k not in PILOT_ONLY}
-    kwargs.update(s["keys"], output_dir=folder, max_steps=p.steps, eval_strategy="no", save_strategy="no")
+    kwargs.update(s["keys"], output_dir=folder, max_steps=p.horizon, eval_strategy="no", save_strategy="no")
     extra = {**p.pilot_extra, "dataset": files[s["rows"]], "dataset_split": "train",
              "eval_dataset": files["heldout"], "eval_dataset_split": "train"}  # fmt: skip
     extra.pop("dataset_config", None)
     t0 = time.time()
     trainer = _build(kwargs, {**extra, **OWN_FOLDER})
+    trainer.add_callback(StopAfter(p.steps))  # the schedule spans p.horizon steps; the pilot trains p.steps of them
     # the reference: an explicit ref_model, else the start policy (scored before training; with LoRA, the base)
     reference = heldout_logps(trainer, trainer.ref_model if trainer.ref_model is not None and
                               extra.get("ref_model_name_or_path") else trainer.model)  # fmt: skip
@@ -263,7 +289,8 @@ def run_plan(p: Plan) -> dict:
     state.wait_for_everyone()  # every process has checked the output folder before rank 0 writes into it
     files = write_data(p, state)
     if state.is_main_process:
-        share = f" ({100 * p.steps / p.full_steps:.0f}% of the full run's {p.full_steps})" if p.full_steps else ""
+        share = f" ({100 * p.steps / p.full_steps:.0f}% of the full run's {p.full_steps}" if p.full_steps else ""
+        share += (", on its learning-rate schedule)" if p.horizon > p.steps else ")") if share else ""
         print(f"dora select: {len(p.names)} candidates, {p.steps} steps each{share}; {len(p.train_rows)} training "
               f"rows, {len(p.heldout_rows)} held-out pairs; output {p.output}", flush=True)  # fmt: skip
         for note in p.notes:

@@ -20,7 +20,11 @@ def _ci(x) -> str:
     return "–" if x is None else f"[{100 * x[0]:+.1f}, {100 * x[1]:+.1f}]"
 
 
-def markdown(v: dict, results: dict, steps: int) -> str:
+def markdown(v: dict, results: dict, steps: int, horizon: int | None = None) -> str:
+    """The report's table and verdict; ``horizon``: the steps the learning-rate schedule spans, when more than
+    ``steps`` (the first ``steps`` of the full run's schedule)."""
+    of = f" (the first {steps} of the full run's {horizon}-step learning-rate schedule)" if (horizon or 0) > steps \
+        else ""
     lines = [
         "| candidate | held-out accuracy (%) | reward margin | − DPO (points) [interval] | − best (points) [interval] "
         "| steps | time (s) |",
@@ -35,7 +39,8 @@ def markdown(v: dict, results: dict, steps: int) -> str:
         )
     lines += [
         "",
-        f"{v['n']} held-out pairs; {steps} steps per candidate, the same start, data order and seed. Intervals: paired "
+        f"{v['n']} held-out pairs; {steps} steps per candidate{of}, the same start, data order and seed. Intervals: "
+        "paired "
         f"bootstrap ({v['samples']} resamples of the pairs) at {100 * v['level']:.2f}% each, so that all "
         f"{max(1, len(v['candidates']) - 1)} comparisons with {v['baseline']} hold together at "
         f"{100 * v['confidence']:.0f}%.",
@@ -87,7 +92,7 @@ def write_report(p, results: dict, chosen: dict, rejected: dict) -> dict:
     correct = {n: (chosen[n] > rejected[n]).astype(np.float64) for n in p.names}
     margins = {n: chosen[n] - rejected[n] for n in p.names}
     v = verdict(correct, margins, baseline="DPO", samples=p.bootstrap, seed=p.seed, confidence=p.confidence)
-    table = markdown(v, results, p.steps)
+    table = markdown(v, results, p.steps, p.horizon)
     recipe = recipe_for(p, v["choice"])
     recipe_path = os.path.join(p.output, "recipe.yaml")
     with open(recipe_path, "w") as f:
@@ -95,7 +100,8 @@ def write_report(p, results: dict, chosen: dict, rejected: dict) -> dict:
         yaml.safe_dump(recipe, f, sort_keys=False, allow_unicode=True)
     with open(os.path.join(p.output, "report.md"), "w") as f:
         f.write(table + "\n")
-    out = {"verdict": v, "results": results, "recipe": recipe_path, "steps": p.steps, "full_steps": p.full_steps}
+    out = {"verdict": v, "results": results, "recipe": recipe_path, "steps": p.steps, "full_steps": p.full_steps,
+           "schedule": p.schedule, "schedule_steps": p.horizon}  # fmt: skip
     with open(os.path.join(p.output, "report.json"), "w") as f:
         json.dump(out, f, indent=1, default=str)
     plot(v, os.path.join(p.output, "report.png"))
