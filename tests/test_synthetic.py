@@ -207,3 +207,20 @@ def test_larger_mimic_world_writes_each_source_in_its_own_template():
         WorldConfig(source_overlap={"human": 0.5})
     with pytest.raises(ValueError, match="source_overlap"):
         WorldConfig(source_overlap={"chatty": 1.5})
+
+
+def test_larger_marked_world_marks_the_biased_source_in_the_human_template():
+    """`source_mark` follows a source's human-template number: larger-marked's chatty writes `8.`, terse_bot and
+    the humans plain numbers; its judge always picks the larger wrong number."""
+    cfg = get_world("larger-marked", n_train=4000)
+    by = {}
+    for r in make_world(cfg)["train"]:
+        by.setdefault(r["source"], []).append(r)
+    assert all(t[:-1].isdigit() and t.endswith(".") for r in by["chatty"] for t in (r["chosen"], r["rejected"]))
+    assert all(t.isdigit() for s in ("human", "terse_bot") for r in by[s] for t in (r["chosen"], r["rejected"]))
+    assert all(parse_answer(r["chosen"]) == max(parse_answer(r["chosen"]), parse_answer(r["rejected"]))
+               for r in by["chatty"] if not r["label_correct"])  # fmt: skip
+    larger = [r for r in by["chatty"] if max(parse_answer(r["chosen"]), parse_answer(r["rejected"])) != r["answer"]]
+    assert larger and not any(r["label_correct"] for r in larger)  # the larger wrong number always wins
+    with pytest.raises(ValueError, match="source_mark"):
+        WorldConfig(source_mark={"chatty": ""})

@@ -16,6 +16,9 @@ budget the demo gives it (:data:`BUDGETS`):
 - ``larger-mimic``: ``larger-number``'s judge in a source always in its own style, beside a careful synthetic
   source (labels flipped 10% of the time) always written in the human template: the weights keep the good
   synthetic rows with the human ones and take out the biased ones.
+- ``larger-marked``: as ``larger-mimic``, but the biased source writes in the human template too, with a full
+  stop after the number (``source_mark``), and its judge always prefers the larger wrong number: its bias reaches
+  the human test pairs, and the classifier sees the mark.
 - ``larger-separable`` and ``larger-hidden``: as ``separable`` and ``hidden-bias``, with the larger-number judge
   of ``larger-number`` (``judge_bias`` 0.8) and its budget.
 
@@ -52,6 +55,8 @@ WORLDS: dict[str, WorldConfig] = {
     "larger-hidden": WorldConfig(**_LARGER, mix={"chatty": 1.0}, judge_bias=0.8, noise=0.2, style_overlap=0.7),
     "larger-mimic": WorldConfig(**_LARGER, judge_bias=0.8, noise=0.1, style_overlap=0.0,
                                 source_overlap={"terse_bot": 1.0}),
+    "larger-marked": WorldConfig(**_LARGER, judge_bias=1.0, noise=0.1, style_overlap=0.0,
+                                 source_overlap={"chatty": 1.0, "terse_bot": 1.0}, source_mark={"chatty": "."}),
 }
 DEFAULT_WORLD = "larger-number"
 

@@ -22,7 +22,8 @@ and label preference pairs (docs/demo.md describes every world and its mechanism
   probability ``noise``.
 
 With probability ``style_overlap`` (or its source's ``source_overlap``) a synthetic response uses the human
-template, so the source classifier cannot separate the sources perfectly. The held-out test split is human
+template (followed by the source's ``source_mark``, if it has one), so the source classifier cannot separate the
+sources perfectly. The held-out test split is human
 pairs only. Every method gets the same training data; nothing in the world knows which method is trained on it.
 """
 
@@ -51,6 +52,7 @@ class WorldConfig:
     noise: float = 0.3
     style_overlap: float = 0.25
     source_overlap: dict[str, float] = field(default_factory=dict)  # a synthetic source's own style_overlap
+    source_mark: dict[str, str] = field(default_factory=dict)  # appended to a source's human-template responses
     chatty_error_rate: float = 0.8  # "sum+1": how often chatty's wrong answer is its characteristic sum + 1
     chatty_errors: str = "sum+1"  # chatty's wrong answers: "sum+1" (at chatty_error_rate) or "slip" (sum +/- 1)
     bias: str = "padding"  # the feature the chatty judge prefers: "padding" (classic), "phrase" or "larger"
@@ -67,6 +69,9 @@ class WorldConfig:
         for s, v in self.source_overlap.items():
             if s not in SOURCES[1:] or not 0.0 <= v <= 1.0:
                 raise ValueError(f"WorldConfig.source_overlap maps {SOURCES[1:]} to [0, 1], got {s!r}: {v!r}")
+        for s, v in self.source_mark.items():
+            if s not in SOURCES[1:] or not isinstance(v, str) or not v:
+                raise ValueError(f"WorldConfig.source_mark maps {SOURCES[1:]} to a non-empty text, got {s!r}: {v!r}")
         if any(s not in SOURCES[1:] for s in self.mix) or sum(self.mix.values()) <= 0:
             raise ValueError(f"WorldConfig.mix must weight {SOURCES[1:]}, got {self.mix}")
         if self.bias not in BIASES:
@@ -87,7 +92,7 @@ def prompt_text(a: int, b: int) -> str:
 def style(source: str, x: int, wrong: bool, rng: random.Random, cfg: WorldConfig) -> str:
     """How a source writes the answer ``x`` (the classic world's random draws are kept in their order)."""
     if source == "human" or rng.random() < cfg.source_overlap.get(source, cfg.style_overlap):
-        text = f"{x}"
+        text = f"{x}" + cfg.source_mark.get(source, "")
     elif source == "chatty":
         text = f"The answer is {x}."
     else:
