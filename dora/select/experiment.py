@@ -5,8 +5,9 @@ for that seed (``dora.demo.stages``); the full comparison, each method trained a
 (``train_method``, at the world's budget, ``dora.worlds.BUDGETS``) and scored on the world's test split; a held-out
 split of human pairs drawn apart from the world (its own random stream, not the test split; like the test split, its
 pairs can repeat a training row's text, and the pilot keeps such rows: ``keep_heldout_duplicates``); then
-`dora select` with the demo's recipe (β 0.1, the budget's lr, batch 32, full fine-tuning) for ``--steps`` steps per
-candidate (default: a quarter of the full run's). The pilot's choice is compared with the
+`dora select` with the demo's recipe (β 0.1, the budget's lr and epochs, batch 32, full fine-tuning) for ``--steps``
+steps per candidate (default: a quarter of the full run's), on the full run's learning-rate schedule unless
+``--schedule pilot``. The pilot's choice is compared with the
 full comparison's winner (the highest mean preference accuracy over the seeds) and the methods statistically tied
 with it (a paired Student-t interval over the seeds, method − winner, containing 0). Every piece is kept and read
 back on a rerun. docs/results.md reports the runs.
@@ -158,12 +159,14 @@ def pilot_seed(files: dict, seed: int, out: str, steps: int, methods: list[str],
             "seconds": sum(r["seconds"] for r in report["results"].values())}  # fmt: skip
 
 
-def summarise(world: str, full: list[dict], pilots: list[dict], methods: list[str], steps: int) -> dict:
+def summarise(world: str, full: list[dict], pilots: list[dict], methods: list[str], steps: int, schedule: str = "full",
+              heldout: int | None = None) -> dict:
     ranking = full_ranking(full, methods) if full else None
     good = {DEMO_NAMES[m] for m in [ranking["winner"], *ranking["tied"]]} if ranking else set()
     for r in pilots:
         r["agrees"], r["top_agrees"] = r["choice"] in good, r["top"] in good
-    return {"world": world, "steps": steps, "full": ranking, "acceptable": sorted(good), "pilots": pilots,
+    return {"world": world, "steps": steps, "schedule": schedule, "heldout": heldout, "full": ranking,
+            "acceptable": sorted(good), "pilots": pilots,
             "agree": sum(r["agrees"] for r in pilots), "top_agree": sum(r["top_agrees"] for r in pilots)}  # fmt: skip
 
 
@@ -185,9 +188,10 @@ def markdown(summary: dict) -> str:
         out += [f"Winner: {full['winner']}; {diffs} (95% Student-t over the seeds); statistically tied with it: "
                 f"{', '.join(full['tied']) or 'none'}.", ""]
         names = [DEMO_NAMES[m] for m in methods]  # the full comparison's order
-        out += [f"**{w}**, `dora select` pilot ({s['steps']} steps per candidate; held-out pairs drawn apart; "
-                "held-out accuracy %):", "", "| seed | " + " | ".join(names) + " | verdict | agrees |",
-                "|---" * (len(names) + 3) + "|"]
+        how = {"full": "on the full run's learning-rate schedule", "pilot": "on a schedule of its own"}
+        out += [f"**{w}**, `dora select` pilot ({s['steps']} steps per candidate {how[s.get('schedule', 'pilot')]}; "
+                f"{s.get('heldout') or 'the'} held-out pairs drawn apart; held-out accuracy %):", "",
+                "| seed | " + " | ".join(names) + " | verdict | agrees |", "|---" * (len(names) + 3) + "|"]
         for r in s["pilots"]:
             out.append(f"| {r['seed']} | " + " | ".join(f"{100 * r['accuracy'][m]:.1f}" for m in names)
                        + f" | {r['choice']} | {'yes' if r['agrees'] else 'no'} |")
@@ -252,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
                 pilots[w].append(pilot_seed(files, seed, os.path.join(out, a.select_folder), b["steps"], methods, b,
                                             a.schedule))
                 print(f"{w} seed {seed} pilot: {pilots[w][-1]['text']}", flush=True)
-            summary = {x: summarise(x, full[x], pilots[x], methods, budgets[x]["steps"]) for x in worlds}
+            summary = {x: summarise(x, full[x], pilots[x], methods, budgets[x]["steps"], a.schedule, a.heldout_size)
+                       for x in worlds}
             with open(os.path.join(a.output, "summary.json"), "w") as f:
                 json.dump(summary, f, indent=1)
     for w, s in summary.items():
