@@ -224,3 +224,6 @@ def test_larger_marked_world_marks_the_biased_source_in_the_human_template():
     assert larger and not any(r["label_correct"] for r in larger)  # the larger wrong number always wins
     with pytest.raises(ValueError, match="source_mark"):
         WorldConfig(source_mark={"chatty": ""})
+    half = make_world(get_world("larger-marked-half", n_train=800))["train"]
+    assert sum(r["source"] == "human" for r in half) == 400 and {r["source"] for r in half} == {"human", "chatty"}
+    assert all(r["chosen"].endswith(".") for r in half if r["source"] == "chatty")

@@ -19,6 +19,8 @@ budget the demo gives it (:data:`BUDGETS`):
 - ``larger-marked``: as ``larger-mimic``, but the biased source writes in the human template too, with a full
   stop after the number (``source_mark``), and its judge always prefers the larger wrong number: its bias reaches
   the human test pairs, and the classifier sees the mark.
+- ``larger-marked-half``: half the rows human, the other half from ``larger-marked``'s marked, biased source
+  (no careful source): the weights keep every human row and only them, half of each batch.
 - ``larger-separable`` and ``larger-hidden``: as ``separable`` and ``hidden-bias``, with the larger-number judge
   of ``larger-number`` (``judge_bias`` 0.8) and its budget.
 
@@ -57,6 +59,8 @@ WORLDS: dict[str, WorldConfig] = {
                                 source_overlap={"terse_bot": 1.0}),
     "larger-marked": WorldConfig(**_LARGER, judge_bias=1.0, noise=0.1, style_overlap=0.0,
                                  source_overlap={"chatty": 1.0, "terse_bot": 1.0}, source_mark={"chatty": "."}),
+    "larger-marked-half": WorldConfig(**_LARGER, synthetic_share=0.5, mix={"chatty": 1.0}, judge_bias=1.0,
+                                      style_overlap=0.0, source_overlap={"chatty": 1.0}, source_mark={"chatty": "."}),
 }
 DEFAULT_WORLD = "larger-number"
 
