@@ -163,3 +163,8 @@ def test_a_finished_stage_is_kept_and_other_settings_refused(tmp_path):
     with pytest.raises(SystemExit, match="result.json was written by a run with other settings; use another --output"):
         _finished(path, {"epochs": 3, "world": {"mix": {"chatty": 1.0}}})
     assert (tmp_path / "result.json").read_text() == before
+    # a world field added since (source_mark): the earlier run had its default, so its result is reused ...
+    assert _finished(path, {"epochs": 2, "world": {"mix": {"chatty": 1.0}, "source_mark": {}}}) == {
+        "preference_accuracy": 0.61}  # fmt: skip
+    with pytest.raises(SystemExit, match="other settings"):  # ... and refused for a value it did not have
+        _finished(path, {"epochs": 2, "world": {"mix": {"chatty": 1.0}, "source_mark": {"chatty": "."}}})

@@ -227,7 +227,12 @@ def _finished(path: str, key: dict) -> dict | None:
         return None
     with open(path) as f:
         done = json.load(f)
-    if done.get("key") != json.loads(json.dumps(key)):
+    earlier, key = done.get("key") or {}, json.loads(json.dumps(key))
+    if isinstance(earlier.get("world"), dict) and isinstance(key.get("world"), dict):
+        defaults = WorldConfig().to_dict()  # a world field added since that run had its default there
+        added = {k: defaults[k] for k in key["world"] if k not in earlier["world"] and k in defaults}
+        earlier = {**earlier, "world": {**added, **earlier["world"]}}
+    if earlier != key:
         raise SystemExit(f"dora demo: {path} was written by a run with other settings; use another --output")
     return done["result"]
 
