@@ -32,7 +32,7 @@ def test_quick_demo_runs_every_stage(tmp_path):
     for name in methods:
         assert 0.0 <= seed0[name]["preference_accuracy"] <= 1.0
     assert (out / "results.png").stat().st_size > 1000
-    assert set(METHODS) >= set(methods) and len(METHODS) == 9
+    assert set(METHODS) >= set(methods) and len(METHODS) == 10
 
 
 def test_paired_differences_against_a_written_out_t_interval():

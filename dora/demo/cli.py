@@ -17,7 +17,7 @@ from dora.demo.report import (
     per_seed_table,
     plot,
 )
-from dora.demo.stages import DEFAULT, METHODS, NO_LABELS, QUICK, run_demo
+from dora.demo.stages import DEFAULT, DEFAULT_METHODS, METHODS, NO_LABELS, QUICK, run_demo
 from dora.worlds import BUDGETS, DEFAULT_WORLD, WORLDS, WorldConfig, get_world
 
 __all__ = ["add_arguments", "run"]
@@ -33,7 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-task-accuracy", action="store_true",
                    help="skip the greedy generations of each trained model (the task-accuracy column)")
     p.add_argument("--output", default="demo_out", help="folder for the table, JSON, plot and checkpoints")
-    p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {list(METHODS)}")
+    p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                   help=f"comma-separated subset of {list(METHODS)} (default: {', '.join(DEFAULT_METHODS)})")
     p.add_argument("--world", default=None, choices=sorted(WORLDS),
                    help=f"the named world (docs/demo.md; default {DEFAULT_WORLD}, classic with --iterate)")
     p.add_argument("--synthetic-share", type=float, default=None,
@@ -62,7 +63,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_sweep(args, cfg: WorldConfig, seeds: int, base: dict, t0: float) -> int:
     """DPO vs DoRA (or --methods) across synthetic shares: where does DoRA help, and where not?"""
-    methods = [m for m in args.methods.split(",") if m in METHODS] if args.methods != ",".join(METHODS) else [
+    methods = [m for m in args.methods.split(",") if m in METHODS] if args.methods != ",".join(DEFAULT_METHODS) else [
         "DPO", "DoRA"]
     if getattr(args, "no_labels", False):
         methods.append(NO_LABELS)

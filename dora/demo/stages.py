@@ -32,7 +32,11 @@ METHODS: dict[str, dict] = {
     "Human-only": {"loss_type": "sigmoid", "objective": "mean"},
     "Label reweight": {"loss_type": "sigmoid", "objective": "reweight"},
     "Oracle": {"loss_type": "sigmoid", "objective": "mean"},
+    "DoRA λ=4": {"loss_type": "sigmoid", "objective": "dora", "dro_lambda": 4.0},
 }
+# methods run only when named in --methods (the default is the rest): DoRA with a softer tilt
+OPTIONAL_METHODS = ("DoRA λ=4",)
+DEFAULT_METHODS = [m for m in METHODS if m not in OPTIONAL_METHODS]
 # the baselines a sceptic asks for train on other rows than the mixture as labelled (rows_for_method):
 # Human-only the human rows alone (for as many optimizer steps as the others), Label reweight every row with
 # the source label's weight (1/α for human rows, 1 for the rest), Oracle every row with its label set right

@@ -28,7 +28,7 @@ from dora.worlds import BUDGETS
 
 # `dora demo`'s method names -> `dora select`'s candidates (the same keys and rows)
 DEMO_NAMES = {"DPO": "DPO", "Human-only": "DPO (target)", "Label reweight": "Label reweight", "Reweight": "Reweight",
-              "KL-DRO": "KL-DRO", "rDPO": "rDPO", "DoRA": "DoRA λ=1"}  # fmt: skip
+              "KL-DRO": "KL-DRO", "rDPO": "rDPO", "DoRA": "DoRA λ=1", "DoRA λ=4": "DoRA λ=4"}  # fmt: skip
 RECIPE = {"beta": 0.1, "learning_rate": 1e-4, "lr_scheduler_type": "linear", "per_device_train_batch_size": 32,
           "per_device_eval_batch_size": 128, "save_strategy": "no", "report_to": [], "disable_tqdm": True,
           "logging_steps": 10, "use_peft": False}  # fmt: skip
