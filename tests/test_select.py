@@ -273,3 +273,8 @@ def test_pilot_follows_the_full_runs_schedule_for_its_steps(tmp_path, tiny_model
     with pytest.raises(ValueError, match="--schedule"):
         plan(None, {**keys, "model_name_or_path": tiny_model_dir, "dataset": d}, output=str(tmp_path / "o2"),
              candidates="DPO", steps=3, heldout_fraction=0.25, schedule="cosine")
+    # a pilot that ends inside the full run's warmup says so (it never reaches the peak rate); its own schedule not
+    warm = plan(None, {**keys, "warmup_steps": 10, "model_name_or_path": tiny_model_dir, "dataset": d},
+                output=str(tmp_path / "o3"), candidates="DPO", steps=3, heldout_fraction=0.25, schedule=schedule)
+    said = [n for n in warm.notes if "inside the full run's warmup (10 of its 30 steps)" in n]
+    assert len(said) == (schedule == "full")

@@ -141,6 +141,11 @@ def plan(config: str | None, overrides: dict, *, output: str, candidates=None, s
                                                                for r in train_rows):  # fmt: skip
         raise UsageError(f"no training row has {args.source_column} in {targets}: the target-row candidates have "
                          f"nothing to train on (see --target-sources)")  # fmt: skip
+    full_steps = _full_steps(config_kwargs, len(rows))
+    warmup = args.get_warmup_steps(full_steps) if schedule == "full" and full_steps else 0
+    if warmup > steps:
+        notes.append(f"the pilots' {steps} steps end inside the full run's warmup ({warmup} of its {full_steps} "
+                     f"steps), below its peak learning rate: give more --steps, or --schedule pilot")  # fmt: skip
     settings = {
         "candidates": {n: spec(n) for n in names}, "steps": steps, "schedule": schedule, "seed": args.seed,
         "targets": targets,
@@ -153,8 +158,8 @@ def plan(config: str | None, overrides: dict, *, output: str, candidates=None, s
     _check_output(output, settings, [config, extra["dataset"], heldout], [extra["model_name_or_path"]], overwrite)
     return Plan(output=output, names=names, steps=steps, seed=args.seed, config_kwargs=user[0], extra=user[1],
                 pilot_extra=pilot_extra, train_rows=train_rows, heldout_rows=held, all_rows=rows, settings=settings,
-                confidence=confidence, bootstrap=bootstrap, full_steps=_full_steps(config_kwargs, len(rows)),
-                schedule=schedule, notes=notes)  # fmt: skip
+                confidence=confidence, bootstrap=bootstrap, full_steps=full_steps, schedule=schedule,
+                notes=notes)  # fmt: skip
 
 
 def _preflight(kwargs: dict, extra: dict, skip_invalid: bool = False):
