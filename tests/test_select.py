@@ -199,6 +199,14 @@ def test_verdict_against_a_hand_computed_paired_bootstrap():
             hand_interval(scores[name], dpo, 400, 3, level), abs=1e-12)
     assert hand_interval(small, dpo, 400, 3, level)[0] <= 0  # hence:
     assert v["choice"] == "DPO" and v["best"] == "small" and v["text"].startswith("keep DPO")
+    # the pairs that would resolve small's lead: (z s / lead)^2, z the normal quantile at 1 - 0.025/2 (a table's
+    # 2.2414), s the sample sd of the per-pair differences (three 1s, the rest 0), in float64
+    d = [float(a) - float(b) for a, b in zip(small, dpo)]
+    lead = sum(d) / n
+    s = math.sqrt(sum((x - lead) ** 2 for x in d) / (n - 1))
+    need = math.ceil((2.2414 * s / lead) ** 2)
+    assert abs(v["pairs_to_resolve"] - need) <= 1 and need > n  # the table's z to 4 digits
+    assert f"needs about {v['pairs_to_resolve']} held-out pairs to resolve" in v["text"]
     scores["big"] = big
     v = verdict(scores, samples=400, seed=3)
     level = 1 - 0.05 / 3
@@ -207,6 +215,7 @@ def test_verdict_against_a_hand_computed_paired_bootstrap():
     assert v["candidates"]["small"]["vs_best_ci"] == pytest.approx(hand_interval(small, big, 400, 3, level), abs=1e-12)
     assert v["choice"] == "big" and v["better_than_baseline"] == ["big"]
     assert v["text"].startswith("use big: +15.0 points") and v["tied_with_choice"] == []
+    assert v["pairs_to_resolve"] is None and "needs about" not in v["text"]  # resolved: nothing to add
     tie = dict(scores, DPO=dpo, twin=big.copy())  # a second candidate as good: tied with the choice
     v = verdict(tie, samples=400, seed=3)
     assert v["choice"] in ("big", "twin") and v["tied_with_choice"] == [{"big": "twin", "twin": "big"}[v["choice"]]]

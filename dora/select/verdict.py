@@ -9,14 +9,20 @@ candidates compared with the baseline (Bonferroni: all k intervals hold together
 
 The verdict: candidates whose interval against the baseline lies above 0 are better than it; none ->
 "keep DPO"; otherwise the most accurate of them, with its gain and interval, and the candidates whose
-interval against it contains 0 (tied with it).
+interval against it contains 0 (tied with it). When a candidate leads the baseline without an interval above 0,
+the verdict says about how many held-out pairs would resolve a lead of that size: the n at which the normal
+approximation of the interval, z·s/√n (s the standard deviation of the per-pair differences, z the normal
+quantile at the simultaneous level), equals the lead.
 """
 
 from __future__ import annotations
 
+import math
+from statistics import NormalDist
+
 import numpy as np
 
-__all__ = ["bootstrap_indices", "paired_interval", "verdict"]
+__all__ = ["bootstrap_indices", "paired_interval", "pairs_to_resolve", "verdict"]
 
 
 def bootstrap_indices(n: int, samples: int, seed: int) -> np.ndarray:
@@ -79,26 +85,40 @@ def verdict(
     choice = max(better, key=lambda m: acc[m]) if better else baseline
     tied = [m for m in names if m != choice and not _excludes_zero(paired_interval(correct[m], correct[choice], idx,
                                                                                       level))]
+    need = pairs_to_resolve(correct[best], correct[baseline], level) if choice == baseline != best else None
     return {
         "n": n, "baseline": baseline, "confidence": confidence, "level": level, "samples": samples, "seed": seed,
         "best": best, "choice": choice, "better_than_baseline": better, "tied_with_choice": tied, "candidates": rows,
-        "text": _text(rows, baseline, choice, best, tied, n, confidence),
+        "pairs_to_resolve": need, "text": _text(rows, baseline, choice, best, tied, n, confidence, need),
     }  # fmt: skip
+
+
+def pairs_to_resolve(a, b, level: float) -> int | None:
+    """Held-out pairs at which a lead of mean(a − b) would have a normal-approximation interval z·s/√n as wide as
+    itself (s: the sample standard deviation of the per-pair differences); None without a lead."""
+    d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    lead = float(d.mean())
+    if not lead > 0 or len(d) < 2:
+        return None
+    z = NormalDist().inv_cdf(1 - (1 - level) / 2)
+    return math.ceil((z * float(d.std(ddof=1)) / lead) ** 2)
 
 
 def _pts(x: float) -> str:
     return f"{100 * x:+.1f}"
 
 
-def _text(rows: dict, baseline: str, choice: str, best: str, tied: list[str], n: int, confidence: float) -> str:
+def _text(rows: dict, baseline: str, choice: str, best: str, tied: list[str], n: int, confidence: float,
+          need: int | None = None) -> str:  # fmt: skip
     if choice == baseline:
         if best == baseline:
             return f"keep {baseline}: no candidate scored above it on the {n} held-out pairs."
         b = rows[best]
+        more = f"; a lead this size needs about {need} held-out pairs to resolve" if need and need > n else ""
         return (
             f"keep {baseline}: no candidate is distinguishable from it on the {n} held-out pairs (the best, {best}, "
             f"{_pts(b['vs_baseline'])} points [{_pts(b['vs_baseline_ci'][0])}, {_pts(b['vs_baseline_ci'][1])}], "
-            f"{100 * confidence:.0f}% simultaneous)."
+            f"{100 * confidence:.0f}% simultaneous{more})."
         )
     c = rows[choice]
     also = f"; tied with it: {', '.join(tied)}" if tied else ""
