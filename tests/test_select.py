@@ -129,6 +129,15 @@ def test_resume_skips_finished_candidates(tmp_path, tiny_model_dir, seen, one_th
     assert third["results"]["DPO"] == first["results"]["DPO"]  # read back, with its time
     with pytest.raises(ValueError, match="other settings .*steps"):
         dora.select(**{**kw, "steps": 2})
+    manifest = os.path.join(out, "select.json")  # a run from before --schedule: its pilots had their own schedule
+    with open(manifest) as f:
+        old = {k: v for k, v in json.load(f).items() if k != "schedule"}
+    with open(manifest, "w") as f:
+        json.dump(old, f)
+    with pytest.raises(ValueError, match="other settings \\(schedule differ"):
+        dora.select(**kw)
+    seen.clear()
+    assert dora.select(**kw, schedule="pilot")["verdict"] == first["verdict"] and seen == {}
 
 
 def test_bad_input_is_one_line_before_any_model_loads(tmp_path, tiny_model_dir, capsys, forbid_model_loads):  # noqa: F811

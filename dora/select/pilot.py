@@ -182,6 +182,7 @@ def _check_output(output: str, settings: dict, inputs: list, models: list, overw
     if os.path.isfile(manifest):
         with open(manifest) as f:
             earlier = json.load(f)
+        earlier.setdefault("schedule", "pilot")  # written before --schedule existed: each pilot had its own
         changed = [k for k in settings if earlier.get(k) != settings[k]]
         if changed:
             raise UsageError(f"--output {output!r} holds a dora select run with other settings ({', '.join(changed)} "
