@@ -15,6 +15,7 @@ from dora.worlds import (
     SOURCES,
     WorldConfig,
     answer_of,
+    as_written_now,
     build_model,
     build_tokenizer,
     make_pair,
@@ -233,9 +234,7 @@ def _finished(path: str, key: dict) -> dict | None:
         done = json.load(f)
     earlier, key = done.get("key") or {}, json.loads(json.dumps(key))
     if isinstance(earlier.get("world"), dict) and isinstance(key.get("world"), dict):
-        defaults = WorldConfig().to_dict()  # a world field added since that run had its default there
-        added = {k: defaults[k] for k in key["world"] if k not in earlier["world"] and k in defaults}
-        earlier = {**earlier, "world": {**added, **earlier["world"]}}
+        earlier = {**earlier, "world": as_written_now(earlier["world"], key["world"])}
     if earlier != key:
         raise SystemExit(f"dora demo: {path} was written by a run with other settings; use another --output")
     return done["result"]

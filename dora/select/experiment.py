@@ -24,7 +24,7 @@ import statistics
 import time
 
 from dora.select.pilot import plan, run_plan
-from dora.worlds import BUDGETS
+from dora.worlds import BUDGETS, as_written_now
 
 # `dora demo`'s method names -> `dora select`'s candidates (the same keys and rows)
 DEMO_NAMES = {"DPO": "DPO", "Human-only": "DPO (target)", "Label reweight": "Label reweight", "Reweight": "Reweight",
@@ -111,8 +111,7 @@ def demo_comparison(root: str, world: str, n_train: int, methods: list[str], see
     with open(os.path.join(root, world, "results.json")) as f:
         result = json.load(f)
     want = worlds.get_world(world, n_train=n_train, n_test=result["config"]["n_test"]).to_dict()
-    defaults = worlds.WorldConfig().to_dict()  # a field added since the run was written had its default then
-    if {**{k: defaults[k] for k in want if k not in result["config"]}, **result["config"]} != want:
+    if as_written_now(result["config"], want) != want:
         raise SystemExit(f"{root}/{world}/results.json is not `dora demo --world {world}` at the budget's size")
     per_seed = result["per_seed"][:seeds]
     missing = [m for m in methods if any(m not in r for r in per_seed)]

@@ -39,6 +39,7 @@ from dora.worlds.addition import (
     SOURCES,
     WorldConfig,
     answer_of,
+    as_written_now,
     make_pair,
     make_world,
     parse_answer,
@@ -85,5 +86,6 @@ def get_world(name: str, **overrides) -> WorldConfig:
 
 __all__ = [
     "ALPHABET", "BIASES", "BUDGETS", "DEFAULT_WORLD", "PADDING", "PHRASE", "SOURCES", "WORLDS", "WorldConfig",
-    "answer_of", "build_model", "build_tokenizer", "get_world", "make_pair", "make_world", "parse_answer",
+    "answer_of", "as_written_now", "build_model", "build_tokenizer", "get_world", "make_pair", "make_world",
+    "parse_answer",
 ]  # fmt: skip

@@ -23,8 +23,8 @@ and label preference pairs (docs/demo.md describes every world and its mechanism
 
 With probability ``style_overlap`` (or its source's ``source_overlap``) a synthetic response uses the human
 template (followed by the source's ``source_mark``, if it has one), so the source classifier cannot separate the
-sources perfectly. The held-out test split is human
-pairs only. Every method gets the same training data; nothing in the world knows which method is trained on it.
+sources perfectly. The held-out test split is human pairs only. Every method gets the same training data; nothing
+in the world knows which method is trained on it.
 """
 
 from __future__ import annotations
@@ -83,6 +83,13 @@ class WorldConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def as_written_now(config: dict, fields) -> dict:
+    """A ``WorldConfig.to_dict()`` written before some of ``fields`` existed, with those at their defaults (the
+    values the world had then), so that it compares with a config written today."""
+    defaults = WorldConfig().to_dict()
+    return {**{k: defaults[k] for k in fields if k not in config and k in defaults}, **config}
 
 
 def prompt_text(a: int, b: int) -> str:
