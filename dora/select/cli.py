@@ -8,7 +8,7 @@ import sys
 import yaml
 
 from dora.select.candidates import DEFAULT
-from dora.select.pilot import plan, run_plan
+from dora.select.pilot import SCHEDULES, plan, run_plan
 from dora.train_cli.recipe import parse_overrides
 
 __all__ = ["ACCEPTS_OVERRIDES", "add_arguments", "run"]
@@ -21,7 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", default="dora_select", help="folder for the candidates, report and recipe "
                    "(a finished candidate in it is not trained again)")  # fmt: skip
     p.add_argument("--steps", type=int, default=50, help="training steps per candidate (the pilot budget)")
-    p.add_argument("--schedule", default="full", choices=("full", "pilot"),
+    p.add_argument("--schedule", default="full", choices=SCHEDULES,
                    help="the learning-rate schedule of each pilot: 'full' (default) the full run's (the recipe's "
                         "epochs or max_steps), stopped after --steps; 'pilot' its own, over --steps")
     p.add_argument("--candidates", default=None,

@@ -23,7 +23,7 @@ import random
 import statistics
 import time
 
-from dora.select.pilot import plan, run_plan
+from dora.select.pilot import SCHEDULES, plan, run_plan
 from dora.worlds import BUDGETS, as_written_now
 
 # `dora demo`'s method names -> `dora select`'s candidates (the same keys and rows)
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=None, help="the full run's epochs (default: the world's budget)")
     p.add_argument("--n-train", type=int, default=None, help="default: the world's budget")
     p.add_argument("--heldout-size", type=int, default=400)
-    p.add_argument("--schedule", default="full", choices=("full", "pilot"), help="the pilot's learning-rate schedule "
+    p.add_argument("--schedule", default="full", choices=SCHEDULES, help="the pilot's learning-rate schedule "
                    "(`dora select --schedule`): the full run's, stopped after --steps, or its own over --steps")
     p.add_argument("--select-folder", default="select", help="each seed's pilot folder (a new one per pilot setting)")
     p.add_argument("--sft-epochs", type=int, default=None, help="default: the world's budget")
