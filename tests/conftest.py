@@ -10,6 +10,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_DISABLED", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+# one thread per process (this one, before torch is imported, and every subprocess a test starts): tiny models run
+# fastest so, and two processes at once (pytest-xdist's workers, a launch beside another) do not fight for 2 cores
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="module")
@@ -66,11 +69,48 @@ def pair_rows(n: int = 8, seed: int = 0, sources=("human", "gpt")) -> list[dict]
     return rows
 
 
-def launch_cases(script: str, launchers: dict, model_dir: str, folder) -> dict:
-    """Run a multi-process case script (tests/scripts/*_cases.py) once per launcher on the same 16 rows; each
-    run must succeed and leave results.pt in folder/<name>. Returns {name: its results}."""
-    import json
+def free_port() -> int:
+    """A TCP port free now, for one `accelerate launch`: launches that run at the same time (two in one test, or
+    two pytest-xdist workers) must not share accelerate's default 29500."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def accelerate_launch(config: str, *flags: str) -> list[str]:
+    """``accelerate launch --config_file CONFIG`` on a port of its own, then ``flags``."""
+    import shutil
+    import sys
+
+    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
+    return [accelerate, "launch", "--config_file", config, "--main_process_port", str(free_port()), *flags]
+
+
+def run_together(commands: dict, folder, env: dict, timeout: int = 420) -> None:
+    """Start every command at once and wait for all (one process importing torch leaves the other core idle);
+    each must exit 0. Their output goes to folder/<name>.log, whose tail is the failure message."""
     import subprocess
+
+    procs = {}
+    for name, cmd in commands.items():
+        with open(folder / f"{name}.log", "w") as log:
+            procs[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        for name, p in procs.items():
+            assert p.wait(timeout=timeout) == 0, f"{name}: " + (folder / f"{name}.log").read_text()[-4000:]
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+def launch_cases(script: str, launchers: dict, model_dir: str, folder) -> dict:
+    """Run a multi-process case script (tests/scripts/*_cases.py) once per launcher on the same 16 rows, all at
+    once; each run must succeed and leave results.pt in folder/<name>. Returns {name: its results}."""
+    import json
 
     import torch
 
@@ -78,14 +118,11 @@ def launch_cases(script: str, launchers: dict, model_dir: str, folder) -> dict:
     data.write_text("\n".join(json.dumps(r) for r in pair_rows(16)))
     env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", TQDM_DISABLE="1")
     env.pop("TENSORBOARD_LOGGING_DIR", None)
-    out = {}
-    for name, launcher in launchers.items():
+    for name in launchers:
         (folder / name).mkdir()
-        res = subprocess.run([*launcher, script, model_dir, str(data), str(folder / name)], capture_output=True,
-                             text=True, env=env, timeout=420)  # fmt: skip
-        assert res.returncode == 0, res.stderr[-4000:]
-        out[name] = torch.load(folder / name / "results.pt")
-    return out
+    run_together({name: [*launcher, script, model_dir, str(data), str(folder / name)]
+                  for name, launcher in launchers.items()}, folder, env)  # fmt: skip
+    return {name: torch.load(folder / name / "results.pt") for name in launchers}
 
 
 def assert_same_params(a: dict, b: dict, **tol) -> None:

@@ -7,12 +7,11 @@ One `accelerate launch` per stage runs every case (tests/scripts/deepspeed_cases
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 
 import pytest
 import torch
-from conftest import assert_same_params, launch_cases
+from conftest import accelerate_launch, assert_same_params, launch_cases
 
 HERE = os.path.dirname(__file__)
 SCRIPT = os.path.join(HERE, "scripts", "deepspeed_cases.py")
@@ -21,11 +20,10 @@ CONFIG = os.path.join(HERE, "..", "recipes", "accelerate_configs", "zero3_cpu2.y
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, tiny_model_dir):
-    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
     launchers = {
         "one": [sys.executable],
-        "zero3": [accelerate, "launch", "--config_file", CONFIG],
-        "zero2": [accelerate, "launch", "--config_file", CONFIG, "--zero_stage", "2"],
+        "zero3": accelerate_launch(CONFIG),
+        "zero2": accelerate_launch(CONFIG, "--zero_stage", "2"),
     }
     return launch_cases(SCRIPT, launchers, tiny_model_dir, tmp_path_factory.mktemp("deepspeed"))
 

@@ -57,7 +57,7 @@ def test_paired_differences_against_a_written_out_t_interval():
 def test_sweep_keeps_no_labels_and_its_trusted_size(tmp_path):
     out = tmp_path / "sweep"
     argv = ["demo", "--quick", "--sweep", "0.8", "--no-labels", "--methods", "DPO", "--n-train", "120",
-            "--trusted-size", "40", "--output", str(out)]  # fmt: skip
+            "--epochs", "1", "--trusted-size", "40", "--output", str(out)]  # fmt: skip
     assert main(argv) == 0
     assert "| 80% | DoRA (no labels) |" in (out / "sweep.md").read_text()
     report = json.loads((out / "share0.8" / "seed0" / "classifier_no_labels" / "report.json").read_text())

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import glob
 import os
-import shutil
 import sys
 
 import pytest
 import torch
-from conftest import assert_same_params, launch_cases, pair_rows
+from conftest import accelerate_launch, assert_same_params, launch_cases, pair_rows
 
 HERE = os.path.dirname(__file__)
 SCRIPT = os.path.join(HERE, "scripts", "fsdp_cases.py")
@@ -23,9 +22,7 @@ CONFIG = os.path.join(HERE, "..", "recipes", "accelerate_configs", "fsdp_cpu2.ya
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, tiny_model_dir):
     d = tmp_path_factory.mktemp("fsdp")
-    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
-    out = launch_cases(SCRIPT, {"one": [sys.executable], "two": [accelerate, "launch", "--config_file", CONFIG]},
-                       tiny_model_dir, d)  # fmt: skip
+    out = launch_cases(SCRIPT, {"one": [sys.executable], "two": accelerate_launch(CONFIG)}, tiny_model_dir, d)
     return d, out["one"], out["two"]
 
 
