@@ -9,7 +9,7 @@ import os
 
 import pytest
 import torch
-from conftest import pair_rows, write_jsonl
+from conftest import accelerate_launch, pair_rows, write_jsonl
 
 from dora.cli import main
 from dora.demo.iterate import LengthBiasedJudge, correctness_judge
@@ -259,9 +259,7 @@ def test_two_processes_split_the_sampling_and_gather_it_in_prompt_order(tiny_mod
     """`accelerate launch` (two CPU processes) runs a round; its policy-written pairs are exactly the pairs
     made from rank 0 sampling and judging prompts 0, 2, 4, ... (seed s) and rank 1 prompts 1, 3, ... (seed
     s + 1000003); the weights are fitted once, by rank 0, and every process trains on them."""
-    import shutil
     import subprocess
-    import sys
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -277,9 +275,8 @@ def test_two_processes_split_the_sampling_and_gather_it_in_prompt_order(tiny_mod
         "judge: {callable: 'dora.demo.iterate:LengthBiasedJudge'}\nrounds: 1\nseed: 3\n"
         "generation: {max_new_tokens: 6}\ntraining: {per_device_train_batch_size: 4, max_steps: 1}\n"
     )
-    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
     calls = tmp_path / "calls.txt"
-    cmd = [accelerate, "launch", "--config_file", os.path.join(ROOT, "recipes", "accelerate_configs", "cpu2.yaml"),
+    cmd = [*accelerate_launch(os.path.join(ROOT, "recipes", "accelerate_configs", "cpu2.yaml")),
            os.path.join(ROOT, "tests", "scripts", "iterate_round.py"), str(recipe), str(calls)]  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS="1", TQDM_DISABLE="1")
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)

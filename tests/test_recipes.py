@@ -9,13 +9,12 @@ import glob
 import json
 import os
 import re
-import shutil
 import subprocess
-import sys
 
 import pytest
 import torch
 import yaml
+from conftest import accelerate_launch
 
 from dora.cli import main
 from dora.train_cli import build, load_recipe
@@ -240,14 +239,13 @@ def test_accelerate_launch_cpu2_trains_a_recipe(fixtures, tiny_model_dir, tmp_pa
     """The DoRA-DPO HH recipe as written (global-batch DRO over the full accumulated batch) on two CPU
     processes: 8 rows, 2 processes x 2 rows x 2 accumulation steps make one step exactly one epoch; one
     process would reach epoch 0.5."""
-    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
     recipe = os.path.join(RECIPES, "hh_mistral7b", "dora_dpo.yaml")
     out = tmp_path / "out"
     over = {**_tiny_overrides(_recipe(recipe), fixtures, tiny_model_dir, out), "max_steps": 1,
             "save_strategy": "steps", "save_steps": 1}  # fmt: skip
     flags = [tok for k, v in over.items() for tok in (f"--{k}", json.dumps(v) if not isinstance(v, str) else v)]
-    cmd = [accelerate, "launch", "--config_file", os.path.join(RECIPES, "accelerate_configs", "cpu2.yaml"),
-           "-m", "dora", "train", "--config", recipe, *flags]  # fmt: skip
+    cmd = [*accelerate_launch(os.path.join(RECIPES, "accelerate_configs", "cpu2.yaml")), "-m", "dora", "train",
+           "--config", recipe, *flags]  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS="1", TQDM_DISABLE="1")
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-4000:]

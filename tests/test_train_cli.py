@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import sys
 
 import pytest
 import yaml
 from bad_inputs import forbid_loads
-from conftest import pair_rows
+from conftest import accelerate_launch, pair_rows
 
 from dora.cli import main
 from dora.train_cli import UsageError, load_recipe, parse_overrides, preflight
@@ -304,13 +302,9 @@ def test_summary_says_what_the_objective_reduces_to(tmp_path, tiny_model_dir, ca
 
 @pytest.mark.slow
 def test_accelerate_launch_two_cpu_processes(recipe, tmp_path):
-    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
     out = tmp_path / "ddp"
     cmd = [
-        accelerate,
-        "launch",
-        "--config_file",
-        os.path.join(ROOT, "recipes", "accelerate_configs", "cpu2.yaml"),
+        *accelerate_launch(os.path.join(ROOT, "recipes", "accelerate_configs", "cpu2.yaml")),
         "-m",
         "dora",
         "train",

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import sys
 
 import pytest
 import torch
-from conftest import pair_rows, trainer_config, write_jsonl
+from conftest import accelerate_launch, pair_rows, run_together, trainer_config, write_jsonl
 from datasets import Dataset
 
 from dora import DoRATrainer
@@ -96,31 +94,17 @@ def test_objective_and_weights_reach_the_loss(tmp_path, tiny_model_dir, ref_dir)
     assert {"source/human/loss", "source/gpt/accuracy"} <= set(log)
 
 
-def _run_one_step(tmp_path, model_dir, launcher, batch, name, objective="dora"):
-    data = write_jsonl(tmp_path / "rows.jsonl", pair_rows(8))
-    out = tmp_path / name
-    cmd = [
-        *launcher,
-        os.path.join(HERE, "scripts", "one_step.py"),
-        model_dir,
-        str(data),
-        str(out),
-        str(batch),
-        objective,
-    ]
-    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-    assert res.returncode == 0, res.stderr[-3000:]
-    return torch.load(out)
-
-
 @pytest.mark.slow
 def test_two_processes_equal_one(tmp_path, tiny_model_dir):
     """accelerate launch, 2 CPU processes x 4 rows == 1 process x 8 rows, objective "dora", one SGD step."""
-    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
+    data = write_jsonl(tmp_path / "rows.jsonl", pair_rows(8))
+    script = os.path.join(HERE, "scripts", "one_step.py")
     cfg = os.path.join(HERE, "..", "recipes", "accelerate_configs", "cpu2.yaml")
-    two = _run_one_step(tmp_path, tiny_model_dir, [accelerate, "launch", "--config_file", cfg], 4, "two.pt")
-    one = _run_one_step(tmp_path, tiny_model_dir, [sys.executable], 8, "one.pt")
+    launchers = {"two": (accelerate_launch(cfg), 4), "one": ([sys.executable], 8)}
+    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    run_together({name: [*launcher, script, tiny_model_dir, data, str(tmp_path / f"{name}.pt"), str(batch), "dora"]
+                  for name, (launcher, batch) in launchers.items()}, tmp_path, env)  # fmt: skip
+    two, one = torch.load(tmp_path / "two.pt"), torch.load(tmp_path / "one.pt")
     assert two["loss"] == pytest.approx(one["loss"], rel=1e-6)
     from transformers import AutoModelForCausalLM
 
