@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import re
 
 import pytest
 
@@ -227,3 +228,23 @@ def test_larger_marked_world_marks_the_biased_source_in_the_human_template():
     half = make_world(get_world("larger-marked-half", n_train=800))["train"]
     assert sum(r["source"] == "human" for r in half) == 400 and {r["source"] for r in half} == {"human", "chatty"}
     assert all(r["chosen"].endswith(".") for r in half if r["source"] == "chatty")
+
+
+def test_source_prompt_gives_a_source_its_own_prompt_template():
+    """`source_prompt`: chatty's training and SFT prompts use its template; human rows, terse_bot's rows and the
+    test split keep the human prompt; every prompt still parses to its sum."""
+    cfg = get_world("larger-marked", source_mark={}, source_prompt={"chatty": "Q: {a}+{b}=?\nA: "}, n_train=600)
+    world = make_world(cfg)
+    for r in world["train"]:
+        a, b = (int(x) for x in re.findall(r"\d+", r["prompt"])[:2])
+        human_prompt = f"Q: {a}+{b}=\nA: "
+        assert r["prompt"] == (f"Q: {a}+{b}=?\nA: " if r["source"] == "chatty" else human_prompt)
+        assert answer_of(r["prompt"]) == r["answer"] == a + b
+    assert all(r["prompt"].endswith("=\nA: ") for r in world["test"])
+    sft_marked = sum(r["prompt"].endswith("=?\nA: ") for r in world["sft"])
+    assert 0 < sft_marked < len(world["sft"])  # the SFT rows drawn from chatty, about a third
+    for bad in ({"human": "Q: {a}+{b}?"}, {"chatty": "Q: {a}?"}, {"chatty": 3}):
+        with pytest.raises(ValueError, match="source_prompt"):
+            WorldConfig(source_prompt=bad)
+    with pytest.raises(ValueError, match="max_operand"):
+        WorldConfig(max_operand=0)

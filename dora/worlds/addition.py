@@ -53,6 +53,7 @@ class WorldConfig:
     style_overlap: float = 0.25
     source_overlap: dict[str, float] = field(default_factory=dict)  # a synthetic source's own style_overlap
     source_mark: dict[str, str] = field(default_factory=dict)  # appended to a source's human-template responses
+    source_prompt: dict[str, str] = field(default_factory=dict)  # a source's own prompt template ({a}, {b})
     chatty_error_rate: float = 0.8  # "sum+1": how often chatty's wrong answer is its characteristic sum + 1
     chatty_errors: str = "sum+1"  # chatty's wrong answers: "sum+1" (at chatty_error_rate) or "slip" (sum +/- 1)
     bias: str = "padding"  # the feature the chatty judge prefers: "padding" (classic), "phrase" or "larger"
@@ -72,12 +73,18 @@ class WorldConfig:
         for s, v in self.source_mark.items():
             if s not in SOURCES[1:] or not isinstance(v, str) or not v:
                 raise ValueError(f"WorldConfig.source_mark maps {SOURCES[1:]} to a non-empty text, got {s!r}: {v!r}")
+        for s, v in self.source_prompt.items():
+            if s not in SOURCES[1:] or not isinstance(v, str) or "{a}" not in v or "{b}" not in v:
+                raise ValueError(f"WorldConfig.source_prompt maps {SOURCES[1:]} to a template with {{a}} and {{b}}, "
+                                 f"got {s!r}: {v!r}")
         if any(s not in SOURCES[1:] for s in self.mix) or sum(self.mix.values()) <= 0:
             raise ValueError(f"WorldConfig.mix must weight {SOURCES[1:]}, got {self.mix}")
         if self.bias not in BIASES:
             raise ValueError(f"WorldConfig.bias must be one of {BIASES}, got {self.bias!r}")
         if self.chatty_errors not in CHATTY_ERRORS:
             raise ValueError(f"WorldConfig.chatty_errors must be one of {CHATTY_ERRORS}, got {self.chatty_errors!r}")
+        if self.max_operand < 1:
+            raise ValueError(f"WorldConfig.max_operand must be at least 1, got {self.max_operand}")
         if self.n_sft < 0:
             raise ValueError(f"WorldConfig.n_sft must be at least 0, got {self.n_sft}")
 
@@ -92,8 +99,9 @@ def as_written_now(config: dict, fields) -> dict:
     return {**{k: defaults[k] for k in fields if k not in config and k in defaults}, **config}
 
 
-def prompt_text(a: int, b: int) -> str:
-    return f"Q: {a}+{b}=\nA: "
+def prompt_text(a: int, b: int, template: str | None = None) -> str:
+    """The human prompt, or a source's own ``template`` (``WorldConfig.source_prompt``)."""
+    return template.format(a=a, b=b) if template else f"Q: {a}+{b}=\nA: "
 
 
 def style(source: str, x: int, wrong: bool, rng: random.Random, cfg: WorldConfig) -> str:
@@ -153,7 +161,7 @@ def make_pair(source: str, rng: random.Random, cfg: WorldConfig) -> dict:
         prefer_right = rng.random() >= cfg.noise
     chosen, rejected = (right, bad) if prefer_right else (bad, right)
     return {
-        "prompt": prompt_text(a, b),
+        "prompt": prompt_text(a, b, cfg.source_prompt.get(source)),
         "chosen": chosen,
         "rejected": rejected,
         "source": source,
@@ -186,7 +194,8 @@ def make_world(cfg: WorldConfig) -> dict[str, list[dict]]:
         source = rng.choice(SOURCES)
         u = rng.random()  # right half the time; the rest mostly the common slip sum + 1
         x = a + b if u < 0.5 else a + b + 1 if u < 0.8 else max(0, a + b + rng.choice((-2, -1, 2)))
-        sft.append({"prompt": prompt_text(a, b), "completion": style(source, x, False, rng, cfg)})
+        prompt = prompt_text(a, b, cfg.source_prompt.get(source))
+        sft.append({"prompt": prompt, "completion": style(source, x, False, rng, cfg)})
     return {"train": train, "test": test, "sft": sft}
 
 
